@@ -1,0 +1,156 @@
+"""Composition root: configuration → policy, services, server; the daemon's lifecycle.
+
+Only this module knows every concrete class. `cli.py` calls `serve()` and the SCU helpers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+
+from . import __version__
+from .config import Config
+from .net.client import AssociationError, associate
+from .net.server import Server, ServerLimits
+from .ports import AssociationClosed
+from .proto.dimse import CommandField
+from .proto.negotiation import AcceptorPolicy, build_associate_rq, default_supported
+from .proto.sop import PROPOSABLE_UNCOMPRESSED, STORAGE_SOP_CLASSES, VERIFICATION
+from .proto.status import Status, describe
+from .services.dispatcher import Dispatcher
+from .services.echo import echo as echo_scu
+from .services.echo import handle_echo
+
+log = logging.getLogger("minipacs")
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's loop when it is installed (DESIGN §15), the standard one otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+def build_policy(config: Config) -> AcceptorPolicy:
+    """What we accept, from the configuration (see docs/conformance.md)."""
+    storage = set(STORAGE_SOP_CLASSES) | set(config.sop_classes.extra_storage)
+    return AcceptorPolicy(
+        ae_title=config.ae_title,
+        check_called_ae=config.security.check_called_ae_title,
+        known_calling_aes=(frozenset(config.peers) if config.security.known_calling_aes_only
+                           else None),
+        supported=default_supported(config.sop_classes.extra_storage),
+        max_pdu_length=config.limits.max_pdu_length,
+        async_ops_limit=config.limits.async_ops_window,
+        scu_role_classes=frozenset(storage),
+    )
+
+
+def build_dispatcher(config: Config) -> Dispatcher:
+    dispatcher = Dispatcher()
+    dispatcher.register(CommandField.C_ECHO_RQ, [VERIFICATION], handle_echo)
+    # Storage and Query/Retrieve contexts are negotiated, but their services are not here
+    # yet: the dispatcher answers their requests with 0211H (unrecognized operation).
+    return dispatcher
+
+
+def serve(config: Config) -> int:
+    """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit code."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(_serve(config))
+
+
+async def _serve(config: Config) -> int:
+    limits = config.limits
+    server = Server(
+        build_policy(config),
+        build_dispatcher(config),
+        ServerLimits(max_associations=limits.max_associations,
+                     artim_timeout=limits.artim_timeout, idle_timeout=limits.idle_timeout,
+                     association_timeout=limits.association_timeout),
+    )
+    try:
+        await server.start(config.listen.host, config.listen.port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", config.listen.host, config.listen.port,
+                  exc.strerror or exc)
+        return 1
+    log.info("minipacs %s listening on %s:%d as AE %s (loop: %s)", __version__,
+             config.listen.host, server.port, config.ae_title,
+             type(asyncio.get_running_loop()).__module__.split(".")[0])
+    if not config.security.check_called_ae_title:
+        log.warning("security.check_called_ae_title is off: any called AE title is accepted")
+    if not config.security.known_calling_aes_only:
+        log.warning("security.known_calling_aes_only is off: any calling AE may associate")
+
+    stop = asyncio.Event()
+    force = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second %s: aborting open associations now",
+                        signal.Signals(signum).name)
+            force.set()
+        else:
+            log.info("%s received: shutting down", signal.Signals(signum).name)
+            stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await stop.wait()
+        shutdown = asyncio.create_task(server.shutdown(limits.shutdown_grace))
+        forced = asyncio.create_task(force.wait())
+        await asyncio.wait({shutdown, forced}, return_when=asyncio.FIRST_COMPLETED)
+        if not shutdown.done():
+            await server.shutdown(0)
+        forced.cancel()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    log.info("stopped")
+    return 0
+
+
+def echo(host: str, port: int, *, calling_ae: str, called_ae: str, timeout: float,
+         max_pdu: int) -> tuple[bool, str]:
+    """C-ECHO SCU: (success, one line for the user)."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(_echo(host, port, calling_ae, called_ae, timeout, max_pdu))
+
+
+async def _echo(host: str, port: int, calling_ae: str, called_ae: str, timeout: float,
+                max_pdu: int) -> tuple[bool, str]:
+    request = build_associate_rq(calling_ae, called_ae,
+                                 [(VERIFICATION, PROPOSABLE_UNCOMPRESSED)],
+                                 max_pdu_length=max_pdu)
+    started = time.perf_counter()
+    try:
+        conn = await associate(host, port, request, connect_timeout=timeout,
+                               artim_timeout=timeout)
+    except AssociationError as exc:
+        return False, str(exc)
+    where = f"{called_ae}@{host}:{port}"
+    try:
+        async with asyncio.timeout(timeout):
+            status = await echo_scu(conn)
+        elapsed = (time.perf_counter() - started) * 1000
+        await conn.release(timeout)
+    except LookupError as exc:
+        conn.abort(str(exc))
+        return False, f"C-ECHO {where}: {exc}"
+    except TimeoutError:
+        conn.abort("timeout")
+        return False, f"C-ECHO {where}: no response within {timeout:g} s"
+    except AssociationClosed as exc:
+        return False, f"C-ECHO {where}: association lost ({exc})"
+    if status != Status.SUCCESS:
+        return False, f"C-ECHO {where}: {describe(status)}"
+    return True, f"C-ECHO {where}: success in {elapsed:.1f} ms"
+

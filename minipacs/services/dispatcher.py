@@ -1,0 +1,126 @@
+"""Routes each DIMSE request of an association to the service registered for it (PS3.7 §9, §10).
+
+A handler returns its final response; the dispatcher drains what is left of the request's
+data set, sends the response, and turns a handler's exception into a failure status for that
+operation only. Requests of one association run concurrently up to the negotiated
+asynchronous operations window (PS3.7 D.3.3.3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from ..ports import AssociationClosed, Channel, Request
+from ..proto.dimse import MESSAGE_TYPES, RESPONSE_BIT, CommandField, DimseMessage
+from ..proto.sop import name_of
+from ..proto.status import Status
+
+log = logging.getLogger("minipacs.services")
+
+# Operations of one association run at once when the peer negotiated "unlimited" (0).
+UNLIMITED_WINDOW_CAP: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The final response of an operation, with the data set that goes with it, if any."""
+
+    message: DimseMessage
+    dataset: bytes | None = None
+
+
+Handler = Callable[[Channel, Request], Awaitable[Outcome]]
+
+
+def sop_class_of(message: DimseMessage) -> str:
+    """The SOP class a request is about: Affected for DIMSE-C and N-CREATE/N-EVENT-REPORT,
+    Requested for the other DIMSE-N requests (PS3.7 §10.3)."""
+    uid = getattr(message, "affected_sop_class_uid", None)
+    return uid or getattr(message, "requested_sop_class_uid", "") or ""
+
+
+def response_for(request: DimseMessage, status: int, comment: str | None = None,
+                 **fields: object) -> DimseMessage:
+    """The response matching `request`'s command, with the identifying fields PS3.7 asks for."""
+    rsp_type = MESSAGE_TYPES[int(request.command_field) | RESPONSE_BIT]
+    names = set(rsp_type.__dataclass_fields__)
+    values: dict[str, object] = {
+        "message_id_being_responded_to": request.message_id,  # type: ignore[union-attr]
+        "status": status,
+    }
+    if "affected_sop_class_uid" in names:
+        values["affected_sop_class_uid"] = sop_class_of(request)
+    instance = (getattr(request, "affected_sop_instance_uid", None)
+                or getattr(request, "requested_sop_instance_uid", None))
+    if instance and "affected_sop_instance_uid" in names:
+        values["affected_sop_instance_uid"] = instance
+    if comment is not None and "error_comment" in names:
+        values["error_comment"] = comment[:64]  # LO: at most 64 characters (PS3.5 6.2)
+    values.update(fields)
+    return rsp_type(**values)
+
+
+class Dispatcher:
+    """A `Callable[[Channel], Awaitable[None]]` the server runs for each association."""
+
+    def __init__(self) -> None:
+        self._routes: dict[tuple[CommandField, str], Handler] = {}
+        self._commands: set[CommandField] = set()
+
+    def register(self, command: CommandField, sop_classes: Iterable[str],
+                 handler: Handler) -> None:
+        for uid in sop_classes:
+            self._routes[(command, uid)] = handler
+        self._commands.add(command)
+
+    async def __call__(self, channel: Channel) -> None:
+        window = channel.info.negotiated.async_invoked or UNLIMITED_WINDOW_CAP
+        slots = asyncio.Semaphore(window)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            async for request in channel.requests():
+                await slots.acquire()
+                task = asyncio.create_task(self._run(channel, request, slots))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        finally:
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    def _route(self, request: Request) -> Handler | Outcome:
+        message = request.message
+        command = message.command_field
+        handler = self._routes.get((command, sop_class_of(message)))
+        if handler is not None:
+            return handler
+        if command not in self._commands:
+            # PS3.7 C.5.20 (0211H): the operation is not one this AE performs.
+            return Outcome(response_for(message, Status.UNRECOGNIZED_OPERATION,
+                                        f"{CommandField(command).name} not supported"))
+        # PS3.7 C.5.19 (0122H): the SOP class is not supported for this operation.
+        return Outcome(response_for(message, Status.SOP_CLASS_NOT_SUPPORTED,
+                                    f"{name_of(sop_class_of(message))} not supported"))
+
+    async def _run(self, channel: Channel, request: Request,
+                   slots: asyncio.Semaphore) -> None:
+        try:
+            route = self._route(request)
+            try:
+                outcome = route if isinstance(route, Outcome) else await route(channel, request)
+            except AssociationClosed:
+                return
+            except Exception as exc:
+                log.exception("%s failed", type(request.message).__name__)
+                outcome = Outcome(response_for(request.message, Status.PROCESSING_FAILURE,
+                                               f"internal error: {type(exc).__name__}"))
+            if request.data is not None:
+                await request.data.drain()  # PS3.4 B.2.3: take the whole message, then answer
+            await channel.send(request.context.context_id, outcome.message, outcome.dataset)
+        except AssociationClosed:
+            pass
+        finally:
+            slots.release()
