@@ -171,6 +171,8 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT, stream=sys.stderr, force=True
     )
+    # Alembic narrates every plugin it loads at INFO; its migrations are logged by us.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _describe_config(config: Config) -> str:

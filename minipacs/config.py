@@ -38,7 +38,9 @@ DEFAULT_AE_TITLE = "MINIPACS"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11112
 DEFAULT_STORAGE_ROOT = "minipacs-data/store"
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///minipacs-data/index.db"
+DEFAULT_DATABASE_URL = "sqlite:///minipacs-data/index.db"
+DEFAULT_MIN_FREE_MB = 512
+DUPLICATE_POLICIES = ("keep-first", "replace")
 
 _YAML_MERGE_TAG = "tag:yaml.org,2002:merge"
 _URL_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<rest>.*)$", re.DOTALL)
@@ -73,11 +75,13 @@ class StorageConfig:
 
     root: Path
     fsync: bool = True
+    min_free_mb: int = DEFAULT_MIN_FREE_MB
+    duplicates: str = "keep-first"
 
 
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
-    """The index database (an SQLAlchemy asyncio URL)."""
+    """The index database (an SQLAlchemy URL)."""
 
     url: str
 
@@ -271,12 +275,20 @@ def _listen(raw: object, where: str) -> ListenConfig:
 
 
 def _storage(raw: object, where: str, base: Path) -> StorageConfig:
-    data = _mapping(raw, where, ("root", "fsync"))
+    data = _mapping(raw, where, ("root", "fsync", "min_free_mb", "duplicates"))
     root = _str(data.get("root", DEFAULT_STORAGE_ROOT), f"{where}.root")
     if not root.strip():
         raise ConfigError(f"{where}.root", "must not be empty")
+    duplicates = _str(data.get("duplicates", "keep-first"), f"{where}.duplicates")
+    if duplicates not in DUPLICATE_POLICIES:
+        raise ConfigError(f"{where}.duplicates",
+                          f"{duplicates!r} is not one of {', '.join(DUPLICATE_POLICIES)}")
     return StorageConfig(
-        root=_resolve_path(root, base), fsync=_bool(data.get("fsync", True), f"{where}.fsync")
+        root=_resolve_path(root, base),
+        fsync=_bool(data.get("fsync", True), f"{where}.fsync"),
+        min_free_mb=_int(data.get("min_free_mb", DEFAULT_MIN_FREE_MB), f"{where}.min_free_mb",
+                         0, 1 << 30),
+        duplicates=duplicates,
     )
 
 
@@ -291,10 +303,12 @@ def _database(raw: object, where: str, base: Path) -> DatabaseConfig:
     dialect, _, driver = scheme.partition("+")
     if dialect != "sqlite":
         return DatabaseConfig(url=url)
-    if driver != "aiosqlite":  # the index runs on SQLAlchemy's asyncio engine
-        raise ConfigError(here, "SQLite needs the asyncio driver: 'sqlite+aiosqlite:///FILE'")
+    # The index drives sqlite3 from its own writer thread; "+aiosqlite" is accepted as an
+    # alias so URLs written for SQLAlchemy's asyncio engine keep working.
+    if driver not in ("", "pysqlite", "aiosqlite"):
+        raise ConfigError(here, f"unsupported SQLite driver {driver!r}: use 'sqlite:///FILE'")
     if rest and not rest.startswith("/"):
-        raise ConfigError(here, "a SQLite URL takes no host: use 'sqlite+aiosqlite:///FILE'")
+        raise ConfigError(here, "a SQLite URL takes no host: use 'sqlite:///FILE'")
     file_part, query_sep, query = rest[1:].partition("?")
     if file_part in ("", ":memory:") or file_part.startswith("file:"):
         return DatabaseConfig(url=url)

@@ -114,7 +114,7 @@ def test_embedded_defaults_bind_loopback(tmp_path: Path, monkeypatch: pytest.Mon
     assert (config.listen.host, config.listen.port) == ("127.0.0.1", 11112)
     assert config.ae_title == "MINIPACS"
     assert config.storage.root == cwd / "minipacs-data" / "store"
-    assert config.database.url == f"sqlite+aiosqlite:///{cwd}/minipacs-data/index.db"
+    assert config.database.url == f"sqlite:///{cwd}/minipacs-data/index.db"
     assert dict(config.peers) == {}
     assert config.limits.max_pdu_length == 262144
 

@@ -1,0 +1,461 @@
+"""The index's single writer: group commit from one task, one thread hop per batch.
+
+DESIGN principle 11. Callers ``await writer.submit(record)``; the task takes every queued
+record (up to ``max_batch``) as soon as it is free — no linger timer, so a lone association
+is never delayed — and writes them in one transaction on its own thread, a SAVEPOINT per
+record so a bad one fails alone. A waiter cancelled before its record is taken is skipped;
+one cancelled after is written anyway (its result is dropped): callers that must know,
+shield the call. Lock and serialization failures retry the batch with bounded backoff.
+
+Rules (README and conformance statement):
+- duplicate SOP Instance UID: ``replace`` (default; the row is repointed to the new file and
+  the old key is returned, to be deleted only after this commit) or ``keep-first``;
+- patient/study/series attributes: merged, the latest instance wins for each attribute it
+  carries, attributes it lacks keep their value; changed key values are logged;
+- patient identity is (Patient ID, Issuer of Patient ID), a missing issuer being ""; an
+  empty Patient ID never merges patients: the instance joins its study's patient, or a new
+  patient is made for the new study;
+- a study (series, instance) arriving under another patient (study, series) than before
+  moves there, logged as a warning; a parent left empty is deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sqlalchemy import (
+    Column,
+    Delete,
+    Engine,
+    Insert,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    delete,
+    exists,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from ..ports import (
+    AddOutcome,
+    AddResult,
+    DuplicatePolicy,
+    IndexWriteError,
+    InstanceAttributes,
+    InstanceRecord,
+    OutOfResources,
+)
+from .engine import WRITE_OPTION, dialect_of
+from .models import (
+    Instance,
+    Level,
+    Patient,
+    PatientOtherId,
+    PatientValue,
+    Series,
+    SeriesValue,
+    Study,
+    StudyValue,
+    key_values,
+    multi_values,
+)
+
+__all__ = ["IndexWriter"]
+
+log = logging.getLogger("minipacs.index")
+
+TAG_OTHER_PATIENT_IDS: Final = "00101000"  # retired LO, VM 1-n
+TAG_OTHER_PATIENT_IDS_SEQUENCE: Final = "00101002"
+TAG_PATIENT_ID: Final = "00100020"
+TAG_ISSUER_OF_PATIENT_ID: Final = "00100021"
+
+_INSTANCE = Instance.__table__
+_PATIENT_TABLE = Patient.__table__
+_OTHER_IDS = PatientOtherId.__table__
+# Statements built once: SQLAlchemy then reuses their compiled form (building a statement
+# per row cost more than executing it).
+_INSTANCE_BY_UID: Final = select(_INSTANCE.c.pk, _INSTANCE.c.storage_key,
+                                 _INSTANCE.c.series_pk).where(
+    _INSTANCE.c.sop_instance_uid == bindparam("uid"))
+_INSERT_INSTANCE: Final = insert(_INSTANCE)
+_UPDATE_INSTANCE: Final = update(_INSTANCE).where(_INSTANCE.c.pk == bindparam("b_pk"))
+_PATIENT_BY_ID: Final = select(_PATIENT_TABLE.c.pk, _PATIENT_TABLE.c.attributes).where(
+    _PATIENT_TABLE.c.patient_id == bindparam("pid"),
+    _PATIENT_TABLE.c.issuer_of_patient_id == bindparam("issuer"),
+)
+_PATIENT_OF_STUDY: Final = (
+    select(Patient.pk, Patient.patient_id, Patient.attributes)
+    .join(Study, Study.patient_pk == Patient.pk)
+    .where(Study.study_instance_uid == bindparam("uid"))
+)
+_CLEAR_OTHER_IDS: Final = delete(_OTHER_IDS).where(_OTHER_IDS.c.patient_pk == bindparam("b_pk"))
+_INSERT_OTHER_IDS: Final = insert(_OTHER_IDS)
+
+
+def _dumps(json_ds: Mapping[str, Any]) -> str:
+    return json.dumps(json_ds, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Level:
+    """One level's table, its link to the parent and its prebuilt statements."""
+
+    level: Level
+    table: Table
+    values: Table  # the level's multi-valued keys
+    uid_column: str
+    parent_column: str
+    parent_level: _Level | None
+    child_fk: Column[int]  # the column of the level below that points here
+    find: Select[Any] | None  # by :uid → pk, parent_pk, attributes (patients: by identity)
+    insert: Insert
+    update: Update  # WHERE pk = :b_pk, SET from the parameters
+    clear_values: Delete
+    insert_values: Insert
+
+
+def _level(level: Level, model: Any, value_model: Any, uid_column: str, parent_column: str,
+           parent_level: _Level | None, child_fk: Any) -> _Level:
+    table: Table = model.__table__
+    values: Table = value_model.__table__
+    find = None
+    if parent_column:
+        find = select(table.c.pk, table.c[parent_column].label("parent_pk"),
+                      table.c.attributes).where(table.c[uid_column] == bindparam("uid"))
+    return _Level(
+        level, table, values, uid_column, parent_column, parent_level, child_fk, find=find,
+        insert=insert(table),
+        update=update(table).where(table.c.pk == bindparam("b_pk")),
+        clear_values=delete(values).where(values.c.owner_pk == bindparam("b_pk")),
+        insert_values=insert(values),
+    )
+
+
+_PATIENT: Final = _level(Level.PATIENT, Patient, PatientValue, "patient_id", "", None,
+                         Study.patient_pk)
+_STUDY: Final = _level(Level.STUDY, Study, StudyValue, "study_instance_uid", "patient_pk",
+                       _PATIENT, Series.study_pk)
+_SERIES: Final = _level(Level.SERIES, Series, SeriesValue, "series_instance_uid", "study_pk",
+                        _STUDY, Instance.series_pk)
+
+
+@dataclass(slots=True)
+class _Item:
+    record: InstanceRecord
+    future: asyncio.Future[AddResult]
+
+
+_STOP: Final = object()
+
+
+class IndexWriter:
+    """One task and one thread that own every index write (DESIGN principle 11)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        duplicate_policy: DuplicatePolicy = DuplicatePolicy.REPLACE,
+        max_batch: int = 256,
+        max_retries: int = 8,
+        retry_delay: float = 0.05,
+        max_retry_delay: float = 2.0,
+    ) -> None:
+        self._engine = engine
+        self._dialect = dialect_of(engine)
+        self.duplicate_policy = duplicate_policy
+        self._max_batch = max_batch
+        self._max_retries = max_retries
+        self._retry_delay = retry_delay
+        self._max_retry_delay = max_retry_delay
+        self._queue: asyncio.Queue[_Item | object] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._closing = False
+        # Counters for monitoring and benchmarks.
+        self.batches = 0
+        self.records = 0
+        self.retries = 0
+
+    @property
+    def queue_depth(self) -> int:
+        """Records submitted and not yet taken into a batch."""
+        return self._queue.qsize()
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer")
+        self._task = asyncio.create_task(self._run(), name="index-writer")
+
+    async def aclose(self) -> None:
+        """Write what is queued, then stop."""
+        if self._task is None or self._closing:
+            return
+        self._closing = True
+        self._queue.put_nowait(_STOP)
+        await self._task
+        assert self._executor is not None
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, record: InstanceRecord) -> AddResult:
+        """Queue `record`; returns once it is committed. Raises IndexWriteError/OutOfResources."""
+        if self._task is None or self._closing:
+            raise IndexWriteError("the index writer is not running")
+        item = _Item(record, asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(item)
+        return await item.future
+
+    # --- the task -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = False
+        batch: list[_Item] = []
+        try:
+            while not stopping:
+                first = await self._queue.get()
+                stopping = first is _STOP
+                batch = [] if stopping else [first]  # type: ignore[list-item]
+                while len(batch) < self._max_batch and not self._queue.empty():
+                    item = self._queue.get_nowait()
+                    if item is _STOP:
+                        stopping = True
+                        break
+                    batch.append(item)  # type: ignore[arg-type]
+                # A waiter cancelled before this point is skipped: nothing is written.
+                batch = [item for item in batch if not item.future.done()]
+                if not batch:
+                    continue
+                records = [item.record for item in batch]
+                try:
+                    results = await loop.run_in_executor(self._executor, self._write, records)
+                except Exception as exc:
+                    results = [self._batch_error(exc)] * len(batch)
+                for item, result in zip(batch, results, strict=True):
+                    if item.future.done():
+                        continue  # cancelled while its batch was being written
+                    if isinstance(result, BaseException):
+                        item.future.set_exception(result)
+                    else:
+                        item.future.set_result(result)
+                batch = []
+        finally:
+            # Cancelled (forced shutdown): nobody may wait forever on a future.
+            stopped = IndexWriteError("the index writer stopped")
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if isinstance(item, _Item):
+                    batch.append(item)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(stopped)
+
+    def _batch_error(self, exc: Exception) -> Exception:
+        if self._dialect.is_full(exc):
+            return OutOfResources(f"index database: {exc}")
+        log.error("index batch failed: %s", exc)
+        error = IndexWriteError(f"index write failed: {exc}")
+        error.__cause__ = exc
+        return error
+
+    # --- the thread ---------------------------------------------------------------------
+
+    def _write(self, records: list[InstanceRecord]) -> list[AddResult | Exception]:
+        """One transaction for the batch, retried on lock or serialization failures."""
+        attempt = 0
+        while True:
+            try:
+                return self._write_once(records)
+            except DBAPIError as exc:
+                if not self._dialect.is_retryable(exc) or attempt >= self._max_retries:
+                    raise
+                delay = min(self._max_retry_delay, self._retry_delay * 2**attempt)
+                attempt += 1
+                self.retries += 1
+                log.warning("index busy (%s); retry %d in %.2f s", exc.orig, attempt, delay)
+                time.sleep(delay * random.uniform(0.5, 1.0))  # jitter: writers desynchronise
+
+    def _write_once(self, records: list[InstanceRecord]) -> list[AddResult | Exception]:
+        results: list[AddResult | Exception] = []
+        with (
+            self._engine.connect().execution_options(**{WRITE_OPTION: True}) as conn,
+            conn.begin(),
+        ):
+            for record in records:
+                savepoint = conn.begin_nested()
+                try:
+                    result = self._add(conn, record)
+                except OperationalError:
+                    savepoint.rollback()
+                    raise  # the database, not the record: the whole batch fails or retries
+                except Exception as exc:
+                    savepoint.rollback()
+                    log.warning("instance %s not indexed: %s",
+                                record.attributes.sop_instance_uid, exc)
+                    error = IndexWriteError(f"cannot index instance: {exc}")
+                    error.__cause__ = exc
+                    results.append(error)
+                else:
+                    savepoint.commit()
+                    results.append(result)
+        self.batches += 1
+        self.records += len(records)
+        return results
+
+    def _add(self, conn: Connection, record: InstanceRecord) -> AddResult:
+        attrs = record.attributes
+        existing = conn.execute(_INSTANCE_BY_UID, {"uid": attrs.sop_instance_uid}).first()
+        if existing is not None and self.duplicate_policy is DuplicatePolicy.KEEP_FIRST:
+            log.info("instance %s received again: first copy kept", attrs.sop_instance_uid)
+            return AddResult(AddOutcome.KEPT_FIRST)
+        patient_pk = self._patient(conn, attrs)
+        study_pk = self._upsert(conn, _STUDY, attrs.study_instance_uid, patient_pk, attrs.study)
+        series_pk = self._upsert(
+            conn, _SERIES, attrs.series_instance_uid, study_pk, attrs.series
+        )
+        stored = record.stored
+        values = {
+            "series_pk": series_pk,
+            "sop_class_uid": attrs.sop_class_uid,
+            "storage_key": stored.key,
+            "file_size": stored.size,
+            "checksum": stored.checksum,
+            "dataset_offset": stored.dataset_offset,
+            "transfer_syntax_uid": record.transfer_syntax_uid,
+            "received_at": record.received_at,
+            "calling_ae_title": record.calling_ae_title,
+            "called_ae_title": record.called_ae_title,
+            "attributes": _dumps(attrs.instance),
+            **key_values(Level.IMAGE, attrs.instance),
+        }
+        if existing is None:
+            conn.execute(_INSERT_INSTANCE, {"sop_instance_uid": attrs.sop_instance_uid, **values})
+            return AddResult(AddOutcome.ADDED)
+        conn.execute(_UPDATE_INSTANCE, {"b_pk": existing.pk, **values})
+        if existing.series_pk != series_pk:
+            log.warning("instance %s moved to series %s", attrs.sop_instance_uid,
+                        attrs.series_instance_uid)
+            self._drop_if_empty(conn, _SERIES, existing.series_pk)
+        log.info("instance %s replaced (old file %s)", attrs.sop_instance_uid, existing.storage_key)
+        return AddResult(AddOutcome.REPLACED, existing.storage_key)
+
+    def _patient(self, conn: Connection, attrs: InstanceAttributes) -> int:
+        """The patient row of `attrs`, created or updated (identity rule: module docstring)."""
+        if attrs.patient_id:
+            row = conn.execute(
+                _PATIENT_BY_ID, {"pid": attrs.patient_id, "issuer": attrs.issuer_of_patient_id}
+            ).first()
+            if row is not None:
+                self._merge(conn, _PATIENT, row.pk, row.attributes, attrs.patient, attrs.patient_id)
+                return int(row.pk)
+        else:
+            row = conn.execute(_PATIENT_OF_STUDY, {"uid": attrs.study_instance_uid}).first()
+            if row is not None:
+                if not row.patient_id:  # never let an ID-less instance rewrite a known patient
+                    self._merge(conn, _PATIENT, row.pk, row.attributes, attrs.patient, "")
+                return int(row.pk)
+        pk = conn.execute(_PATIENT.insert, {
+            "patient_id": attrs.patient_id,
+            "issuer_of_patient_id": attrs.issuer_of_patient_id,
+            "attributes": _dumps(attrs.patient),
+            **key_values(Level.PATIENT, attrs.patient),
+        }).inserted_primary_key[0]
+        self._set_values(conn, _PATIENT, pk, attrs.patient)
+        return int(pk)
+
+    def _upsert(
+        self, conn: Connection, spec: _Level, uid: str, parent_pk: int, json_ds: Mapping[str, Any]
+    ) -> int:
+        """The study or series row `uid`, created, moved under `parent_pk` or merged."""
+        assert spec.find is not None
+        row = conn.execute(spec.find, {"uid": uid}).first()
+        if row is None:
+            pk = conn.execute(spec.insert, {
+                spec.uid_column: uid, spec.parent_column: parent_pk,
+                "attributes": _dumps(json_ds), **key_values(spec.level, json_ds),
+            }).inserted_primary_key[0]
+            self._set_values(conn, spec, pk, json_ds)
+            return int(pk)
+        if row.parent_pk != parent_pk:
+            log.warning("%s %s moved from %s pk %d to pk %d", spec.level.value.lower(), uid,
+                        spec.parent_column.removesuffix("_pk"), row.parent_pk, parent_pk)
+            conn.execute(spec.update, {"b_pk": row.pk, spec.parent_column: parent_pk})
+            assert spec.parent_level is not None
+            self._drop_if_empty(conn, spec.parent_level, row.parent_pk)
+        self._merge(conn, spec, row.pk, row.attributes, json_ds, uid)
+        return int(row.pk)
+
+    def _merge(self, conn: Connection, spec: _Level, pk: int, stored: str,
+               json_ds: Mapping[str, Any], uid: str) -> None:
+        """Latest wins per attribute; attributes the instance lacks keep their value."""
+        if _dumps(json_ds) == stored:
+            return  # the common case: every instance of a series repeats its attributes
+        old = json.loads(stored)
+        merged = {**old, **json_ds}
+        if merged == old:
+            return
+        before, after = key_values(spec.level, old), key_values(spec.level, merged)
+        changed = {k: (before[k], v) for k, v in after.items() if before[k] != v}
+        if changed:
+            log.info("%s %s: %s", spec.level.value.lower(), uid,
+                     ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+        conn.execute(spec.update, {"b_pk": pk, "attributes": _dumps(merged), **after})
+        self._set_values(conn, spec, pk, merged)
+
+    def _set_values(self, conn: Connection, spec: _Level, pk: int,
+                    json_ds: Mapping[str, Any]) -> None:
+        """Replace the child rows of multi-valued keys (and Other Patient IDs)."""
+        conn.execute(spec.clear_values, {"b_pk": pk})
+        rows = [{"owner_pk": pk, "tag": tag, "value": value, "value_folded": folded}
+                for tag, value, folded in multi_values(spec.level, json_ds)]
+        if rows:
+            conn.execute(spec.insert_values, rows)
+        if spec is _PATIENT:
+            conn.execute(_CLEAR_OTHER_IDS, {"b_pk": pk})
+            others = [{"patient_pk": pk, "other_patient_id": pid, "issuer_of_patient_id": issuer}
+                      for pid, issuer in _other_patient_ids(json_ds)]
+            if others:
+                conn.execute(_INSERT_OTHER_IDS, others)
+
+    def _drop_if_empty(self, conn: Connection, spec: _Level, pk: int) -> None:
+        """Delete a patient, study or series row left without children, then its parent."""
+        if conn.execute(select(exists().where(spec.child_fk == pk))).scalar():
+            return
+        table = spec.table
+        parent_pk = None
+        if spec.parent_level is not None:
+            parent_pk = conn.execute(
+                select(table.c[spec.parent_column]).where(table.c.pk == pk)
+            ).scalar_one()
+        conn.execute(delete(table).where(table.c.pk == pk))  # child value rows: ON DELETE CASCADE
+        log.info("empty %s pk %d removed", spec.level.value.lower(), pk)
+        if spec.parent_level is not None and parent_pk is not None:
+            self._drop_if_empty(conn, spec.parent_level, parent_pk)
+
+
+def _other_patient_ids(json_ds: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """(ID, issuer) pairs of Other Patient IDs Sequence (0010,1002) and (0010,1000)."""
+    pairs = set()
+    for item in json_ds.get(TAG_OTHER_PATIENT_IDS_SEQUENCE, {}).get("Value") or ():
+        pid = (item.get(TAG_PATIENT_ID, {}).get("Value") or [""])[0] or ""
+        issuer = (item.get(TAG_ISSUER_OF_PATIENT_ID, {}).get("Value") or [""])[0] or ""
+        if pid.strip():
+            pairs.add((pid.strip(), issuer.strip()))
+    for pid in json_ds.get(TAG_OTHER_PATIENT_IDS, {}).get("Value") or ():
+        if pid and pid.strip():
+            pairs.add((pid.strip(), ""))
+    return pairs

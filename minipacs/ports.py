@@ -1,0 +1,303 @@
+"""Ports: the protocols services depend on, and the value types that cross them.
+
+Adapters (``minipacs.storage``, ``minipacs.index``, ``minipacs.net``) implement these;
+services see nothing else, so they are tested with in-memory fakes (DESIGN principle 9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, BinaryIO, Protocol, TypeAlias
+
+from .proto.dimse import DimseMessage
+from .proto.negotiation import AcceptedContext, Negotiated
+
+__all__ = [
+    "AddOutcome",
+    "AddResult",
+    "AssociationClosed",
+    "AssociationInfo",
+    "Channel",
+    "DataSetError",
+    "DataStream",
+    "DuplicatePolicy",
+    "FileMeta",
+    "Index",
+    "IndexWriteError",
+    "InstanceAttributes",
+    "InstanceRecord",
+    "JsonDataset",
+    "OutOfResources",
+    "Reply",
+    "Request",
+    "Spool",
+    "Storage",
+    "StorageError",
+    "StoredFile",
+]
+
+# A data set in the DICOM JSON model, PS3.18 F.2: {"GGGGEEEE": {"vr": ..., "Value": [...]}}.
+JsonDataset: TypeAlias = Mapping[str, Any]
+
+
+# --- Errors ---------------------------------------------------------------------------
+
+
+class StorageError(Exception):
+    """The store could not write, rename, read or delete a file."""
+
+
+class OutOfResources(StorageError):
+    """Disk full, file too large or below the free-space watermark (PS3.4 B.2.3: 0xA700)."""
+
+
+class DataSetError(Exception):
+    """A stored data set cannot be parsed or indexed (PS3.4 B.2.3: 0xC000 Cannot understand).
+
+    ``comment`` is short enough for an Error Comment (0000,0902), LO: 64 characters.
+    """
+
+    def __init__(self, comment: str) -> None:
+        super().__init__(comment)
+        self.comment = comment[:64]
+
+
+class IndexWriteError(Exception):
+    """The index could not record an instance (its row was rolled back, nothing kept)."""
+
+
+# --- Storage --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileMeta:
+    """Per-instance fields of the Part 10 File Meta Information (PS3.10 §7.1)."""
+
+    sop_class_uid: str  # (0002,0002) from the C-STORE command's Affected SOP Class UID
+    sop_instance_uid: str  # (0002,0003) from the command's Affected SOP Instance UID
+    transfer_syntax_uid: str  # (0002,0010) of the presentation context
+    sending_ae_title: str  # (0002,0017) the calling AE title
+    receiving_ae_title: str  # (0002,0018) the called AE title
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A committed file: where it is and what was written.
+
+    ``size`` and ``checksum`` cover the whole file, header included, so a check is a plain
+    hash of the file; ``checksum`` is ``"<algorithm>:<hex digest>"``.
+    """
+
+    key: str  # "ab/cd/<uuid4 hex>.dcm", never derived from a received value
+    size: int
+    checksum: str
+    dataset_offset: int  # first byte after the File Meta Information
+
+
+class Spool(Protocol):
+    """A file being received; blocking methods, meant for ``asyncio.to_thread``.
+
+    Hand it large pieces (~1 MiB): one thread hop per PDV costs more than it saves
+    (DESIGN principle 14). Not thread-safe: one caller at a time.
+    """
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far, header included."""
+        ...
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append data-set bytes. Raises OutOfResources (spool removed) or StorageError."""
+        ...
+
+    def commit(self) -> StoredFile:
+        """Make the file durable and give it its final key (fsync, rename, fsync dirs)."""
+        ...
+
+    def discard(self) -> None:
+        """Remove the spool file; idempotent, never raises for a missing file."""
+        ...
+
+
+class Storage(Protocol):
+    """The store of Part 10 files; blocking methods, meant for ``asyncio.to_thread``."""
+
+    def check_free_space(self) -> None:
+        """Raise OutOfResources when free space is under the configured watermark."""
+        ...
+
+    def open_spool(self, meta: FileMeta) -> Spool:
+        """Create a spool file and write its Part 10 header (PS3.10 §7.1)."""
+        ...
+
+    def open_dataset(self, key: str, dataset_offset: int | None = None) -> BinaryIO:
+        """Open a stored file positioned at its data set (read from the header if None)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove a stored file; a missing file is not an error."""
+        ...
+
+    def cleanup_spool(self) -> int:
+        """Remove leftover spool files (call at start, before serving); returns the count."""
+        ...
+
+
+# --- Index ----------------------------------------------------------------------------
+
+
+class DuplicatePolicy(enum.StrEnum):
+    """What a re-sent SOP Instance UID does to the index."""
+
+    REPLACE = "replace"  # the new file wins; the old one is deleted after the commit
+    KEEP_FIRST = "keep-first"  # the index keeps the first; the caller drops the new file
+
+
+class AddOutcome(enum.StrEnum):
+    """What ``Index.add_instance`` did."""
+
+    ADDED = "added"
+    REPLACED = "replaced"  # ``AddResult.replaced_key`` is the old file, now unreferenced
+    KEPT_FIRST = "kept-first"  # nothing written; the caller's new file is unreferenced
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    """The outcome of one durable index write."""
+
+    outcome: AddOutcome
+    replaced_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceAttributes:
+    """What the index needs from one data set, decoded to Unicode (PS3.18 F.2 per level).
+
+    The identifying values are also in the level data sets; they are lifted out because
+    the service compares them with the command (PS3.4 B.2.3: 0xA900) and the index keys
+    rows by them. A missing Issuer of Patient ID is ``""``, never None.
+    """
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    patient_id: str
+    issuer_of_patient_id: str
+    patient: JsonDataset
+    study: JsonDataset
+    series: JsonDataset
+    instance: JsonDataset
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """One instance to index: its attributes, its file and how it arrived."""
+
+    attributes: InstanceAttributes
+    stored: StoredFile
+    transfer_syntax_uid: str
+    calling_ae_title: str
+    called_ae_title: str
+    received_at: datetime  # timezone-aware, UTC
+
+
+class Index(Protocol):
+    """The patient/study/series/instance index."""
+
+    async def read_attributes(
+        self, open_dataset: Callable[[], BinaryIO], transfer_syntax_uid: str
+    ) -> InstanceAttributes:
+        """Parse a stored data set (in a worker thread). Raises DataSetError."""
+        ...
+
+    async def add_instance(self, record: InstanceRecord) -> AddResult:
+        """Record an instance; returns once the row is durable. Raises IndexWriteError."""
+        ...
+
+
+# --- Channel (network side) ---------------------------------------------------------------
+# What a service sees of one established association. The asyncio adapter in net/ implements
+# it; services are tested against in-memory fakes of it.
+
+
+class AssociationClosed(Exception):
+    """The association ended (released, aborted or lost) while an operation still used it."""
+
+
+class DataStream(Protocol):
+    """A data set arriving fragment by fragment (PS3.7 §8.1); iterate it exactly once."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def read_all(self, limit: int) -> bytes:
+        """The whole data set; raises ValueError past `limit` bytes (after draining it)."""
+        ...
+
+    async def drain(self) -> None:
+        """Discard what is left, so the association can go on (PS3.4 B.2.3 "drain, then answer")."""
+        ...
+
+
+@dataclass(slots=True)
+class Request:
+    """One incoming DIMSE request: the per-operation state (command, data set, cancel)."""
+
+    context: AcceptedContext
+    message: DimseMessage
+    data: DataStream | None
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One response to a request we sent, with its data set when it had one."""
+
+    message: DimseMessage
+    dataset: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AssociationInfo:
+    """The per-association state a service may look at."""
+
+    calling_ae: str
+    called_ae: str
+    peer_host: str
+    peer_port: int
+    negotiated: Negotiated
+
+
+class Channel(Protocol):
+    """One established association, either role, as the services use it."""
+
+    @property
+    def info(self) -> AssociationInfo: ...
+
+    def requests(self) -> AsyncIterator[Request]:
+        """Requests from the peer, each as soon as its command set has arrived; ends at release."""
+        ...
+
+    def next_message_id(self) -> int: ...
+
+    async def send(
+        self,
+        context_id: int,
+        message: DimseMessage,
+        dataset: bytes | AsyncIterable[bytes] | None = None,
+    ) -> None:
+        """Send one whole message; fragments of two messages never interleave (PS3.8 Annex E)."""
+        ...
+
+    def request(
+        self,
+        context_id: int,
+        message: DimseMessage,
+        dataset: bytes | AsyncIterable[bytes] | None = None,
+    ) -> AsyncIterator[Reply]:
+        """Send a request and yield its responses, the final (non-pending) one last."""
+        ...

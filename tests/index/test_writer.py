@@ -1,0 +1,262 @@
+"""The group-commit writer on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from minipacs.index import IndexWriter
+from minipacs.index.engine import make_engine
+from minipacs.index.models import (
+    Instance,
+    Patient,
+    PatientOtherId,
+    PatientValue,
+    Series,
+    Study,
+    StudyValue,
+)
+from minipacs.ports import AddOutcome, DuplicatePolicy, IndexWriteError
+from tests.index.dicomdata import attributes, make_dataset, other_ids, record
+
+
+def count(engine: Engine, model: type) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def rows(engine: Engine, *columns: object) -> list[tuple[object, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(select(*columns))]  # type: ignore[call-overload]
+
+
+@contextlib.contextmanager
+def write_lock(db_url: str) -> Iterator[sqlite3.Connection]:
+    """Another process's writer holding SQLite's write lock."""
+    conn = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+
+
+async def until_taken(writer: IndexWriter) -> None:
+    async with asyncio.timeout(5):
+        while writer.queue_depth:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # let the batch reach its thread
+
+
+async def test_concurrent_submits_are_committed_once_in_few_batches(
+    writer: IndexWriter, engine: Engine
+) -> None:
+    recs = [record(attributes(make_dataset(n, series=n % 5, patient_id=f"P{n % 2}",
+                                            study=n % 2)))
+            for n in range(50)]
+    results = await asyncio.gather(*(writer.submit(r) for r in recs))
+    assert [r.outcome for r in results] == [AddOutcome.ADDED] * 50
+    assert writer.batches < 50 and writer.records == 50
+    assert count(engine, Instance) == 50
+    assert count(engine, Series) == 10 and count(engine, Study) == 2
+    assert count(engine, Patient) == 2
+    uids = {u for (u,) in rows(engine, Instance.sop_instance_uid)}
+    assert uids == {r.attributes.sop_instance_uid for r in recs}
+
+
+async def test_one_bad_row_fails_alone(writer: IndexWriter, engine: Engine) -> None:
+    first = record(attributes(make_dataset(1)))
+    await writer.submit(first)
+    good = [record(attributes(make_dataset(n))) for n in (2, 3)]
+    # Same storage key as an indexed instance: violates the unique constraint in SQL.
+    bad = replace(record(attributes(make_dataset(4))), stored=first.stored)
+    batches = writer.batches
+    results = await asyncio.gather(writer.submit(good[0]), writer.submit(bad),
+                                   writer.submit(good[1]), return_exceptions=True)
+    assert writer.batches == batches + 1  # all three in one transaction
+    assert isinstance(results[1], IndexWriteError)
+    assert [results[0].outcome, results[2].outcome] == [AddOutcome.ADDED] * 2  # type: ignore[union-attr]
+    assert {u for (u,) in rows(engine, Instance.sop_instance_uid)} == {
+        first.attributes.sop_instance_uid, *(g.attributes.sop_instance_uid for g in good)}
+
+
+async def test_cancelled_waiters_do_not_crash_the_writer(
+    writer: IndexWriter, engine: Engine, db_url: str
+) -> None:
+    a, b, c, d = (record(attributes(make_dataset(n))) for n in range(4))
+    with write_lock(db_url):
+        task_a = asyncio.create_task(writer.submit(a))
+        await until_taken(writer)  # A's batch now waits for the lock in the writer thread
+        task_b = asyncio.create_task(writer.submit(b))
+        task_c = asyncio.create_task(writer.submit(c))
+        await asyncio.sleep(0)
+        assert writer.queue_depth == 2
+        task_a.cancel()  # after its record was taken: written, result dropped
+        task_c.cancel()  # before: skipped
+    assert (await task_b).outcome is AddOutcome.ADDED
+    for task in (task_a, task_c):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert (await writer.submit(d)).outcome is AddOutcome.ADDED
+    written = {u for (u,) in rows(engine, Instance.sop_instance_uid)}
+    assert written == {r.attributes.sop_instance_uid for r in (a, b, d)}
+
+
+async def test_locked_database_is_retried(db_url: str) -> None:
+    engine = make_engine(db_url, busy_timeout_ms=20)
+    writer = IndexWriter(engine, retry_delay=0.02, max_retries=20)
+    await writer.start()
+    try:
+        with write_lock(db_url):
+            task = asyncio.create_task(writer.submit(record(attributes(make_dataset()))))
+            await asyncio.sleep(0.3)
+            assert not task.done()
+        assert (await task).outcome is AddOutcome.ADDED
+        assert writer.retries >= 1
+    finally:
+        await writer.aclose()
+        engine.dispose()
+
+
+async def test_lock_held_too_long_fails_the_batch(db_url: str) -> None:
+    engine = make_engine(db_url, busy_timeout_ms=10)
+    writer = IndexWriter(engine, retry_delay=0.01, max_retries=2)
+    await writer.start()
+    try:
+        with write_lock(db_url), pytest.raises(IndexWriteError, match="locked"):
+            await writer.submit(record(attributes(make_dataset())))
+        assert (await writer.submit(record(attributes(make_dataset(2))))).outcome is (
+            AddOutcome.ADDED)
+    finally:
+        await writer.aclose()
+        engine.dispose()
+
+
+async def test_submit_after_close_is_refused(writer: IndexWriter) -> None:
+    await writer.aclose()
+    with pytest.raises(IndexWriteError):
+        await writer.submit(record(attributes(make_dataset())))
+
+
+async def test_replace_policy_repoints_and_returns_the_old_key(
+    writer: IndexWriter, engine: Engine
+) -> None:
+    attrs = attributes(make_dataset())
+    old = record(attrs, "aa/bb/" + "a" * 32 + ".dcm")
+    new = record(attrs, "cc/dd/" + "c" * 32 + ".dcm")
+    assert (await writer.submit(old)).outcome is AddOutcome.ADDED
+    result = await writer.submit(new)
+    assert result.outcome is AddOutcome.REPLACED and result.replaced_key == old.stored.key
+    assert rows(engine, Instance.storage_key) == [(new.stored.key,)]
+
+
+async def test_keep_first_policy(engine: Engine) -> None:
+    writer = IndexWriter(engine, duplicate_policy=DuplicatePolicy.KEEP_FIRST)
+    await writer.start()
+    try:
+        attrs = attributes(make_dataset())
+        first = record(attrs, "aa/bb/" + "a" * 32 + ".dcm")
+        await writer.submit(first)
+        result = await writer.submit(record(attrs, "cc/dd/" + "c" * 32 + ".dcm"))
+        assert result.outcome is AddOutcome.KEPT_FIRST and result.replaced_key is None
+        assert rows(engine, Instance.storage_key) == [(first.stored.key,)]
+    finally:
+        await writer.aclose()
+
+
+async def test_patient_identity_includes_the_issuer(writer: IndexWriter, engine: Engine) -> None:
+    await writer.submit(record(attributes(make_dataset(1, study=1, issuer="HOSP_A"))))
+    await writer.submit(record(attributes(make_dataset(1, study=2, issuer="HOSP_B"))))
+    await writer.submit(record(attributes(make_dataset(1, study=3))))  # no issuer
+    await writer.submit(record(attributes(make_dataset(1, study=4))))  # same as the one above
+    assert sorted(rows(engine, Patient.patient_id, Patient.issuer_of_patient_id)) == [
+        ("PID1", ""), ("PID1", "HOSP_A"), ("PID1", "HOSP_B")]
+
+
+async def test_empty_patient_id_never_merges(writer: IndexWriter, engine: Engine) -> None:
+    await writer.submit(record(attributes(make_dataset(1, study=1, patient_id=""))))
+    await writer.submit(record(attributes(make_dataset(2, study=1, patient_id=""))))
+    await writer.submit(record(attributes(make_dataset(1, study=2, patient_id=""))))
+    assert count(engine, Patient) == 2  # one per study
+    assert count(engine, Study) == 2
+
+
+async def test_study_moving_to_another_patient_is_logged(
+    writer: IndexWriter, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    await writer.submit(record(attributes(make_dataset(1, patient_id="WRONG"))))
+    with caplog.at_level(logging.WARNING, logger="minipacs.index"):
+        await writer.submit(record(attributes(make_dataset(2, patient_id="RIGHT"))))
+    assert "moved" in caplog.text
+    assert rows(engine, Patient.patient_id) == [("RIGHT",)]  # the emptied patient is gone
+    with engine.connect() as conn:
+        owner = conn.execute(select(Patient.patient_id).join(Study)).scalar_one()
+    assert owner == "RIGHT"
+    assert count(engine, Instance) == 2
+
+
+async def test_replaced_instance_in_another_series_leaves_no_empty_series(
+    writer: IndexWriter, engine: Engine
+) -> None:
+    ds = make_dataset(1, series=1)
+    await writer.submit(record(attributes(ds), "aa/bb/" + "a" * 32 + ".dcm"))
+    ds.SeriesInstanceUID = "1.2.3.4.5"
+    await writer.submit(record(attributes(ds), "cc/dd/" + "c" * 32 + ".dcm"))
+    assert rows(engine, Series.series_instance_uid) == [("1.2.3.4.5",)]
+
+
+async def test_level_attributes_merge_latest_wins(
+    writer: IndexWriter, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    ds = make_dataset(1)
+    await writer.submit(record(attributes(ds)))
+    ds2 = make_dataset(2)
+    ds2.StudyDescription = "Chest and abdomen"
+    del ds2.ReferringPhysicianName
+    with caplog.at_level(logging.INFO, logger="minipacs.index"):
+        await writer.submit(record(attributes(ds2)))
+    assert "'Chest' -> 'Chest and abdomen'" in caplog.text
+    assert rows(engine, Study.study_description, Study.referring_physician_name) == [
+        ("Chest and abdomen", "Welby^Marcus")]  # absent in the latest: kept
+
+
+@pytest.mark.parametrize(
+    ("charset", "name"),
+    [
+        ("ISO_IR 100", "Müller^Jürgen"),
+        ("ISO_IR 192", "Ωμέγα^Ελένη"),
+        (["", "ISO 2022 IR 87"], "Yamada^Tarou=山田^太郎=やまだ^たろう"),
+    ],
+)
+async def test_names_are_unicode_in_the_index(
+    writer: IndexWriter, engine: Engine, charset: str | list[str], name: str
+) -> None:
+    await writer.submit(record(attributes(make_dataset(charset=charset, name=name))))
+    assert rows(engine, Patient.patient_name, Patient.patient_name_folded) == [
+        (name, name.casefold())]
+
+
+async def test_typed_keys_and_multi_valued_keys(writer: IndexWriter, engine: Engine) -> None:
+    ds = make_dataset(1)
+    ds.StudyDate = "2024.01.02"  # ACR-NEMA form
+    ds.StudyTime = "0930"
+    ds.OtherPatientIDsSequence = other_ids(("X1", "OTHER"), ("X2", ""))
+    ds.OtherPatientNames = ["Roe^Jane", "Doe^J"]
+    ds.NameOfPhysiciansReadingStudy = ["House^Greg", "Wilson^James"]
+    await writer.submit(record(attributes(ds)))
+    assert rows(engine, Study.study_date, Study.study_time) == [("20240102", "093000.000000")]
+    assert rows(engine, Instance.instance_number, Instance.content_time) == [
+        (1, "123456.500000")]
+    assert sorted(rows(engine, PatientOtherId.other_patient_id,
+                       PatientOtherId.issuer_of_patient_id)) == [("X1", "OTHER"), ("X2", "")]
+    assert sorted(rows(engine, PatientValue.value, PatientValue.value_folded)) == [
+        ("Doe^J", "doe^j"), ("Roe^Jane", "roe^jane")]
+    assert sorted(v for (v,) in rows(engine, StudyValue.value)) == ["House^Greg", "Wilson^James"]

@@ -1,0 +1,208 @@
+"""The filesystem store, on real temporary directories."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from minipacs.ports import FileMeta, OutOfResources, StorageError
+from minipacs.storage import FilesystemStorage, file_checksum
+from minipacs.storage.filesystem import SPOOL_DIR
+from tests.index.dicomdata import EXPLICIT_LE, IMPLICIT_LE, SECONDARY_CAPTURE, encode, make_dataset
+
+IMPLEMENTATION_UID = "1.2.826.0.1.3680043.10.999.1"
+KEY_RE = re.compile(r"([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{28})\.dcm")
+
+
+def make_storage(root: Path, **kwargs: object) -> FilesystemStorage:
+    return FilesystemStorage(
+        root,
+        implementation_class_uid=IMPLEMENTATION_UID,
+        implementation_version_name="MINIPACS_TEST",
+        source_ae_title="MINIPACS",
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def meta(instance_uid: str = "1.2.3.4", ts: str = EXPLICIT_LE) -> FileMeta:
+    return FileMeta(SECONDARY_CAPTURE, instance_uid, ts, "MODALITY", "MINIPACS")
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_commit_writes_a_part10_file_with_the_received_bytes(tmp_path: Path, fsync: bool) -> None:
+    storage = make_storage(tmp_path, fsync=fsync)
+    ds = make_dataset(7)
+    data = encode(ds, IMPLICIT_LE)
+    spool = storage.open_spool(meta(ds.SOPInstanceUID, IMPLICIT_LE))
+    for start in range(0, len(data), 100):  # several pieces, as the service hands them over
+        spool.write(data[start:start + 100])
+    stored = spool.commit()
+
+    match = KEY_RE.fullmatch(stored.key)
+    assert match, stored.key
+    path = tmp_path / stored.key
+    assert files_under(tmp_path) == [path]  # nothing left in the spool
+    raw = path.read_bytes()
+    assert raw[:128] == bytes(128) and raw[128:132] == b"DICM"
+    assert raw[stored.dataset_offset:] == data  # bit for bit
+    assert stored.size == len(raw)
+    assert stored.checksum == "sha256:" + hashlib.sha256(raw).hexdigest() == file_checksum(path)
+
+    read = pydicom.dcmread(path)
+    fm = read.file_meta
+    assert fm.MediaStorageSOPClassUID == SECONDARY_CAPTURE
+    assert fm.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert fm.TransferSyntaxUID == IMPLICIT_LE
+    assert fm.ImplementationClassUID == IMPLEMENTATION_UID
+    assert fm.ImplementationVersionName == "MINIPACS_TEST"
+    assert fm.SourceApplicationEntityTitle == "MINIPACS"
+    assert fm.SendingApplicationEntityTitle == "MODALITY"
+    assert fm.ReceivingApplicationEntityTitle == "MINIPACS"
+    assert read.PatientName == "Doe^John"
+    assert read.SOPInstanceUID == ds.SOPInstanceUID
+
+    for offset in (None, stored.dataset_offset):
+        with storage.open_dataset(stored.key, offset) as fp:
+            assert fp.read() == data
+
+
+def test_headers_of_consecutive_instances_do_not_mix(tmp_path: Path) -> None:
+    storage = make_storage(tmp_path)
+    keys = {}
+    for uid in ("1.2.3", "1.2.3.4.5.6.7.8.9.10.11"):  # different lengths: group length moves
+        spool = storage.open_spool(meta(uid))
+        spool.write(b"\x08\x00\x05\x00CS\x00\x00")  # (0008,0005) empty: any data set will do
+        keys[uid] = spool.commit().key
+    for uid, key in keys.items():
+        assert pydicom.dcmread(tmp_path / key).file_meta.MediaStorageSOPInstanceUID == uid
+
+
+def test_discard_leaves_nothing(tmp_path: Path) -> None:
+    storage = make_storage(tmp_path)
+    spool = storage.open_spool(meta())
+    spool.write(b"x" * 5000)
+    assert len(files_under(tmp_path)) == 1
+    spool.discard()
+    spool.discard()  # idempotent
+    assert files_under(tmp_path) == []
+    with pytest.raises(StorageError):
+        spool.write(b"more")
+    with pytest.raises(StorageError):
+        spool.commit()
+
+
+def test_context_manager_discards_on_error(tmp_path: Path) -> None:
+    storage = make_storage(tmp_path)
+    with pytest.raises(RuntimeError), storage.open_spool(meta()) as spool:
+        spool.write(b"partial")
+        raise RuntimeError("association aborted")
+    assert files_under(tmp_path) == []
+
+
+def test_cleanup_spool_removes_leftovers(tmp_path: Path) -> None:
+    storage = make_storage(tmp_path)
+    storage.open_spool(meta()).write(b"abandoned by a crash")
+    storage.open_spool(meta())
+    kept = storage.open_spool(meta())
+    kept.write(b"committed")
+    stored = kept.commit()
+    restarted = make_storage(tmp_path)
+    assert restarted.cleanup_spool() == 2
+    assert files_under(tmp_path) == [tmp_path / stored.key]
+    assert restarted.cleanup_spool() == 0
+
+
+def test_enospc_on_write_is_out_of_resources_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = make_storage(tmp_path)
+    spool = storage.open_spool(meta())
+    spool.write(b"first piece")
+
+    real = spool._fh
+
+    class FullDisk:
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self) -> None:
+            real.close()
+
+    monkeypatch.setattr(spool, "_fh", FullDisk())
+    with pytest.raises(OutOfResources):
+        spool.write(b"second piece")
+    assert files_under(tmp_path) == []
+
+
+def test_file_size_limit_is_out_of_resources_and_leaves_nothing(tmp_path: Path) -> None:
+    """A real EFBIG: RLIMIT_FSIZE in a child process, SIGXFSZ ignored."""
+    script = textwrap.dedent(f"""
+        import json, resource, signal, sys
+        from pathlib import Path
+        sys.path.insert(0, {str(Path.cwd())!r})
+        from minipacs.ports import FileMeta, OutOfResources
+        from minipacs.storage import FilesystemStorage
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+        storage = FilesystemStorage(Path({str(tmp_path)!r}), implementation_class_uid="1.2.3",
+                                    implementation_version_name="T", source_ae_title="T")
+        spool = storage.open_spool(FileMeta("1.2", "1.2.3", "1.2.840.10008.1.2", "A", "B"))
+        try:
+            for _ in range(8):
+                spool.write(b"\\0" * 64 * 1024)
+        except OutOfResources as exc:
+            print(json.dumps({{"error": str(exc)}}))
+        else:
+            print(json.dumps({{"error": None}}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=30, check=True)
+    outcome = json.loads(result.stdout)
+    assert outcome["error"] and "too large" in outcome["error"].lower()
+    assert files_under(tmp_path) == []
+
+
+def test_commit_failure_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = make_storage(tmp_path)
+    (tmp_path / "ab").write_bytes(b"a file where a fan-out directory should be")
+    monkeypatch.setattr(storage, "new_key", lambda: ("ab/cd/x.dcm", tmp_path / "ab/cd/x.dcm"))
+    spool = storage.open_spool(meta())
+    spool.write(b"data")
+    with pytest.raises(StorageError):
+        spool.commit()
+    assert files_under(tmp_path) == [tmp_path / "ab"]
+
+
+def test_free_space_watermark(tmp_path: Path) -> None:
+    make_storage(tmp_path).check_free_space()  # no watermark
+    make_storage(tmp_path, min_free_bytes=1).check_free_space()
+    with pytest.raises(OutOfResources):
+        make_storage(tmp_path, min_free_bytes=1 << 62).check_free_space()
+
+
+def test_delete_and_keys(tmp_path: Path) -> None:
+    storage = make_storage(tmp_path)
+    spool = storage.open_spool(meta())
+    spool.write(b"data")
+    key = spool.commit().key
+    for bad in ("../../etc/passwd", "ab/cd/../../x.dcm", f"{SPOOL_DIR}/x.part", "/" + key):
+        with pytest.raises(StorageError):
+            storage.delete(bad)
+    storage.delete(key)
+    storage.delete(key)  # already gone: fine
+    assert files_under(tmp_path) == []
+    with pytest.raises(StorageError):
+        storage.open_dataset(key)
