@@ -228,12 +228,10 @@ class Association:
     def send(self, primitive: AAssociateRQ | AAssociateAC | AAssociateRJ | AReleaseRQ
              | AReleaseRP | AAbort) -> None:
         """Issue an Upper Layer request/response primitive, carried by the PDU it sends."""
+        # The primitive's parameters are taken by its action, so a refused one changes nothing.
         if isinstance(primitive, AAssociateRQ):
-            self.request = primitive
-            self.peer_max_pdu = 0
-            self._fire(Event.EVT1)
+            self._fire(Event.EVT1, pdu=primitive)
         elif isinstance(primitive, AAssociateAC):
-            self._set_accept(primitive)
             self._fire(Event.EVT7, pdu=primitive)
         elif isinstance(primitive, AAssociateRJ):
             self._fire(Event.EVT8, pdu=primitive)
@@ -326,7 +324,12 @@ class Association:
                  detail: str) -> None:
         A = Action
         if action is A.AE_1:
-            pass  # the caller opens the transport, then calls connection_made()
+            # The caller opens the transport, then calls connection_made(); from here on the
+            # association can end in Sta1 (AA-2, AA-4) and must then report `finished`.
+            assert isinstance(pdu, AAssociateRQ)
+            self.request = pdu
+            self.peer_max_pdu = 0
+            self._started = True
         elif action is A.AE_2:
             assert self.request is not None
             self._out.append(encode_pdu(self.request))
@@ -348,6 +351,8 @@ class Association:
             self._events.append(AssociationRequested(pdu))
         elif action is A.AE_7 or action is A.AE_8:
             assert pdu is not None
+            if isinstance(pdu, AAssociateAC):
+                self._set_accept(pdu)
             self._out.append(encode_pdu(pdu))
             if action is A.AE_8:
                 self.artim_running = True

@@ -211,7 +211,7 @@ _TABLE: dict[Event, dict[State, Action]] = {
         **{s: A.AA_4 for s in _ESTABLISHED},
         S.STA13: A.AR_5,
     },
-    E.EVT18: {S.STA2: A.AA_2, S.STA13: A.AR_5},
+    E.EVT18: {S.STA2: A.AA_2, S.STA13: A.AA_2},  # AA-2 closes the transport; AR-5 is Evt17's
     E.EVT19: {
         S.STA2: A.AA_1,
         S.STA3: A.AA_8,
