@@ -7,19 +7,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import enum
 import logging
 import signal
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
 
 from . import __version__
 from .config import Config
-from .index import SqlIndex
+from .index import SqlIndex, maintenance
 from .index.engine import make_engine
+from .index.extract import read_attributes
 from .index.migrate import upgrade
+from .index.models import Level
 from .net.client import AssociationError, associate
+from .net.connection import Connection
 from .net.server import Server, ServerLimits
-from .ports import AssociationClosed, DuplicatePolicy, Storage
+from .ports import (
+    AddOutcome,
+    AssociationClosed,
+    DataSetError,
+    DuplicatePolicy,
+    InstanceRecord,
+    Storage,
+    StorageError,
+)
 from .proto.dimse import CommandField
 from .proto.negotiation import AcceptorPolicy, build_associate_rq, default_supported
 from .proto.sop import (
@@ -29,12 +47,25 @@ from .proto.sop import (
     STORAGE_SOP_CLASSES,
     VERIFICATION,
 )
-from .proto.status import Status, describe
+from .proto.status import Status, StatusCategory, describe
 from .services.dispatcher import Dispatcher
 from .services.echo import echo as echo_scu
 from .services.echo import handle_echo
 from .services.store import StoreService
-from .storage import FilesystemStorage
+from .services.store_scu import (
+    FileOutcome,
+    PeerUnavailable,
+    StoreProgress,
+    StoreSummary,
+    StoreTally,
+    plan_associations,
+    send_all,
+)
+from .storage import FilesystemStorage, file_checksum, inventory
+from .storage.files import open_dataset, scan
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger("minipacs")
 
@@ -147,16 +178,6 @@ async def _serve(config: Config, storage: FilesystemStorage) -> int:
 
 async def _run_until_signal(config: Config, server: Server) -> int:
     limits = config.limits
-    log.info("minipacs %s listening on %s:%d as AE %s (loop: %s)", __version__,
-             config.listen.host, server.port, config.ae_title,
-             type(asyncio.get_running_loop()).__module__.split(".")[0])
-    log.info("store %s (fsync %s), index %s", config.storage.root,
-             "on" if config.storage.fsync else "off", config.database.url)
-    if not config.security.check_called_ae_title:
-        log.warning("security.check_called_ae_title is off: any called AE title is accepted")
-    if not config.security.known_calling_aes_only:
-        log.warning("security.known_calling_aes_only is off: any calling AE may associate")
-
     stop = asyncio.Event()
     force = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -172,6 +193,16 @@ async def _run_until_signal(config: Config, server: Server) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    # Logged only once the handlers are in place: whoever waits for this line may signal us.
+    log.info("minipacs %s listening on %s:%d as AE %s (loop: %s)", __version__,
+             config.listen.host, server.port, config.ae_title,
+             type(asyncio.get_running_loop()).__module__.split(".")[0])
+    log.info("store %s (fsync %s), index %s", config.storage.root,
+             "on" if config.storage.fsync else "off", config.database.url)
+    if not config.security.check_called_ae_title:
+        log.warning("security.check_called_ae_title is off: any called AE title is accepted")
+    if not config.security.known_calling_aes_only:
+        log.warning("security.known_calling_aes_only is off: any calling AE may associate")
     try:
         await stop.wait()
         shutdown = asyncio.create_task(server.shutdown(limits.shutdown_grace))
@@ -223,3 +254,357 @@ async def _echo(host: str, port: int, calling_ae: str, called_ae: str, timeout: 
         return False, f"C-ECHO {where}: {describe(status)}"
     return True, f"C-ECHO {where}: success in {elapsed:.1f} ms"
 
+
+def store(host: str, port: int, paths: Sequence[Path | str], *, calling_ae: str,
+          called_ae: str, timeout: float, max_pdu: int,
+          progress: Callable[[StoreProgress], None] | None = None) -> StoreSummary:
+    """C-STORE SCU: send every DICOM file under `paths` (rules in services/store_scu.py)."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(_store(host, port, [Path(p) for p in paths], calling_ae, called_ae,
+                                 timeout, max_pdu, progress))
+
+
+async def _store(host: str, port: int, paths: list[Path], calling_ae: str, called_ae: str,
+                 timeout: float, max_pdu: int,
+                 progress: Callable[[StoreProgress], None] | None) -> StoreSummary:
+    started = time.monotonic()
+    found = await asyncio.to_thread(scan, paths)
+    tally = StoreTally(len(found.files) + len(found.unreadable), len(found.skipped), progress,
+                       started=started)
+    for problem in found.unreadable:
+        tally.record(FileOutcome(str(problem.path), StatusCategory.FAILURE, reason=problem.reason))
+
+    @contextlib.asynccontextmanager
+    async def connect(contexts: Sequence[tuple[str, str]]) -> AsyncIterator[Connection]:
+        request = build_associate_rq(calling_ae, called_ae,
+                                     [(sop_class, [ts]) for sop_class, ts in contexts],
+                                     max_pdu_length=max_pdu)
+        try:
+            conn = await associate(host, port, request, connect_timeout=timeout,
+                                   artim_timeout=timeout)
+        except AssociationError as exc:
+            raise PeerUnavailable(str(exc)) from None
+        try:
+            yield conn
+        except BaseException:
+            conn.abort("C-STORE SCU stopped")
+            raise
+        await conn.release(timeout)
+
+    await send_all(plan_associations(found.files), connect, open_dataset, tally,
+                   timeout=timeout)
+    return tally.summary()
+
+
+# --- operations: minipacs db upgrade|check|rebuild|backup, minipacs delete ------------------
+# Blocking, for the CLI. They may run beside a serving process: the index functions retry on
+# "database is locked", and every step is ordered so that no row ever points to a missing file.
+
+
+RowCounts = maintenance.RowCounts
+Deleted = maintenance.Deleted
+
+
+class OpsUsageError(Exception):
+    """An operation refused as asked (exit code 2): ambiguous patient, unsupported database."""
+
+
+class OpsFailed(Exception):
+    """An operation that could not be done (exit code 1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeResult:
+    before: str | None  # Alembic revisions; None = an empty database
+    after: str | None
+
+
+class ProblemKind(enum.StrEnum):
+    MISSING = "missing file"
+    SIZE = "size mismatch"
+    CHECKSUM = "checksum mismatch"
+    ORPHAN = "orphan file"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    kind: ProblemKind
+    key: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    instances: int  # index rows checked
+    files: int  # files found in the store
+    problems: tuple[Problem, ...]
+    pending_deletes: int  # files listed by interrupted deletes
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildResult:
+    backup: Path | None
+    removed: maintenance.RowCounts  # rows of the index before
+    files: int
+    indexed: int
+    duplicates: int  # files of an instance indexed from another file (db check: orphans)
+    skipped: tuple[tuple[str, str], ...]  # (file, reason): left alone
+    counts: maintenance.RowCounts
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteTarget:
+    """What `delete` removes; `issuer` None: the Patient ID's only issuer."""
+
+    level: Level
+    uid: str
+    issuer: str | None = None
+
+    def __str__(self) -> str:
+        if self.level is not Level.PATIENT:
+            return f"{self.level.value.lower()} {self.uid}"
+        issuer = "" if self.issuer is None else f" (issuer {self.issuer or 'none'})"
+        return f"patient {self.uid}{issuer}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    target: DeleteTarget
+    deleted: maintenance.Deleted
+    files_removed: int
+    errors: tuple[str, ...]  # files that could not be removed (db check: orphans)
+    recovered: int  # files of interrupted deletes removed first
+
+
+@contextlib.contextmanager
+def _index_engine(config: Config, *, migrated: bool = True) -> Iterator[Engine]:
+    """The index's engine; `migrated`: refuse a database that `db upgrade` has not made."""
+    try:
+        engine = make_engine(config.database.url)
+    except Exception as exc:  # e.g. the URL's driver is not installed
+        raise OpsFailed(f"cannot open {config.database.url}: {exc}") from exc
+    try:
+        with _failures():
+            path = maintenance.sqlite_path(config.database.url)
+            if migrated and path is not None and not path.exists():
+                raise OpsFailed(f"no index database at {path} (minipacs db upgrade creates it)")
+            if migrated and (rev := maintenance.current_revision(engine)) != (
+                    head := maintenance.head_revision(engine)):
+                raise OpsFailed(f"index database at revision {rev or 'none'}, not {head}: "
+                                "run minipacs db upgrade")
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def _failures() -> Iterator[None]:
+    """Database and file errors as one line (OpsFailed)."""
+    try:
+        yield
+    except (maintenance.IndexDatabaseError, StorageError, OSError, sqlite3.Error) as exc:
+        raise OpsFailed(str(getattr(exc, "orig", None) or exc)) from exc
+
+
+def db_upgrade(config: Config) -> UpgradeResult:
+    """Apply the index's migrations (Alembic), creating the database if need be."""
+    with _index_engine(config, migrated=False) as engine, _failures():
+        path = maintenance.sqlite_path(config.database.url)
+        before = None if path and not path.exists() else maintenance.current_revision(engine)
+        try:
+            upgrade(config.database.url)
+        except Exception as exc:  # Alembic's and the driver's errors alike: one line
+            raise OpsFailed(f"cannot upgrade {config.database.url}: {exc}") from exc
+        return UpgradeResult(before, maintenance.current_revision(engine))
+
+
+def db_check(config: Config) -> CheckReport:
+    """Compare the index with the store: missing, orphan, resized and altered files."""
+    root = config.storage.root
+    with _index_engine(config) as engine, _failures():
+        # Files first, rows second: a file stored meanwhile then has its row (or is re-checked).
+        files = {e.key: e for e in inventory.iter_files(root)} if root.is_dir() else {}
+        referenced: set[str] = set()
+        problems = []
+        for row in maintenance.iter_instance_files(engine):
+            referenced.add(row.key)
+            if (problem := _check_file(root, row)) is not None:
+                problems.append(problem)
+        # A server may have replaced or deleted since: keep what still holds now.
+        now = maintenance.instance_files_by_key(engine, [p.key for p in problems])
+        rechecked = (_check_file(root, now[p.key]) for p in problems if p.key in now)
+        problems = [p for p in rechecked if p is not None]
+        orphans = [key for key in files if key not in referenced]
+        now = maintenance.instance_files_by_key(engine, orphans)
+        problems += [Problem(ProblemKind.ORPHAN, key, f"{files[key].size} bytes, no index row")
+                     for key in orphans if key not in now and (root / key).exists()]
+        pending = sum(len(j.keys) for j in inventory.read_journals(root))
+        return CheckReport(len(referenced), len(files), tuple(problems), pending)
+
+
+def _check_file(root: Path, row: maintenance.InstanceFile) -> Problem | None:
+    path = root / row.key
+    try:
+        size = path.stat().st_size
+        if size != row.size:
+            return Problem(ProblemKind.SIZE, row.key, f"{size} bytes, index says {row.size}")
+        if file_checksum(path) != row.checksum:
+            return Problem(ProblemKind.CHECKSUM, row.key, f"instance {row.sop_instance_uid}")
+    except FileNotFoundError:
+        return Problem(ProblemKind.MISSING, row.key, f"instance {row.sop_instance_uid}")
+    return None
+
+
+def db_rebuild(config: Config, *, backup: bool = True) -> RebuildResult:
+    """Re-index the store into an emptied index, the old one backed up first."""
+    root = config.storage.root
+    if not root.is_dir():
+        raise OpsFailed(f"no store folder at {root}")
+    db_upgrade(config)
+    with _index_engine(config) as engine, _failures():
+        before = maintenance.count_rows(engine)
+        backup_path = None
+        if before.patients and backup:  # an empty index has nothing to lose
+            path = maintenance.sqlite_path(config.database.url)
+            if path is None:
+                raise OpsUsageError("only an SQLite index can be backed up here: back it up "
+                                    "yourself, then run with --no-backup")
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            backup_path = path.with_name(f"{path.name}.bak-{stamp}")
+            maintenance.backup_sqlite(engine, backup_path)
+        removed = maintenance.clear_index(engine)
+        # Walked after clearing: a file a server stores meanwhile is indexed by one or both.
+        # Received order (mtime), so the duplicate policy picks the file it picked at ingest.
+        entries = sorted(inventory.iter_files(root), key=lambda e: (e.modified, e.key))
+        keys = [e.key for e in entries if inventory.is_storage_key(e.key)]
+        skipped = [(e.key, "not a storage key") for e in entries
+                   if not inventory.is_storage_key(e.key)]
+        policy = DuplicatePolicy(config.storage.duplicates)
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            indexed, duplicates, failed = runner.run(_reindex(engine, root, keys, policy))
+        return RebuildResult(backup_path, removed, len(entries), indexed, duplicates,
+                             tuple(skipped + failed), maintenance.count_rows(engine))
+
+
+REBUILD_BATCH: Final = 256
+
+
+async def _reindex(engine: Engine, root: Path, keys: list[str], policy: DuplicatePolicy
+                   ) -> tuple[int, int, list[tuple[str, str]]]:
+    """Parse each file (in a thread) and add it through the index writer (group commit)."""
+    indexed = duplicates = 0
+    failed: list[tuple[str, str]] = []
+    async with SqlIndex(engine, duplicate_policy=policy) as index:
+        for start in range(0, len(keys), REBUILD_BATCH):
+            chunk = keys[start:start + REBUILD_BATCH]
+            records = await asyncio.to_thread(_read_records, root, chunk, index, failed)
+            results = await asyncio.gather(*(index.add_instance(r) for r in records),
+                                           return_exceptions=True)
+            for record, result in zip(records, results, strict=True):
+                if isinstance(result, BaseException):
+                    failed.append((record.stored.key, str(result)))
+                elif result.outcome is AddOutcome.ADDED:
+                    indexed += 1
+                else:  # never delete a file here: the superseded one stays, an orphan
+                    duplicates += 1
+    return indexed, duplicates, failed
+
+
+def _read_records(root: Path, keys: list[str], index: SqlIndex,
+                  failed: list[tuple[str, str]]) -> list[InstanceRecord]:
+    records = []
+    for key in keys:
+        try:
+            found = inventory.read_stored(root, key)
+            meta = found.meta
+            with open(root / key, "rb") as fp:
+                fp.seek(found.stored.dataset_offset)
+                attributes = read_attributes(fp, meta.transfer_syntax_uid, index.limits)
+        except (StorageError, DataSetError, OSError) as exc:
+            failed.append((key, str(exc)))
+            continue
+        records.append(InstanceRecord(attributes, found.stored, meta.transfer_syntax_uid,
+                                      meta.sending_ae_title, meta.receiving_ae_title,
+                                      found.received_at))
+    return records
+
+
+def db_backup(config: Config, dest: Path) -> maintenance.RowCounts:
+    """A consistent copy of the live SQLite index (online backup API), written atomically."""
+    if maintenance.sqlite_path(config.database.url) is None:
+        raise OpsUsageError(f"{config.database.url} is not an SQLite database file: use the "
+                            "database's own backup tools")
+    with _index_engine(config) as engine, _failures():
+        try:
+            return maintenance.backup_sqlite(engine, dest)
+        except ValueError as exc:  # the destination is the database itself
+            raise OpsUsageError(str(exc)) from exc
+
+
+def resolve_delete(config: Config, target: DeleteTarget) -> DeleteTarget:
+    """The target with its patient's issuer settled; OpsUsageError when it is ambiguous."""
+    if target.level is not Level.PATIENT or target.issuer is not None:
+        return target
+    with _index_engine(config) as engine, _failures():
+        issuers = maintenance.issuers_of_patient(engine, target.uid)
+    if len(issuers) > 1:
+        listed = ", ".join(repr(i) if i else "(none)" for i in issuers)
+        raise OpsUsageError(f"patient {target.uid} exists under {len(issuers)} issuers: "
+                            f"{listed}; choose one with --issuer")
+    if not issuers:
+        raise OpsFailed(f"no {target} in the index")
+    return dataclasses.replace(target, issuer=issuers[0])
+
+
+def delete(config: Config, target: DeleteTarget) -> DeleteResult:
+    """Delete rows (one transaction, committed), then their files.
+
+    A delete journal lists the files before the commit and goes after the last unlink, so a
+    crash in between leaves orphan files (never rows without files) that the next delete
+    removes first.
+    """
+    target = resolve_delete(config, target)
+    storage = build_storage(config)
+    journals: list[inventory.DeleteJournal] = []
+    with _index_engine(config) as engine, _failures():
+        recovered = _finish_interrupted_deletes(engine, storage)
+        try:
+            deleted = maintenance.delete_rows(
+                engine, target.level, target.uid, target.issuer or "",
+                before_commit=lambda keys: journals.append(
+                    inventory.write_journal(storage.root, keys)))
+        except BaseException:  # rolled back: the rows, and so the files, stay
+            for journal in journals:
+                inventory.remove_journal(journal)
+            raise
+    if deleted is None:
+        raise OpsFailed(f"no {target} in the index")
+    errors = []
+    for key in deleted.keys:
+        try:
+            storage.delete(key)
+        except StorageError as exc:
+            errors.append(str(exc))
+    # A retried transaction journaled more than once: every journal lists committed keys or
+    # still-referenced ones, so all go (or all stay for the next delete, on errors).
+    for journal in journals:
+        (inventory.release_journal if errors else inventory.remove_journal)(journal)
+    return DeleteResult(target, deleted, len(deleted.keys) - len(errors), tuple(errors),
+                        recovered)
+
+
+def _finish_interrupted_deletes(engine: Engine, storage: FilesystemStorage) -> int:
+    """Remove the files of journaled deletes that no row refers to; returns how many."""
+    removed = 0
+    for journal in inventory.claim_journals(storage.root):
+        try:
+            referenced = maintenance.instance_files_by_key(engine, journal.keys)
+            for key in journal.keys:
+                if key not in referenced and storage.path_of(key).exists():
+                    storage.delete(key)
+                    removed += 1
+        except BaseException:
+            inventory.release_journal(journal)
+            raise
+        inventory.remove_journal(journal)
+    return removed

@@ -8,7 +8,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import NoReturn
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from minipacs import __version__
 from minipacs.config import (
@@ -23,6 +27,9 @@ from minipacs.config import (
     load_config,
 )
 
+if TYPE_CHECKING:
+    from minipacs.app import Deleted, RowCounts, StoreProgress, StoreSummary
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -32,6 +39,9 @@ EXIT_INTERRUPTED = 130
 DEFAULT_CALLING_AE = "MINIPACS_SCU"
 DEFAULT_CALLED_AE = "ANY-SCP"
 DEFAULT_ECHO_TIMEOUT = 30.0
+DEFAULT_STORE_TIMEOUT = 30.0
+# Redraws of the progress line per second at most (a terminal is slow to scroll).
+PROGRESS_INTERVAL = 0.1
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s %(message)s"
 LOG_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
 _DEFAULT_MAX_PDU = LimitsConfig().max_pdu_length
@@ -83,6 +93,13 @@ def _max_pdu(text: str) -> int:
     return length
 
 
+def _existing_path(text: str) -> Path:
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"no such file or folder: {text!r}")
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``minipacs`` command."""
     parser = _Parser(prog="minipacs", description="An asyncio-native DICOM server.")
@@ -120,6 +137,32 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"maximum PDU length we advertise (default {_DEFAULT_MAX_PDU})",
     )  # fmt: skip
     echo.set_defaults(handler=_cmd_echo)
+
+    store = commands.add_parser(
+        "store", help="send DICOM files and folders (recursively) to a peer with C-STORE")
+    store.add_argument("host", metavar="HOST", help="peer host name or address")
+    store.add_argument("port", metavar="PORT", type=_port, help="peer TCP port")
+    store.add_argument("paths", metavar="PATH", nargs="+", type=_existing_path,
+                       help="DICOM file or folder (searched recursively)")
+    store.add_argument(
+        "--aet", type=_ae_title, default=DEFAULT_CALLING_AE,
+        help=f"our (calling) AE title (default {DEFAULT_CALLING_AE})",
+    )  # fmt: skip
+    store.add_argument(
+        "--aec", type=_ae_title, default=DEFAULT_CALLED_AE,
+        help=f"the peer's (called) AE title (default {DEFAULT_CALLED_AE})",
+    )  # fmt: skip
+    store.add_argument(
+        "--timeout", type=_timeout, default=DEFAULT_STORE_TIMEOUT, metavar="SECONDS",
+        help="give up on a connection, or a transfer making no progress, after this many "
+             f"seconds (default {DEFAULT_STORE_TIMEOUT:g})",
+    )  # fmt: skip
+    store.add_argument(
+        "--max-pdu", type=_max_pdu, default=_DEFAULT_MAX_PDU, metavar="N",
+        help=f"maximum PDU length we advertise (default {_DEFAULT_MAX_PDU})",
+    )  # fmt: skip
+    store.set_defaults(handler=_cmd_store)
+    _add_ops_commands(commands)
     return parser
 
 
@@ -167,6 +210,67 @@ def _cmd_echo(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
+def _cmd_store(args: argparse.Namespace) -> int:
+    _setup_logging("WARNING")
+    # pydicom logs every odd file header it reads; the per-file lines say what matters.
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    from minipacs import app
+
+    display = _StoreDisplay(sys.stderr)
+    try:
+        summary = app.store(args.host, args.port, args.paths, calling_ae=args.aet,
+                            called_ae=args.aec, timeout=args.timeout, max_pdu=args.max_pdu,
+                            progress=display)
+    finally:
+        display.clear()
+    if summary.error is not None:
+        print(f"minipacs store: {summary.error} ({summary.unsent} file(s) not sent)",
+              file=sys.stderr)
+        if not summary.attempted:
+            return EXIT_FAILED  # nothing was tried: the one line above says it all
+    print(_store_summary_line(summary), file=sys.stdout if summary.ok else sys.stderr)
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+class _StoreDisplay:
+    """A line per failed or warned file; on a terminal also one progress line, redrawn."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._drawn = False
+        self._last = 0.0
+
+    def __call__(self, progress: StoreProgress) -> None:
+        outcome = progress.outcome
+        if outcome is not None and outcome.label != "stored":
+            self.clear()
+            print(f"{outcome.label}: {outcome.source}: {outcome.reason}", file=self.stream)
+        now = time.monotonic()
+        if not self.tty or (now - self._last < PROGRESS_INTERVAL and self._drawn
+                            and progress.done < progress.total):
+            return
+        self._last = now
+        rate = progress.bytes_sent / 1e6 / progress.elapsed if progress.elapsed > 0 else 0.0
+        self.stream.write(f"\r\x1b[Kstored {progress.stored}/{progress.total} "
+                          f"({progress.failed} failed) {rate:.1f} MB/s")
+        self.stream.flush()
+        self._drawn = True
+
+    def clear(self) -> None:
+        if self._drawn:
+            self.stream.write("\r\x1b[K")  # carriage return, erase to the end of the line
+            self.stream.flush()
+            self._drawn = False
+
+
+def _store_summary_line(summary: StoreSummary) -> str:
+    return (f"{summary.stored} stored, {summary.warnings} warnings, {summary.failed} failed, "
+            f"{summary.skipped} skipped in {summary.elapsed:.2f} s "
+            f"({summary.instances_per_second:.1f} inst/s, "
+            f"{summary.megabytes_per_second:.1f} MB/s)")
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT, stream=sys.stderr, force=True
@@ -186,3 +290,176 @@ def _describe_config(config: Config) -> str:
         f"peers: {', '.join(config.peers) or '(none)'}",
     ]
     return "\n".join(lines)
+
+
+# --- operations: db upgrade|check|rebuild|backup, delete ------------------------------------
+
+# Problems listed one per line up to this many, unless --verbose.
+MAX_LISTED = 20
+
+
+def _add_ops_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    db = commands.add_parser("db", help="index maintenance: upgrade, check, rebuild, backup")
+    actions = db.add_subparsers(dest="action", metavar="ACTION", required=True)
+    upgrade = actions.add_parser("upgrade", help="create the index or apply its migrations")
+    upgrade.set_defaults(handler=_cmd_db_upgrade)
+    check = actions.add_parser(
+        "check", help="compare index and files: missing, orphan, resized, corrupted (exit 1)")
+    check.add_argument("--verbose", action="store_true",
+                       help=f"list every problem (default: the first {MAX_LISTED})")
+    check.set_defaults(handler=_cmd_db_check)
+    rebuild = actions.add_parser(
+        "rebuild", help="re-index every stored file into an emptied index (backed up first)")
+    rebuild.add_argument("--no-backup", action="store_true",
+                         help="do not back the old index up (required for non-SQLite URLs)")
+    rebuild.set_defaults(handler=_cmd_db_rebuild)
+    backup = actions.add_parser(
+        "backup", help="copy the live SQLite index consistently (online backup API)")
+    backup.add_argument("file", metavar="FILE", type=Path, help="the copy to write")
+    backup.set_defaults(handler=_cmd_db_backup)
+
+    delete = commands.add_parser(
+        "delete", help="delete a study, series or patient: index rows, then their files")
+    target = delete.add_mutually_exclusive_group(required=True)
+    target.add_argument("--study", metavar="UID", help="a Study Instance UID")
+    target.add_argument("--series", metavar="UID", help="a Series Instance UID")
+    target.add_argument("--patient", metavar="ID", help="a Patient ID")
+    delete.add_argument("--issuer", metavar="ISSUER",
+                        help="the Issuer of Patient ID of --patient ('' for none)")
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    delete.set_defaults(handler=_cmd_delete)
+    for parser in (upgrade, check, rebuild, backup, delete):
+        parser.add_argument("--config", metavar="FILE",
+                            help="YAML configuration (default: embedded defaults)")
+
+
+def _ops(args: argparse.Namespace, name: str, operation: Callable[[Config], int]) -> int:
+    """Load the configuration, run `operation`, turn its errors into one line and a code."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    _setup_logging("WARNING")
+    from minipacs import app
+
+    try:
+        return operation(config)
+    except app.OpsUsageError as exc:
+        print(f"minipacs {name}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except app.OpsFailed as exc:
+        print(f"minipacs {name}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _plural(count: int, word: str) -> str:
+    if count == 1 or word.endswith("series"):
+        return f"{count} {word}"
+    if word.endswith("y"):
+        return f"{count} {word[:-1]}ies"
+    return f"{count} {word}es" if word.endswith(("ch", "sh", "s", "x")) else f"{count} {word}s"
+
+
+def _rows(counts: RowCounts | Deleted) -> str:
+    return ", ".join((_plural(counts.patients, "patient"), _plural(counts.studies, "study"),
+                      _plural(counts.series, "series"), _plural(counts.instances, "instance")))
+
+
+def _print_capped(lines: list[str], verbose: bool, file: TextIO = sys.stdout) -> None:
+    shown = lines if verbose else lines[:MAX_LISTED]
+    for line in shown:
+        print(line, file=file)
+    if len(lines) > len(shown):
+        print(f"... and {len(lines) - len(shown)} more (--verbose lists them all)", file=file)
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    def run(config: Config) -> int:
+        from minipacs import app
+
+        result = app.db_upgrade(config)
+        if result.before == result.after:
+            print(f"index already at revision {result.after}")
+        else:
+            print(f"index upgraded to revision {result.after} (was {result.before or 'empty'})")
+        return EXIT_OK
+
+    return _ops(args, "db upgrade", run)
+
+
+def _cmd_db_check(args: argparse.Namespace) -> int:
+    def run(config: Config) -> int:
+        from minipacs import app
+
+        report = app.db_check(config)
+        kinds = Counter(p.kind for p in report.problems)
+        found = ", ".join(_plural(n, kind) for kind, n in kinds.items()) or "no problems"
+        print(f"checked {_plural(report.instances, 'instance')} and "
+              f"{_plural(report.files, 'file')}: {found}")
+        _print_capped([f"{p.kind}: {p.key} ({p.detail})" for p in report.problems],
+                      args.verbose)
+        if report.pending_deletes:
+            print(f"{_plural(report.pending_deletes, 'file')} of an interrupted delete are "
+                  "listed for removal: the next minipacs delete removes them")
+        return EXIT_FAILED if report.problems else EXIT_OK
+
+    return _ops(args, "db check", run)
+
+
+def _cmd_db_rebuild(args: argparse.Namespace) -> int:
+    def run(config: Config) -> int:
+        from minipacs import app
+
+        result = app.db_rebuild(config, backup=not args.no_backup)
+        if result.backup is not None:
+            print(f"old index backed up to {result.backup} ({_rows(result.removed)})")
+        print(f"indexed {result.indexed} of {_plural(result.files, 'file')} "
+              f"({result.duplicates} duplicate, {len(result.skipped)} skipped): "
+              f"{_rows(result.counts)}")
+        _print_capped([f"skipped {key}: {reason}" for key, reason in result.skipped], False,
+                      sys.stderr)
+        return EXIT_FAILED if result.skipped else EXIT_OK
+
+    return _ops(args, "db rebuild", run)
+
+
+def _cmd_db_backup(args: argparse.Namespace) -> int:
+    def run(config: Config) -> int:
+        from minipacs import app
+
+        counts = app.db_backup(config, args.file)
+        print(f"index backed up to {args.file} ({_rows(counts)})")
+        return EXIT_OK
+
+    return _ops(args, "db backup", run)
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    def run(config: Config) -> int:
+        from minipacs import app
+
+        if args.issuer is not None and args.patient is None:
+            raise app.OpsUsageError("--issuer goes with --patient")
+        if args.patient is not None and not args.patient.strip():
+            raise app.OpsUsageError("an empty Patient ID names no patient: use --study")
+        level, uid = next((level, uid) for level, uid in (
+            (app.Level.STUDY, args.study), (app.Level.SERIES, args.series),
+            (app.Level.PATIENT, args.patient)) if uid is not None)
+        target = app.resolve_delete(config, app.DeleteTarget(level, uid, args.issuer))
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise app.OpsUsageError("not a terminal: confirm with --yes")
+            answer = input(f"delete {target} with its files? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing deleted")
+                return EXIT_FAILED
+        result = app.delete(config, target)
+        if result.recovered:
+            print(f"removed {_plural(result.recovered, 'file')} left by an interrupted delete")
+        print(f"deleted {result.target}: {_rows(result.deleted)}, "
+              f"{_plural(result.files_removed, 'file')} removed")
+        _print_capped(result.errors, False, sys.stderr)
+        return EXIT_FAILED if result.errors else EXIT_OK
+
+    return _ops(args, "delete", run)

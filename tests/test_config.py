@@ -103,7 +103,7 @@ def test_shipped_example_config_is_valid() -> None:
 def test_container_config_is_valid_and_uses_the_volume() -> None:
     config = load_config(REPO / "docker" / "minipacs.yaml")
     assert config.storage.root == Path("/var/lib/minipacs/store")
-    assert config.database.url == "sqlite+aiosqlite:////var/lib/minipacs/index.db"
+    assert config.database.url == "sqlite:////var/lib/minipacs/index.db"
 
 
 def test_embedded_defaults_bind_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -223,7 +223,11 @@ def test_listen_port_zero_means_ephemeral(tmp_path: Path) -> None:
         ("sop_classes: {extra_storage: 1.2}\n", "config error: sop_classes.extra_storage: expect"),
         # database URL
         ('database: {url: "index.db"}\n', "config error: database.url: 'index.db' is not a"),
-        ('database: {url: "sqlite:///x.db"}\n', "config error: database.url: SQLite needs"),
+        ("storage: {duplicates: overwrite}\n",
+         "config error: storage.duplicates: 'overwrite' is not one of keep-first, replace"),
+        ("storage: {min_free_mb: -1}\n", "config error: storage.min_free_mb: -1 is out of range"),
+        ('database: {url: "sqlite+pysqlcipher:///x.db"}\n',
+         "config error: database.url: unsupported SQLite driver"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, expected: str) -> None:

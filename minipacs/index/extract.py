@@ -10,6 +10,7 @@ more than the configured budgets.
 
 from __future__ import annotations
 
+import logging
 import zlib
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Final
@@ -22,6 +23,8 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from ..ports import DataSetError, InstanceAttributes, JsonDataset
+
+log = logging.getLogger("minipacs.index")
 
 __all__ = [
     "DEFLATED_TRANSFER_SYNTAXES",
@@ -92,6 +95,8 @@ class _BudgetReader:
         self._budget = budget
 
     def read(self, size: int = -1) -> bytes:
+        if size > self._left:  # refuse before reading: a huge nested value is never loaded
+            raise DataSetError(f"attributes exceed {self._budget} bytes")
         data = self._fp.read(size if size >= 0 else self._left + 1)
         self._left -= len(data)
         if self._left < 0:
@@ -149,6 +154,10 @@ class _InflatingReader:
     def read(self, size: int = -1) -> bytes:
         if size < 0:
             size = self._left + 1  # "everything" may not exceed the budget either
+        elif size > self._left:
+            # Refuse before inflating: pydicom never defers values inside sequence items, so
+            # a bomb there would otherwise be inflated into memory up to `max_inflate`.
+            raise DataSetError(f"attributes exceed {self._budget} bytes")
         self._fill(self._pos + size)
         start = self._pos - self._base
         data = bytes(self._buf[start:start + size])
@@ -165,6 +174,8 @@ class _InflatingReader:
             raise OSError("a deflated stream cannot seek from its end")
         if offset < self._base:
             raise OSError("cannot seek back past the inflate window")
+        if offset > self._max_inflate:  # skipping there would inflate past the cap: a bomb
+            raise DataSetError(f"deflated data set inflates past {self._max_inflate} bytes")
         self._pos = offset
         return offset
 
@@ -222,6 +233,26 @@ def _strip(json_ds: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _to_json(ds: Dataset, limits: ExtractLimits) -> dict[str, Any]:
+    """The DICOM JSON of `ds` (PS3.18 F.2); an element pydicom cannot convert is left out.
+
+    Not ``to_json_dict(suppress_invalid_tags=True)``: that switches pydicom's process-wide
+    reading validation mode to RAISE and back, which worker threads parsing at once
+    interleave, leaving it stuck at RAISE for the whole process (then any slightly invalid
+    value, e.g. a UID with a leading zero in a Part 10 header, raises instead of warning).
+    """
+    out: dict[str, Any] = {}
+    for tag in list(ds.keys()):  # tags only: iterating a Dataset converts its values
+        try:
+            out[f"{tag:08X}"] = ds[tag].to_json_dict(
+                bulk_data_element_handler=_mark_bulk, bulk_data_threshold=limits.bulk_threshold
+            )
+        except Exception as exc:  # one bad element must not cost the instance its index row
+            log.warning("element (%04X,%04X) left out of the index: %s", tag >> 16,
+                        tag & 0xFFFF, exc)
+    return out
+
+
 def _first_string(json_ds: JsonDataset, tag: int) -> str:
     """The first value of a string element of a JSON data set, "" when absent or empty."""
     values = json_ds.get(f"{tag:08X}", {}).get("Value") or [""]
@@ -275,14 +306,14 @@ def read_attributes(
         raise DataSetError(f"unknown transfer syntax {transfer_syntax_uid}")
     try:
         ds = _parse(fp, ts, limits)
+        implicit, _ = ds.original_encoding
+        if implicit is not None and implicit != ts.is_implicit_VR:
+            # pydicom reads on in the VR it detected; the file's Transfer Syntax UID, which
+            # comes from the presentation context (PS3.8 §7.1.1.13), would then be false.
+            raise DataSetError(f"data set is in {'implicit' if implicit else 'explicit'} VR, "
+                               f"not {ts.name}")
         _prune(ds, limits)
-        json_ds = _strip(
-            ds.to_json_dict(
-                bulk_data_threshold=limits.bulk_threshold,
-                bulk_data_element_handler=_mark_bulk,
-                suppress_invalid_tags=True,
-            )
-        )
+        json_ds = _strip(_to_json(ds, limits))
     except DataSetError:
         raise
     except Exception as exc:  # a peer's bytes can break pydicom in any way

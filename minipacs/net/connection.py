@@ -227,10 +227,6 @@ class Connection:
             pass  # Message ID is a US; 0 is skipped on wrap-around
         return message_id
 
-    def answered(self, request: Request) -> None:
-        """The final response to `request` has been sent: C-CANCEL no longer applies."""
-        self._incoming.pop(request.message.message_id, None)
-
     async def send(self, context_id: int, message: DimseMessage,
                    dataset: bytes | AsyncIterable[bytes] | None = None) -> None:
         async with self._send_lock:
@@ -243,6 +239,9 @@ class Connection:
             except LocalProtocolError as exc:
                 raise AssociationClosed(str(exc)) from None
             self._flush()
+            if is_response(message) and category(message.status) is not StatusCategory.PENDING:
+                # The operation is over: C-CANCEL no longer applies, idleness may count again.
+                self._incoming.pop(message.message_id_being_responded_to, None)
             try:
                 await self._writer.drain()
             except (ConnectionError, OSError) as exc:
@@ -288,7 +287,9 @@ class Connection:
                     data = b""
                 self._touch()
                 self.assoc.receive_data(data)
-                self._flush()
+                # Close only after the events are handed over (the loop ends when finished):
+                # closing first would fail the handshake before an A-ASSOCIATE-RJ is seen.
+                self._flush(close=False)
                 await self._dispatch_events()
                 self._sync_timers()
                 if not data:
@@ -407,11 +408,11 @@ class Connection:
             self._requests.get_nowait()
         self._end_requests()
 
-    def _flush(self) -> None:
+    def _flush(self, *, close: bool = True) -> None:
         data = self.assoc.data_to_send()
         if data and not self._writer.is_closing():
             self._writer.write(data)
-        if self.assoc.finished:
+        if close and self.assoc.finished:
             self._close()
 
     def _close(self) -> None:

@@ -94,7 +94,13 @@ class Dispatcher:
     def _route(self, request: Request) -> Handler | Outcome:
         message = request.message
         command = message.command_field
-        handler = self._routes.get((command, sop_class_of(message)))
+        sop_class = sop_class_of(message)
+        if sop_class != request.context.abstract_syntax:
+            # A presentation context carries one abstract syntax (PS3.8 §7.1.1.13): a request
+            # naming another SOP class is refused rather than routed by its command alone.
+            return Outcome(response_for(message, Status.SOP_CLASS_NOT_SUPPORTED,
+                                        "SOP class differs from the presentation context"))
+        handler = self._routes.get((command, sop_class))
         if handler is not None:
             return handler
         if command not in self._commands:
@@ -103,7 +109,7 @@ class Dispatcher:
                                         f"{CommandField(command).name} not supported"))
         # PS3.7 C.5.19 (0122H): the SOP class is not supported for this operation.
         return Outcome(response_for(message, Status.SOP_CLASS_NOT_SUPPORTED,
-                                    f"{name_of(sop_class_of(message))} not supported"))
+                                    f"{name_of(sop_class)} not supported"))
 
     async def _run(self, channel: Channel, request: Request,
                    slots: asyncio.Semaphore) -> None:

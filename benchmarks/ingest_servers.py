@@ -1,0 +1,274 @@
+"""The C-STORE SCPs ``benchmarks/ingest.py`` compares, each started with its own config.
+
+Every server runs in its own process group (``start_new_session``) so that stopping it —
+SIGTERM, then SIGKILL after a timeout — also reaches the children DCMTK's ``storescp
+--fork`` makes. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+DCMTK_STORESCP: Final = "/usr/bin/storescp"
+ORTHANC: Final = "/usr/sbin/Orthanc"
+START_TIMEOUT: Final = 60.0
+STOP_TIMEOUT: Final = 20.0
+POLL_INTERVAL: Final = 0.05
+SERVER_AE: Final = "BENCHSCP"
+# Orthanc's index: Resources.resourceType 1-4 = patient, study, series, instance.
+ORTHANC_INSTANCE_LEVEL: Final = 4
+
+
+def dcmtk_env() -> dict[str, str]:
+    """The environment of every DCMTK-based process: Nagle off (DCMTK reads TCP_NODELAY)."""
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1 (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def count_files(root: Path, suffix: str = "", skip: str | None = None) -> int:
+    """Regular files under `root` (recursive) ending in `suffix`, ignoring folder `skip`."""
+    total = 0
+    for _folder, dirs, files in os.walk(root):
+        if skip is not None and skip in dirs:
+            dirs.remove(skip)
+        total += sum(1 for name in files if name.endswith(suffix))
+    return total
+
+
+@dataclass
+class Running:
+    """A started server: its process, port and folders."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    workdir: Path
+    log_path: Path
+    log_file: object = field(repr=False, default=None)
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class ServerKind:
+    """One kind of server; subclasses say how to start it and how to count what arrived."""
+
+    name = "?"
+    forks = False  # True: its RSS is the sum over its process tree
+
+    def available(self) -> str | None:
+        """None when it can run here, else why not."""
+        return None
+
+    def describe(self, max_pdu: int) -> str:
+        raise NotImplementedError
+
+    def command(self, workdir: Path, port: int, max_pdu: int) -> tuple[list[str], dict[str, str]]:
+        raise NotImplementedError
+
+    def count(self, workdir: Path) -> int:
+        """Instances that arrived (called after the server stopped)."""
+        raise NotImplementedError
+
+    def start(self, workdir: Path, max_pdu: int, registry: list[Running]) -> Running:
+        """Start on a free port with a fresh `workdir`; return once it accepts connections."""
+        workdir.mkdir(parents=True, exist_ok=False)
+        port = free_port()
+        argv, env = self.command(workdir, port, max_pdu)
+        log_path = workdir / "server.log"
+        log_file = log_path.open("wb")
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file,
+                                stderr=subprocess.STDOUT, env=env, cwd=workdir,
+                                start_new_session=True)
+        running = Running(proc, port, workdir, log_path, log_file)
+        registry.append(running)
+        _wait_accepting(running, START_TIMEOUT)
+        return running
+
+
+def _wait_accepting(running: Running, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if running.proc.poll() is not None:
+            raise RuntimeError(f"server exited with {running.proc.returncode} during start:\n"
+                               f"{running.log_tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", running.port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(POLL_INTERVAL)
+    raise RuntimeError(f"server not accepting on port {running.port} after {timeout:g} s:\n"
+                       f"{running.log_tail()}")
+
+
+def stop(running: Running) -> None:
+    """SIGTERM the server's process group, SIGKILL it after `STOP_TIMEOUT` s."""
+    proc = running.proc
+    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    # Forked children (DCMTK --fork) may outlive the leader: finish the group.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if running.log_file is not None:
+        running.log_file.close()  # type: ignore[attr-defined]
+        running.log_file = None
+
+
+class Minipacs(ServerKind):
+    name = "minipacs"
+
+    def describe(self, max_pdu: int) -> str:
+        return (f"python -m minipacs serve; storage.fsync true (file + folder fsync), SQLite "
+                f"WAL synchronous=FULL, max_pdu_length {max_pdu}")
+
+    def command(self, workdir: Path, port: int, max_pdu: int) -> tuple[list[str], dict[str, str]]:
+        config = workdir / "minipacs.yaml"
+        config.write_text(
+            f"ae_title: {SERVER_AE}\n"
+            f"listen: {{host: 127.0.0.1, port: {port}}}\n"
+            "storage: {root: ./store, fsync: true}\n"
+            "database: {url: 'sqlite:///./index.db'}\n"
+            f"limits: {{max_pdu_length: {max_pdu}}}\n",
+            encoding="utf-8",
+        )
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        profile_dir = os.environ.get("BENCH_PROFILE_MINIPACS")
+        if profile_dir:  # cProfile the server, for diagnosis; the folder outlives the run
+            Path(profile_dir).mkdir(parents=True, exist_ok=True)
+            prof = str(Path(profile_dir) / f"{workdir.name}.prof")
+            return ([sys.executable, "-m", "cProfile", "-o", prof, "-m", "minipacs", "serve",
+                     "--config", str(config)], env)
+        return [sys.executable, "-m", "minipacs", "serve", "--config", str(config)], env
+
+    def count(self, workdir: Path) -> int:
+        with contextlib.closing(sqlite3.connect(workdir / "index.db")) as db:
+            rows = int(db.execute("SELECT count(*) FROM instance").fetchone()[0])
+        files = count_files(workdir / "store", ".dcm", skip=".spool")
+        if rows != files:
+            raise RuntimeError(f"minipacs: {rows} index rows but {files} files")
+        return rows
+
+
+class Orthanc(ServerKind):
+    name = "orthanc"
+
+    def available(self) -> str | None:
+        return None if Path(ORTHANC).exists() else f"{ORTHANC} not installed"
+
+    def describe(self, max_pdu: int) -> str:
+        version = subprocess.run([ORTHANC, "--version"], capture_output=True, text=True,
+                                 timeout=30, check=False).stdout.splitlines()
+        return (f"{version[0] if version else 'Orthanc'} (Debian), TCP_NODELAY=1, "
+                f"SyncStorageArea true, StorageCompression false, no plugins, HTTP off, "
+                f"MaximumPduLength {max_pdu}")
+
+    def command(self, workdir: Path, port: int, max_pdu: int) -> tuple[list[str], dict[str, str]]:
+        config = {
+            "Name": "bench",
+            "StorageDirectory": str(workdir / "storage"),
+            "IndexDirectory": str(workdir / "index"),
+            "StorageCompression": False,
+            # Orthanc >= 1.7.4 fsyncs each stored file when this is true (its default).
+            "SyncStorageArea": True,
+            "Plugins": [],
+            "LuaScripts": [],
+            "HttpServerEnabled": False,
+            "HttpPort": free_port(),
+            "RemoteAccessAllowed": False,
+            "DicomServerEnabled": True,
+            "DicomAet": SERVER_AE,
+            "DicomPort": port,
+            "DicomCheckCalledAet": False,
+            # True (the default) lets an AE not listed in DicomModalities store.
+            "DicomAlwaysAllowStore": True,
+            "MaximumPduLength": max_pdu,
+        }
+        path = workdir / "orthanc.json"
+        path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+        return [ORTHANC, str(path)], dcmtk_env()
+
+    def count(self, workdir: Path) -> int:
+        with contextlib.closing(sqlite3.connect(workdir / "index" / "index")) as db:
+            rows = int(db.execute("SELECT count(*) FROM Resources WHERE resourceType = ?",
+                                  (ORTHANC_INSTANCE_LEVEL,)).fetchone()[0])
+        files = count_files(workdir / "storage")
+        if files < rows:
+            raise RuntimeError(f"orthanc: {rows} instances but {files} files")
+        return rows
+
+
+class PynetdicomStorescp(ServerKind):
+    name = "pynetdicom"
+
+    def describe(self, max_pdu: int) -> str:
+        import pynetdicom
+
+        return (f"pynetdicom {pynetdicom.__version__} storescp app, no index, no fsync, "
+                f"-pdu {max_pdu}")
+
+    def command(self, workdir: Path, port: int, max_pdu: int) -> tuple[list[str], dict[str, str]]:
+        out = workdir / "out"
+        out.mkdir()
+        return ([sys.executable, "-m", "pynetdicom", "storescp", str(port), "-od", str(out),
+                 "-pdu", str(max_pdu), "-ba", "127.0.0.1", "-aet", SERVER_AE],
+                dict(os.environ))
+
+    def count(self, workdir: Path) -> int:
+        return count_files(workdir / "out")
+
+
+class DcmtkStorescp(ServerKind):
+    name = "dcmtk"
+    forks = True
+
+    def available(self) -> str | None:
+        return None if Path(DCMTK_STORESCP).exists() else f"{DCMTK_STORESCP} not installed"
+
+    def describe(self, max_pdu: int) -> str:
+        version = subprocess.run([DCMTK_STORESCP, "--version"], capture_output=True, text=True,
+                                 timeout=30, check=False).stdout.splitlines()
+        return (f"{version[0].strip('$ ') if version else 'DCMTK storescp'}, --fork (one "
+                f"process per association), no index, no fsync, TCP_NODELAY=1, -pdu {max_pdu}")
+
+    def command(self, workdir: Path, port: int, max_pdu: int) -> tuple[list[str], dict[str, str]]:
+        out = workdir / "out"
+        out.mkdir()
+        return ([DCMTK_STORESCP, "--fork", "-aet", SERVER_AE, "-pdu", str(max_pdu),
+                 "-od", str(out), str(port)], dcmtk_env())
+
+    def count(self, workdir: Path) -> int:
+        return count_files(workdir / "out")
+
+
+SERVER_KINDS: Final[dict[str, ServerKind]] = {
+    kind.name: kind for kind in (Minipacs(), Orthanc(), PynetdicomStorescp(), DcmtkStorescp())
+}

@@ -1,0 +1,174 @@
+"""The in-process server over loopback: acceptance policy, limits, DIMSE survival, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ImplicitVRLittleEndian
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
+
+from minipacs.net.client import associate
+from minipacs.net.server import Server
+from minipacs.proto.negotiation import build_associate_rq
+from minipacs.proto.pdu import (
+    PRESENTATION_TEMPORARY_CONGESTION,
+    RejectReason,
+    RejectResult,
+    RejectSource,
+)
+from minipacs.proto.sop import IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION
+from minipacs.proto.status import Status, StatusCategory, category
+from tests.support import (
+    LOOPBACK,
+    AssociationLog,
+    Rejection,
+    ServerFactory,
+    assert_echo_works,
+    make_ct,
+    pynetdicom_ae,
+    pynetdicom_reject,
+    run_dcmtk,
+    stored_files,
+)
+
+OUR_AE = "MINIPACS"
+KNOWN_PEER = "KNOWN_SCU"
+
+
+# --- one log line per association ------------------------------------------------------------
+
+
+async def test_one_structured_log_line_per_association(
+        server: Server, assoc_log: AssociationLog, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="minipacs.association")
+    result = await run_dcmtk("echoscu", LOOPBACK, str(server.port))
+    assert result.returncode == 0, result.stdout + result.stderr
+    await assoc_log.wait_for(1)
+    records = [r for r in caplog.records if r.name == "minipacs.association"]
+    assert len(records) == 1
+    line = records[0].getMessage()
+    assert re.fullmatch(
+        r"association peer=127\.0\.0\.1:\d+ calling=ECHOSCU called=ANY-SCP "
+        r"contexts=1/1 \[Verification SOP Class\] duration=\d+\.\d{3}s messages=1 "
+        r"result=released", line), line
+
+
+# --- association rejections (PS3.8 §9.3.4) ----------------------------------------------------
+
+
+async def test_wrong_called_ae_title_is_rejected(start_server: ServerFactory) -> None:
+    server = await start_server(ae_title=OUR_AE, security={"check_called_ae_title": True})
+    wrong = await run_dcmtk("echoscu", "-aec", "NOT_MINIPACS", LOOPBACK, str(server.port))
+    assert wrong.returncode != 0
+    assert "Association Rejected" in wrong.stdout + wrong.stderr
+    right = await run_dcmtk("echoscu", "-aec", OUR_AE, LOOPBACK, str(server.port))
+    assert right.returncode == 0, right.stdout + right.stderr
+
+    rejection = await asyncio.to_thread(pynetdicom_reject, server.port, called="NOT_MINIPACS")
+    assert rejection == Rejection(RejectResult.PERMANENT, RejectSource.SERVICE_USER,
+                                  RejectReason.CALLED_AE_NOT_RECOGNIZED)
+
+
+async def test_unknown_calling_ae_title_is_rejected(start_server: ServerFactory) -> None:
+    server = await start_server(
+        peers={KNOWN_PEER: {"host": LOOPBACK, "port": 11113}},
+        security={"known_calling_aes_only": True})
+    rejection = await asyncio.to_thread(pynetdicom_reject, server.port, calling="STRANGER")
+    assert rejection == Rejection(RejectResult.PERMANENT, RejectSource.SERVICE_USER,
+                                  RejectReason.CALLING_AE_NOT_RECOGNIZED)
+    known = await run_dcmtk("echoscu", "-aet", KNOWN_PEER, LOOPBACK, str(server.port))
+    assert known.returncode == 0, known.stdout + known.stderr
+
+
+async def test_association_over_the_limit_is_rejected(start_server: ServerFactory,
+                                                      assoc_log: AssociationLog) -> None:
+    server = await start_server(limits={"max_associations": 1})
+    request = build_associate_rq("HOLDER", "ANY-SCP",
+                                 [(VERIFICATION, [IMPLICIT_VR_LITTLE_ENDIAN])])
+    held = await associate(LOOPBACK, server.port, request, connect_timeout=5,
+                           artim_timeout=5)
+    try:
+        rejection = await asyncio.to_thread(pynetdicom_reject, server.port)
+        assert rejection == Rejection(RejectResult.TRANSIENT,
+                                      RejectSource.SERVICE_PROVIDER_PRESENTATION,
+                                      PRESENTATION_TEMPORARY_CONGESTION)
+    finally:
+        await held.release(5)
+    lines = sorted(await assoc_log.wait_for(2), key=lambda line: "calling=HOLDER" in line)
+    assert "calling=PYNETDICOM" in lines[0]
+    assert lines[0].endswith("result=rejected (over the limit of 1 associations)")
+    assert "calling=HOLDER" in lines[1] and lines[1].endswith("result=released")
+    await assert_echo_works(server.port)  # the slot is free again
+
+
+# --- DIMSE over pynetdicom: a C-STORE, a service we lack; the association survives ------------
+
+
+def store_then_echo(port: int) -> tuple[int, int]:
+    """pynetdicom: C-STORE a small CT, then C-ECHO on the same association (blocking)."""
+    ds = make_ct()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    ae = pynetdicom_ae()
+    ae.add_requested_context(CTImageStorage, ImplicitVRLittleEndian)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(LOOPBACK, port)
+    assert assoc.is_established
+    try:
+        store = assoc.send_c_store(ds)
+        assert "Status" in store, "no C-STORE response"
+        echo = assoc.send_c_echo()
+        assert "Status" in echo, "no C-ECHO response: the association did not survive"
+        return int(store.Status), int(echo.Status)
+    finally:
+        assoc.release()
+
+
+def find_then_echo(port: int) -> tuple[list[int], int]:
+    """pynetdicom: a study-level C-FIND, then C-ECHO on the same association (blocking)."""
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = ""
+    ae = pynetdicom_ae()
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(LOOPBACK, port)
+    assert assoc.is_established
+    try:
+        statuses: list[int] = []
+        responses: Any = assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+        for status, _identifier in responses:
+            assert "Status" in status, "no C-FIND response"
+            statuses.append(int(status.Status))
+        echo = assoc.send_c_echo()
+        assert "Status" in echo, "no C-ECHO response: the association did not survive"
+        return statuses, int(echo.Status)
+    finally:
+        assoc.release()
+
+
+async def test_c_store_is_stored_and_association_survives(server: Server,
+                                                           tmp_path: Path) -> None:
+    store, echo = await asyncio.to_thread(store_then_echo, server.port)
+    assert store == Status.SUCCESS
+    assert echo == Status.SUCCESS
+    (stored,) = stored_files(tmp_path)
+    assert dcmread(stored).SOPInstanceUID == make_ct().SOPInstanceUID
+
+
+async def test_c_find_is_refused_and_association_survives(server: Server) -> None:
+    statuses, echo = await asyncio.to_thread(find_then_echo, server.port)
+    assert len(statuses) == 1
+    assert category(statuses[0]) is StatusCategory.FAILURE
+    assert echo == Status.SUCCESS
