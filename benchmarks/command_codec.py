@@ -22,14 +22,8 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
-from minipacs.proto.dimse import (
-    CFindRSP,
-    CStoreRQ,
-    DimseMessage,
-    Priority,
-    decode_command,
-    encode_command,
-)
+from minipacs.proto.command_codec import decode_command, encode_command
+from minipacs.proto.dimse import CFindRSP, CStoreRQ, DimseMessage, Priority
 from minipacs.proto.status import Status
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"

@@ -28,7 +28,8 @@ from minipacs.config import (
 )
 
 if TYPE_CHECKING:
-    from minipacs.app import Deleted, RowCounts, StoreProgress, StoreSummary
+    from minipacs.app.ops import Deleted, RowCounts
+    from minipacs.app.scu import StoreProgress, StoreSummary
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -189,14 +190,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(_describe_config(config))
         return EXIT_OK
     _setup_logging(config.logging.level)
-    from minipacs import app  # lazily: only serving needs the whole composition root
+    from minipacs.app import daemon as app  # lazily: only serving needs the index
 
     return app.serve(config)
 
 
 def _cmd_echo(args: argparse.Namespace) -> int:
     _setup_logging("WARNING")
-    from minipacs import app
+    from minipacs.app import scu as app
 
     ok, message = app.echo(
         args.host,
@@ -214,7 +215,7 @@ def _cmd_store(args: argparse.Namespace) -> int:
     _setup_logging("WARNING")
     # pydicom logs every odd file header it reads; the per-file lines say what matters.
     logging.getLogger("pydicom").setLevel(logging.ERROR)
-    from minipacs import app
+    from minipacs.app import scu as app
 
     display = _StoreDisplay(sys.stderr)
     try:
@@ -341,7 +342,7 @@ def _ops(args: argparse.Namespace, name: str, operation: Callable[[Config], int]
         print(exc, file=sys.stderr)
         return EXIT_USAGE
     _setup_logging("WARNING")
-    from minipacs import app
+    from minipacs.app import ops as app
 
     try:
         return operation(config)
@@ -376,7 +377,7 @@ def _print_capped(lines: list[str], verbose: bool, file: TextIO = sys.stdout) ->
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     def run(config: Config) -> int:
-        from minipacs import app
+        from minipacs.app import ops as app
 
         result = app.db_upgrade(config)
         if result.before == result.after:
@@ -390,7 +391,7 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def _cmd_db_check(args: argparse.Namespace) -> int:
     def run(config: Config) -> int:
-        from minipacs import app
+        from minipacs.app import ops as app
 
         report = app.db_check(config)
         kinds = Counter(p.kind for p in report.problems)
@@ -409,7 +410,7 @@ def _cmd_db_check(args: argparse.Namespace) -> int:
 
 def _cmd_db_rebuild(args: argparse.Namespace) -> int:
     def run(config: Config) -> int:
-        from minipacs import app
+        from minipacs.app import ops as app
 
         result = app.db_rebuild(config, backup=not args.no_backup)
         if result.backup is not None:
@@ -426,7 +427,7 @@ def _cmd_db_rebuild(args: argparse.Namespace) -> int:
 
 def _cmd_db_backup(args: argparse.Namespace) -> int:
     def run(config: Config) -> int:
-        from minipacs import app
+        from minipacs.app import ops as app
 
         counts = app.db_backup(config, args.file)
         print(f"index backed up to {args.file} ({_rows(counts)})")
@@ -437,7 +438,7 @@ def _cmd_db_backup(args: argparse.Namespace) -> int:
 
 def _cmd_delete(args: argparse.Namespace) -> int:
     def run(config: Config) -> int:
-        from minipacs import app
+        from minipacs.app import ops as app
 
         if args.issuer is not None and args.patient is None:
             raise app.OpsUsageError("--issuer goes with --patient")

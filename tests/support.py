@@ -33,11 +33,13 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import CTImageStorage
 
-from minipacs.app import _echo, open_server
+from minipacs.app.daemon import open_server
+from minipacs.app.scu import _echo
 from minipacs.config import Config, load_config
 from minipacs.net.server import Server
 from minipacs.proto.negotiation import build_associate_rq
-from minipacs.proto.pdu import Pdu, decode_pdu, encode_pdu
+from minipacs.proto.pdu import Pdu
+from minipacs.proto.pdu_codec import decode_pdu, encode_pdu
 from minipacs.proto.sop import IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION
 
 REPO = Path(__file__).resolve().parent.parent

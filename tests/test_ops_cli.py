@@ -21,7 +21,7 @@ from typing import Any
 from pydicom.dataset import Dataset, FileMetaDataset
 from sqlalchemy import inspect, select
 
-from minipacs.app import prepare
+from minipacs.app.daemon import prepare
 from minipacs.config import Config, load_config
 from minipacs.index import SqlIndex
 from minipacs.index.engine import make_engine

@@ -8,8 +8,9 @@ one cancelled after is written anyway (its result is dropped): callers that must
 shield the call. Lock and serialization failures retry the batch with bounded backoff.
 
 Rules (README and conformance statement):
-- duplicate SOP Instance UID: ``replace`` (default; the row is repointed to the new file and
-  the old key is returned, to be deleted only after this commit) or ``keep-first``;
+- duplicate SOP Instance UID (config ``storage.duplicates``, default ``keep-first``):
+  ``keep-first``, or ``replace`` (the row is repointed to the new file and the old key is
+  returned, to be deleted only after this commit);
 - patient/study/series attributes: merged, the latest instance wins for each attribute it
   carries, attributes it lacks keep their value; changed key values are logged;
 - patient identity is (Patient ID, Issuer of Patient ID), a missing issuer being ""; an

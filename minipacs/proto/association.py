@@ -18,7 +18,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-from .dimse import DimseError, DimseMessage, decode_command, encode_command
+from .command_codec import decode_command, encode_command
+from .dimse import DimseError, DimseMessage
 from .fsm import TRANSITIONS, Action, Event, State, next_state
 from .pdu import (
     AAbort,
@@ -32,11 +33,8 @@ from .pdu import (
     ContextResult,
     PDataTF,
     Pdu,
-    PduError,
-    PduFramer,
-    encode_pdata,
-    encode_pdu,
 )
+from .pdu_codec import PduError, PduFramer, encode_pdata, encode_pdu
 
 # Largest command set we reassemble; real ones are a few hundred bytes (PS3.7 §9.3, §10.3).
 MAX_COMMAND_SET: Final = 1 << 20

@@ -22,7 +22,7 @@ from typing import Any, Final
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
-from minipacs.app import open_server
+from minipacs.app.daemon import open_server
 from minipacs.net.client import associate
 from minipacs.proto.dimse import CStoreRQ, CStoreRSP
 from minipacs.proto.negotiation import build_associate_rq

@@ -23,17 +23,11 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from minipacs.net.client import associate
 from minipacs.net.server import Server
-from minipacs.proto.dimse import CStoreRQ, CStoreRSP, decode_command, encode_command
+from minipacs.proto.command_codec import decode_command, encode_command
+from minipacs.proto.dimse import CStoreRQ, CStoreRSP
 from minipacs.proto.negotiation import build_associate_rq
-from minipacs.proto.pdu import (
-    AAssociateAC,
-    AReleaseRP,
-    AReleaseRQ,
-    PDataTF,
-    PduType,
-    encode_pdata,
-    encode_pdu,
-)
+from minipacs.proto.pdu import AAssociateAC, AReleaseRP, AReleaseRQ, PDataTF, PduType
+from minipacs.proto.pdu_codec import encode_pdata, encode_pdu
 from minipacs.proto.sop import IMPLICIT_VR_LITTLE_ENDIAN
 from minipacs.proto.status import Status
 from tests.support import (

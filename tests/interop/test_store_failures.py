@@ -19,9 +19,11 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
-from minipacs.proto.dimse import CStoreRQ, encode_command
+from minipacs.proto.command_codec import encode_command
+from minipacs.proto.dimse import CStoreRQ
 from minipacs.proto.negotiation import build_associate_rq
-from minipacs.proto.pdu import AAbort, AAssociateAC, encode_pdata, encode_pdu
+from minipacs.proto.pdu import AAbort, AAssociateAC
+from minipacs.proto.pdu_codec import encode_pdata, encode_pdu
 from minipacs.proto.status import Status
 from tests.interop.dicomfiles import (
     base_dataset,

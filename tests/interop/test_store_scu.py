@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset, FileMetaDataset
 
-from minipacs.app import open_server
+from minipacs.app.daemon import open_server
 from minipacs.net.server import Server
 from minipacs.proto.sop import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,

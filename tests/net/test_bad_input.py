@@ -16,13 +16,8 @@ import tracemalloc
 import pytest
 
 from minipacs.net.server import Server
-from minipacs.proto.pdu import (
-    AAssociateAC,
-    AbortReason,
-    ItemType,
-    PduType,
-    encode_pdata,
-)
+from minipacs.proto.pdu import AAssociateAC, AbortReason, ItemType, PduType
+from minipacs.proto.pdu_codec import encode_pdata
 from tests.support import (
     ABORT_PREFIX,
     LOOPBACK,

@@ -27,15 +27,8 @@ from minipacs.proto.negotiation import (
     default_supported,
     negotiate_as_acceptor,
 )
-from minipacs.proto.pdu import (
-    PDU_HEADER_LENGTH,
-    AAssociateAC,
-    AAssociateRJ,
-    AReleaseRP,
-    AReleaseRQ,
-    Pdu,
-    decode_pdu,
-)
+from minipacs.proto.pdu import AAssociateAC, AAssociateRJ, AReleaseRP, AReleaseRQ, Pdu
+from minipacs.proto.pdu_codec import PDU_HEADER_LENGTH, decode_pdu
 from minipacs.proto.sop import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION
 
 CALLING_AE: Final = "TEST_SCU"

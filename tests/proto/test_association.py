@@ -24,11 +24,11 @@ from minipacs.proto.association import (
     ReleaseConfirmed,
     ReleaseRequested,
 )
-from minipacs.proto.dimse import CEchoRQ, CEchoRSP, CStoreRQ, encode_command
+from minipacs.proto.command_codec import encode_command
+from minipacs.proto.dimse import CEchoRQ, CEchoRSP, CStoreRQ
 from minipacs.proto.fsm import State
 from minipacs.proto.negotiation import AcceptorPolicy, default_supported
 from minipacs.proto.pdu import (
-    PDU_HEADER_LENGTH,
     AAbort,
     AAssociateAC,
     AAssociateRJ,
@@ -44,9 +44,8 @@ from minipacs.proto.pdu import (
     RejectReason,
     RejectResult,
     RejectSource,
-    encode_pdata,
-    encode_pdu,
 )
+from minipacs.proto.pdu_codec import PDU_HEADER_LENGTH, encode_pdata, encode_pdu
 from minipacs.proto.sop import VERIFICATION
 from minipacs.proto.status import Status
 

@@ -16,6 +16,7 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
 from minipacs.proto import dimse
+from minipacs.proto.command_codec import decode_command, encode_command
 from minipacs.proto.dimse import (
     COMMAND_ELEMENTS,
     DATA_SET_ABSENT,
@@ -39,8 +40,6 @@ from minipacs.proto.dimse import (
     NGetRQ,
     Priority,
     dataset_follows,
-    decode_command,
-    encode_command,
     is_request,
     is_response,
 )

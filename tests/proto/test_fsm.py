@@ -22,7 +22,8 @@ from minipacs.proto.association import (
     ReleaseConfirmed,
     ReleaseRequested,
 )
-from minipacs.proto.dimse import CEchoRQ, encode_command
+from minipacs.proto.command_codec import encode_command
+from minipacs.proto.dimse import CEchoRQ
 from minipacs.proto.fsm import NEXT_STATE, TRANSITIONS, Action, Event, State, next_state
 from minipacs.proto.negotiation import negotiate_as_acceptor
 from minipacs.proto.pdu import (
@@ -38,9 +39,8 @@ from minipacs.proto.pdu import (
     RejectReason,
     RejectResult,
     RejectSource,
-    encode_pdata,
-    encode_pdu,
 )
+from minipacs.proto.pdu_codec import encode_pdata, encode_pdu
 from minipacs.proto.sop import VERIFICATION
 
 from .pair import ECHO_CONTEXT, AssociationPair, decode_all, drain_events

@@ -20,8 +20,6 @@ from minipacs.proto.pdu import (
     ContextResult,
     PDataTF,
     Pdu,
-    PduError,
-    PduFramer,
     PresentationContextAC,
     PresentationContextRQ,
     PresentationDataValue,
@@ -35,10 +33,8 @@ from minipacs.proto.pdu import (
     UserIdentityAC,
     UserIdentityRQ,
     UserInformation,
-    decode_pdu,
-    encode_pdata,
-    encode_pdu,
 )
+from minipacs.proto.pdu_codec import PduError, PduFramer, decode_pdu, encode_pdata, encode_pdu
 
 VERIFICATION = "1.2.840.10008.1.1"  # 17 characters
 IMPLICIT_LE = "1.2.840.10008.1.2"  # 17 characters

@@ -1,7 +1,4 @@
-"""Composition root: configuration → policy, services, server; the daemon's lifecycle.
-
-Only this module knows every concrete class. `cli.py` calls `serve()` and the SCU helpers.
-"""
+"""Index maintenance: db upgrade/check/rebuild/backup and delete."""
 
 from __future__ import annotations
 
@@ -10,290 +7,34 @@ import contextlib
 import dataclasses
 import enum
 import logging
-import signal
 import sqlite3
-import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from . import __version__
-from .config import Config
-from .index import SqlIndex, maintenance
-from .index.engine import make_engine
-from .index.extract import read_attributes
-from .index.migrate import upgrade
-from .index.models import Level
-from .net.client import AssociationError, associate
-from .net.connection import Connection
-from .net.server import Server, ServerLimits
-from .ports import (
+from ..config import Config
+from ..index import SqlIndex, maintenance
+from ..index.engine import make_engine
+from ..index.extract import read_attributes
+from ..index.migrate import upgrade
+from ..index.models import Level
+from ..ports import (
     AddOutcome,
-    AssociationClosed,
     DataSetError,
     DuplicatePolicy,
     InstanceRecord,
-    Storage,
     StorageError,
 )
-from .proto.dimse import CommandField
-from .proto.negotiation import AcceptorPolicy, build_associate_rq, default_supported
-from .proto.sop import (
-    IMPLEMENTATION_CLASS_UID,
-    IMPLEMENTATION_VERSION_NAME,
-    PROPOSABLE_UNCOMPRESSED,
-    STORAGE_SOP_CLASSES,
-    VERIFICATION,
-)
-from .proto.status import Status, StatusCategory, describe
-from .services.dispatcher import Dispatcher
-from .services.echo import echo as echo_scu
-from .services.echo import handle_echo
-from .services.store import StoreService
-from .services.store_scu import (
-    FileOutcome,
-    PeerUnavailable,
-    StoreProgress,
-    StoreSummary,
-    StoreTally,
-    plan_associations,
-    send_all,
-)
-from .storage import FilesystemStorage, file_checksum, inventory
-from .storage.files import open_dataset, scan
+from ..storage import FilesystemStorage, file_checksum, inventory
+from . import loop_factory
+from .daemon import build_storage
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 log = logging.getLogger("minipacs")
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    """uvloop's loop when it is installed (DESIGN §15), the standard one otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop
-    return uvloop.new_event_loop
-
-
-def storage_classes(config: Config) -> frozenset[str]:
-    """The Storage SOP classes we accept: the curated table plus the configured extras."""
-    return frozenset(STORAGE_SOP_CLASSES) | frozenset(config.sop_classes.extra_storage)
-
-
-def build_policy(config: Config) -> AcceptorPolicy:
-    """What we accept, from the configuration (see docs/conformance.md)."""
-    return AcceptorPolicy(
-        ae_title=config.ae_title,
-        check_called_ae=config.security.check_called_ae_title,
-        known_calling_aes=(frozenset(config.peers) if config.security.known_calling_aes_only
-                           else None),
-        supported=default_supported(config.sop_classes.extra_storage),
-        max_pdu_length=config.limits.max_pdu_length,
-        async_ops_limit=config.limits.async_ops_window,
-        scu_role_classes=storage_classes(config),
-    )
-
-
-def build_storage(config: Config) -> FilesystemStorage:
-    return FilesystemStorage(
-        config.storage.root,
-        implementation_class_uid=IMPLEMENTATION_CLASS_UID,
-        implementation_version_name=IMPLEMENTATION_VERSION_NAME,
-        source_ae_title=config.ae_title,
-        fsync=config.storage.fsync,
-        min_free_bytes=config.storage.min_free_mb << 20,
-    )
-
-
-def build_dispatcher(config: Config, storage: Storage, index: SqlIndex) -> Dispatcher:
-    dispatcher = Dispatcher()
-    dispatcher.register(CommandField.C_ECHO_RQ, [VERIFICATION], handle_echo)
-    dispatcher.register(CommandField.C_STORE_RQ, storage_classes(config),
-                        StoreService(storage, index))
-    # Query/Retrieve contexts are negotiated, but their services are not here yet: the
-    # dispatcher answers their requests with 0211H (unrecognized operation).
-    return dispatcher
-
-
-def prepare(config: Config) -> FilesystemStorage:
-    """Before the event loop: migrate the index, open the store, remove leftover spools."""
-    upgrade(config.database.url)
-    storage = build_storage(config)
-    removed = storage.cleanup_spool()
-    if removed:
-        log.info("removed %d unfinished spool file(s) from %s", removed, storage.spool_dir)
-    return storage
-
-
-def serve(config: Config) -> int:
-    """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit code."""
-    try:
-        storage = prepare(config)
-    except Exception as exc:  # a database or folder we cannot use: one line, exit 1
-        log.error("cannot start: %s", exc)
-        return 1
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(_serve(config, storage))
-
-
-@contextlib.asynccontextmanager
-async def open_server(config: Config, storage: FilesystemStorage | None = None
-                      ) -> AsyncIterator[Server]:
-    """The whole server, listening, in the running loop (the daemon, tests, embedding)."""
-    if storage is None:
-        storage = await asyncio.to_thread(prepare, config)
-    engine = make_engine(config.database.url)
-    index = SqlIndex(engine, duplicate_policy=DuplicatePolicy(config.storage.duplicates))
-    await index.start()
-    limits = config.limits
-    server = Server(
-        build_policy(config),
-        build_dispatcher(config, storage, index),
-        ServerLimits(max_associations=limits.max_associations,
-                     artim_timeout=limits.artim_timeout, idle_timeout=limits.idle_timeout,
-                     association_timeout=limits.association_timeout),
-    )
-    try:
-        await server.start(config.listen.host, config.listen.port)
-        yield server
-    finally:
-        await server.shutdown(0)
-        await index.aclose()
-        engine.dispose()
-
-
-async def _serve(config: Config, storage: FilesystemStorage) -> int:
-    try:
-        async with open_server(config, storage) as server:
-            return await _run_until_signal(config, server)
-    except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", config.listen.host, config.listen.port,
-                  exc.strerror or exc)
-        return 1
-
-
-async def _run_until_signal(config: Config, server: Server) -> int:
-    limits = config.limits
-    stop = asyncio.Event()
-    force = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            log.warning("second %s: aborting open associations now",
-                        signal.Signals(signum).name)
-            force.set()
-        else:
-            log.info("%s received: shutting down", signal.Signals(signum).name)
-            stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-    # Logged only once the handlers are in place: whoever waits for this line may signal us.
-    log.info("minipacs %s listening on %s:%d as AE %s (loop: %s)", __version__,
-             config.listen.host, server.port, config.ae_title,
-             type(asyncio.get_running_loop()).__module__.split(".")[0])
-    log.info("store %s (fsync %s), index %s", config.storage.root,
-             "on" if config.storage.fsync else "off", config.database.url)
-    if not config.security.check_called_ae_title:
-        log.warning("security.check_called_ae_title is off: any called AE title is accepted")
-    if not config.security.known_calling_aes_only:
-        log.warning("security.known_calling_aes_only is off: any calling AE may associate")
-    try:
-        await stop.wait()
-        shutdown = asyncio.create_task(server.shutdown(limits.shutdown_grace))
-        forced = asyncio.create_task(force.wait())
-        await asyncio.wait({shutdown, forced}, return_when=asyncio.FIRST_COMPLETED)
-        if not shutdown.done():
-            await server.shutdown(0)
-        forced.cancel()
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-    log.info("stopped")
-    return 0
-
-
-def echo(host: str, port: int, *, calling_ae: str, called_ae: str, timeout: float,
-         max_pdu: int) -> tuple[bool, str]:
-    """C-ECHO SCU: (success, one line for the user)."""
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(_echo(host, port, calling_ae, called_ae, timeout, max_pdu))
-
-
-async def _echo(host: str, port: int, calling_ae: str, called_ae: str, timeout: float,
-                max_pdu: int) -> tuple[bool, str]:
-    request = build_associate_rq(calling_ae, called_ae,
-                                 [(VERIFICATION, PROPOSABLE_UNCOMPRESSED)],
-                                 max_pdu_length=max_pdu)
-    started = time.perf_counter()
-    try:
-        conn = await associate(host, port, request, connect_timeout=timeout,
-                               artim_timeout=timeout)
-    except AssociationError as exc:
-        return False, str(exc)
-    where = f"{called_ae}@{host}:{port}"
-    try:
-        async with asyncio.timeout(timeout):
-            status = await echo_scu(conn)
-        elapsed = (time.perf_counter() - started) * 1000
-        await conn.release(timeout)
-    except LookupError as exc:
-        conn.abort(str(exc))
-        return False, f"C-ECHO {where}: {exc}"
-    except TimeoutError:
-        conn.abort("timeout")
-        return False, f"C-ECHO {where}: no response within {timeout:g} s"
-    except AssociationClosed as exc:
-        return False, f"C-ECHO {where}: association lost ({exc})"
-    if status != Status.SUCCESS:
-        return False, f"C-ECHO {where}: {describe(status)}"
-    return True, f"C-ECHO {where}: success in {elapsed:.1f} ms"
-
-
-def store(host: str, port: int, paths: Sequence[Path | str], *, calling_ae: str,
-          called_ae: str, timeout: float, max_pdu: int,
-          progress: Callable[[StoreProgress], None] | None = None) -> StoreSummary:
-    """C-STORE SCU: send every DICOM file under `paths` (rules in services/store_scu.py)."""
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(_store(host, port, [Path(p) for p in paths], calling_ae, called_ae,
-                                 timeout, max_pdu, progress))
-
-
-async def _store(host: str, port: int, paths: list[Path], calling_ae: str, called_ae: str,
-                 timeout: float, max_pdu: int,
-                 progress: Callable[[StoreProgress], None] | None) -> StoreSummary:
-    started = time.monotonic()
-    found = await asyncio.to_thread(scan, paths)
-    tally = StoreTally(len(found.files) + len(found.unreadable), len(found.skipped), progress,
-                       started=started)
-    for problem in found.unreadable:
-        tally.record(FileOutcome(str(problem.path), StatusCategory.FAILURE, reason=problem.reason))
-
-    @contextlib.asynccontextmanager
-    async def connect(contexts: Sequence[tuple[str, str]]) -> AsyncIterator[Connection]:
-        request = build_associate_rq(calling_ae, called_ae,
-                                     [(sop_class, [ts]) for sop_class, ts in contexts],
-                                     max_pdu_length=max_pdu)
-        try:
-            conn = await associate(host, port, request, connect_timeout=timeout,
-                                   artim_timeout=timeout)
-        except AssociationError as exc:
-            raise PeerUnavailable(str(exc)) from None
-        try:
-            yield conn
-        except BaseException:
-            conn.abort("C-STORE SCU stopped")
-            raise
-        await conn.release(timeout)
-
-    await send_all(plan_associations(found.files), connect, open_dataset, tally,
-                   timeout=timeout)
-    return tally.summary()
 
 
 # --- operations: minipacs db upgrade|check|rebuild|backup, minipacs delete ------------------

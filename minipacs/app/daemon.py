@@ -1,0 +1,178 @@
+"""The daemon: adapters, services and server wired from the configuration; its lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from .. import __version__
+from ..config import Config
+from ..index import SqlIndex
+from ..index.engine import make_engine
+from ..index.migrate import upgrade
+from ..net.server import Server, ServerLimits
+from ..ports import (
+    DuplicatePolicy,
+    Storage,
+)
+from ..proto.dimse import CommandField
+from ..proto.negotiation import AcceptorPolicy, default_supported
+from ..proto.sop import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    STORAGE_SOP_CLASSES,
+    VERIFICATION,
+)
+from ..services.dispatcher import Dispatcher
+from ..services.echo import handle_echo
+from ..services.store import StoreService
+from ..storage import FilesystemStorage
+from . import loop_factory
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger("minipacs")
+
+
+def storage_classes(config: Config) -> frozenset[str]:
+    """The Storage SOP classes we accept: the curated table plus the configured extras."""
+    return frozenset(STORAGE_SOP_CLASSES) | frozenset(config.sop_classes.extra_storage)
+
+
+def build_policy(config: Config) -> AcceptorPolicy:
+    """What we accept, from the configuration (see docs/conformance.md)."""
+    return AcceptorPolicy(
+        ae_title=config.ae_title,
+        check_called_ae=config.security.check_called_ae_title,
+        known_calling_aes=(frozenset(config.peers) if config.security.known_calling_aes_only
+                           else None),
+        supported=default_supported(config.sop_classes.extra_storage),
+        max_pdu_length=config.limits.max_pdu_length,
+        async_ops_limit=config.limits.async_ops_window,
+        scu_role_classes=storage_classes(config),
+    )
+
+
+def build_storage(config: Config) -> FilesystemStorage:
+    return FilesystemStorage(
+        config.storage.root,
+        implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+        implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+        source_ae_title=config.ae_title,
+        fsync=config.storage.fsync,
+        min_free_bytes=config.storage.min_free_mb << 20,
+    )
+
+
+def build_dispatcher(config: Config, storage: Storage, index: SqlIndex) -> Dispatcher:
+    dispatcher = Dispatcher()
+    dispatcher.register(CommandField.C_ECHO_RQ, [VERIFICATION], handle_echo)
+    dispatcher.register(CommandField.C_STORE_RQ, storage_classes(config),
+                        StoreService(storage, index))
+    # Query/Retrieve contexts are negotiated, but their services are not here yet: the
+    # dispatcher answers their requests with 0211H (unrecognized operation).
+    return dispatcher
+
+
+def prepare(config: Config) -> FilesystemStorage:
+    """Before the event loop: migrate the index, open the store, remove leftover spools."""
+    upgrade(config.database.url)
+    storage = build_storage(config)
+    removed = storage.cleanup_spool()
+    if removed:
+        log.info("removed %d unfinished spool file(s) from %s", removed, storage.spool_dir)
+    return storage
+
+
+def serve(config: Config) -> int:
+    """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit code."""
+    try:
+        storage = prepare(config)
+    except Exception as exc:  # a database or folder we cannot use: one line, exit 1
+        log.error("cannot start: %s", exc)
+        return 1
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(_serve(config, storage))
+
+
+@contextlib.asynccontextmanager
+async def open_server(config: Config, storage: FilesystemStorage | None = None
+                      ) -> AsyncIterator[Server]:
+    """The whole server, listening, in the running loop (the daemon, tests, embedding)."""
+    if storage is None:
+        storage = await asyncio.to_thread(prepare, config)
+    engine = make_engine(config.database.url)
+    index = SqlIndex(engine, duplicate_policy=DuplicatePolicy(config.storage.duplicates))
+    await index.start()
+    limits = config.limits
+    server = Server(
+        build_policy(config),
+        build_dispatcher(config, storage, index),
+        ServerLimits(max_associations=limits.max_associations,
+                     artim_timeout=limits.artim_timeout, idle_timeout=limits.idle_timeout,
+                     association_timeout=limits.association_timeout),
+    )
+    try:
+        await server.start(config.listen.host, config.listen.port)
+        yield server
+    finally:
+        await server.shutdown(0)
+        await index.aclose()
+        engine.dispose()
+
+
+async def _serve(config: Config, storage: FilesystemStorage) -> int:
+    try:
+        async with open_server(config, storage) as server:
+            return await _run_until_signal(config, server)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", config.listen.host, config.listen.port,
+                  exc.strerror or exc)
+        return 1
+
+
+async def _run_until_signal(config: Config, server: Server) -> int:
+    limits = config.limits
+    stop = asyncio.Event()
+    force = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second %s: aborting open associations now",
+                        signal.Signals(signum).name)
+            force.set()
+        else:
+            log.info("%s received: shutting down", signal.Signals(signum).name)
+            stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    # Logged only once the handlers are in place: whoever waits for this line may signal us.
+    log.info("minipacs %s listening on %s:%d as AE %s (loop: %s)", __version__,
+             config.listen.host, server.port, config.ae_title,
+             type(asyncio.get_running_loop()).__module__.split(".")[0])
+    log.info("store %s (fsync %s), index %s", config.storage.root,
+             "on" if config.storage.fsync else "off", config.database.url)
+    if not config.security.check_called_ae_title:
+        log.warning("security.check_called_ae_title is off: any called AE title is accepted")
+    if not config.security.known_calling_aes_only:
+        log.warning("security.known_calling_aes_only is off: any calling AE may associate")
+    try:
+        await stop.wait()
+        shutdown = asyncio.create_task(server.shutdown(limits.shutdown_grace))
+        forced = asyncio.create_task(force.wait())
+        await asyncio.wait({shutdown, forced}, return_when=asyncio.FIRST_COMPLETED)
+        if not shutdown.done():
+            await server.shutdown(0)
+        forced.cancel()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    log.info("stopped")
+    return 0

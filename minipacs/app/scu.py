@@ -1,0 +1,112 @@
+"""SCU commands: C-ECHO and C-STORE to a remote AE (no index involved)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+from ..net.client import AssociationError, associate
+from ..net.connection import Connection
+from ..ports import AssociationClosed
+from ..proto.negotiation import build_associate_rq
+from ..proto.sop import (
+    PROPOSABLE_UNCOMPRESSED,
+    VERIFICATION,
+)
+from ..proto.status import Status, StatusCategory, describe
+from ..services.echo import echo as echo_scu
+from ..services.store_scu import (
+    FileOutcome,
+    PeerUnavailable,
+    StoreProgress,
+    StoreSummary,
+    StoreTally,
+    plan_associations,
+    send_all,
+)
+from ..storage.files import open_dataset, scan
+from . import loop_factory
+
+log = logging.getLogger("minipacs")
+
+
+def echo(host: str, port: int, *, calling_ae: str, called_ae: str, timeout: float,
+         max_pdu: int) -> tuple[bool, str]:
+    """C-ECHO SCU: (success, one line for the user)."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(_echo(host, port, calling_ae, called_ae, timeout, max_pdu))
+
+
+async def _echo(host: str, port: int, calling_ae: str, called_ae: str, timeout: float,
+                max_pdu: int) -> tuple[bool, str]:
+    request = build_associate_rq(calling_ae, called_ae,
+                                 [(VERIFICATION, PROPOSABLE_UNCOMPRESSED)],
+                                 max_pdu_length=max_pdu)
+    started = time.perf_counter()
+    try:
+        conn = await associate(host, port, request, connect_timeout=timeout,
+                               artim_timeout=timeout)
+    except AssociationError as exc:
+        return False, str(exc)
+    where = f"{called_ae}@{host}:{port}"
+    try:
+        async with asyncio.timeout(timeout):
+            status = await echo_scu(conn)
+        elapsed = (time.perf_counter() - started) * 1000
+        await conn.release(timeout)
+    except LookupError as exc:
+        conn.abort(str(exc))
+        return False, f"C-ECHO {where}: {exc}"
+    except TimeoutError:
+        conn.abort("timeout")
+        return False, f"C-ECHO {where}: no response within {timeout:g} s"
+    except AssociationClosed as exc:
+        return False, f"C-ECHO {where}: association lost ({exc})"
+    if status != Status.SUCCESS:
+        return False, f"C-ECHO {where}: {describe(status)}"
+    return True, f"C-ECHO {where}: success in {elapsed:.1f} ms"
+
+
+def store(host: str, port: int, paths: Sequence[Path | str], *, calling_ae: str,
+          called_ae: str, timeout: float, max_pdu: int,
+          progress: Callable[[StoreProgress], None] | None = None) -> StoreSummary:
+    """C-STORE SCU: send every DICOM file under `paths` (rules in services/store_scu.py)."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(_store(host, port, [Path(p) for p in paths], calling_ae, called_ae,
+                                 timeout, max_pdu, progress))
+
+
+async def _store(host: str, port: int, paths: list[Path], calling_ae: str, called_ae: str,
+                 timeout: float, max_pdu: int,
+                 progress: Callable[[StoreProgress], None] | None) -> StoreSummary:
+    started = time.monotonic()
+    found = await asyncio.to_thread(scan, paths)
+    tally = StoreTally(len(found.files) + len(found.unreadable), len(found.skipped), progress,
+                       started=started)
+    for problem in found.unreadable:
+        tally.record(FileOutcome(str(problem.path), StatusCategory.FAILURE, reason=problem.reason))
+
+    @contextlib.asynccontextmanager
+    async def connect(contexts: Sequence[tuple[str, str]]) -> AsyncIterator[Connection]:
+        request = build_associate_rq(calling_ae, called_ae,
+                                     [(sop_class, [ts]) for sop_class, ts in contexts],
+                                     max_pdu_length=max_pdu)
+        try:
+            conn = await associate(host, port, request, connect_timeout=timeout,
+                                   artim_timeout=timeout)
+        except AssociationError as exc:
+            raise PeerUnavailable(str(exc)) from None
+        try:
+            yield conn
+        except BaseException:
+            conn.abort("C-STORE SCU stopped")
+            raise
+        await conn.release(timeout)
+
+    await send_all(plan_associations(found.files), connect, open_dataset, tally,
+                   timeout=timeout)
+    return tally.summary()
