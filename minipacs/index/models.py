@@ -30,6 +30,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ..ports import QueryLevel
+
 __all__ = [
     "KEYS",
     "MULTI_VALUED",
@@ -66,13 +68,8 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-class Level(enum.StrEnum):
-    """Query/Retrieve levels (PS3.4 C.6.1.1)."""
-
-    PATIENT = "PATIENT"
-    STUDY = "STUDY"
-    SERIES = "SERIES"
-    IMAGE = "IMAGE"
+# The Query/Retrieve levels (PS3.4 C.6.1.1) are the ports' vocabulary.
+Level = QueryLevel
 
 
 class KeyKind(enum.Enum):

@@ -44,7 +44,7 @@ log = logging.getLogger("minipacs.storage")
 SPOOL_DIR: Final = ".spool"
 SPOOL_SUFFIX: Final = ".part"
 CHECKSUM_ALGORITHM: Final = "sha256"
-_KEY_RE: Final = re.compile(r"[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{32}\.dcm")
+KEY_PATTERN: Final = re.compile(r"[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{32}\.dcm")
 # errno values that mean "no room": PS3.4 B.2.3 0xA700 Out of Resources.
 _NO_ROOM: Final = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
@@ -81,7 +81,8 @@ def _storage_error(exc: OSError, what: str) -> StorageError:
     return StorageError(f"{what}: {exc}")
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so a rename or unlink in it survives a power loss (POSIX)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -154,9 +155,9 @@ class FilesystemSpool:
                 # The new entry lives in the leaf directory; each directory created for it
                 # lives in its parent, and both must reach the disk (fsync(2) on the file
                 # does not persist its name).
-                _fsync_dir(final.parent)
+                fsync_dir(final.parent)
                 for directory in created:
-                    _fsync_dir(directory.parent)
+                    fsync_dir(directory.parent)
         except OSError as exc:
             final.unlink(missing_ok=True)
             raise _storage_error(exc, "cannot make directory durable") from exc
@@ -295,7 +296,7 @@ class FilesystemStorage:
 
     def path_of(self, key: str) -> Path:
         """The file of `key`; refuses anything but a key this store made."""
-        if not _KEY_RE.fullmatch(key):
+        if not KEY_PATTERN.fullmatch(key):
             raise StorageError(f"not a storage key: {key!r}")
         return self.root / key
 

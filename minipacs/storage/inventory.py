@@ -26,12 +26,13 @@ from pydicom.filereader import read_file_meta_info
 
 from ..ports import FileMeta, StorageError, StoredFile
 from .filesystem import (
-    _KEY_RE,
     GROUP_LENGTH_ELEMENT_SIZE,
+    KEY_PATTERN,
     PREAMBLE,
     TAG_RECEIVING_AE,
     TAG_SENDING_AE,
     file_checksum,
+    fsync_dir,
 )
 
 __all__ = [
@@ -83,7 +84,7 @@ class DeleteJournal:
 
 def is_storage_key(key: str) -> bool:
     """Whether `key` has the form of the keys the store makes (``ab/cd/<uuid4 hex>.dcm``)."""
-    return _KEY_RE.fullmatch(key) is not None
+    return KEY_PATTERN.fullmatch(key) is not None
 
 
 def iter_files(root: Path) -> Iterator[StoreEntry]:
@@ -161,7 +162,7 @@ def write_journal(root: Path, keys: Iterable[str]) -> DeleteJournal:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, "".join(f"{key}\n" for key in listed).encode("ascii"))
         os.fsync(fd)
-        _fsync_dir(folder)
+        fsync_dir(folder)
     except BaseException:
         os.close(fd)
         path.unlink(missing_ok=True)
@@ -215,11 +216,3 @@ def _journal_keys(path: Path) -> tuple[str, ...]:
     except FileNotFoundError:
         return ()
     return tuple(key for key in lines if is_storage_key(key))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
