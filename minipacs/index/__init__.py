@@ -1,4 +1,4 @@
-"""The SQL index adapter (SQLAlchemy 2): implements `ports.Index` (DESIGN principles 11, 12)."""
+"""The SQL index adapter (SQLAlchemy 2): `ports.Index` and `ports.QueryIndex` (DESIGN 11, 12)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,27 @@ from typing import BinaryIO
 
 from sqlalchemy import Engine
 
-from ..ports import AddResult, DuplicatePolicy, InstanceAttributes, InstanceRecord
+from ..ports import (
+    AddResult,
+    DuplicatePolicy,
+    FindPage,
+    FindQuery,
+    InstanceAttributes,
+    InstanceRecord,
+    QueryLevel,
+)
 from .extract import ExtractLimits, read_attributes
+from .query import SqlQueryIndex
 from .writer import IndexWriter
 
-__all__ = ["ExtractLimits", "IndexWriter", "SqlIndex"]
+__all__ = ["ExtractLimits", "IndexWriter", "SqlIndex", "SqlQueryIndex"]
 
 
 class SqlIndex:
-    """`ports.Index` over an SQLAlchemy engine: parsing in worker threads, one writer task."""
+    """`ports.Index` and `ports.QueryIndex` over an SQLAlchemy engine.
+
+    Parsing in worker threads, one writer task; C-FIND pages through `SqlQueryIndex`.
+    """
 
     def __init__(
         self,
@@ -29,6 +41,7 @@ class SqlIndex:
         self.engine = engine
         self.limits = limits or ExtractLimits()
         self.writer = IndexWriter(engine, duplicate_policy=duplicate_policy, max_batch=max_batch)
+        self.query = SqlQueryIndex(engine)
 
     async def start(self) -> None:
         await self.writer.start()
@@ -58,3 +71,15 @@ class SqlIndex:
     async def add_instance(self, record: InstanceRecord) -> AddResult:
         """Index `record` durably. Raises IndexWriteError, or OutOfResources (database full)."""
         return await self.writer.submit(record)
+
+    def matchable(self, level: QueryLevel) -> frozenset[int]:
+        """Tags matched in SQL for a C-FIND at `level` (the level and above)."""
+        return self.query.matchable(level)
+
+    async def find(self, query: FindQuery, *, after: object | None, limit: int) -> FindPage:
+        """One keyset page of answers, in its own read transaction (`SqlQueryIndex.find`)."""
+        return await self.query.find(query, after=after, limit=limit)
+
+    async def count(self, query: FindQuery, *, cap: int) -> int:
+        """How many entities match, counting at most `cap` + 1."""
+        return await self.query.count(query, cap=cap)

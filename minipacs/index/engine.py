@@ -18,15 +18,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import ColumnElement, Engine, and_, create_engine, event, literal
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError
 
 __all__ = [
+    "LIKE_ESCAPE",
+    "WILDCARDS",
     "WRITE_OPTION",
     "Dialect",
     "dialect_of",
+    "glob_pattern",
+    "like_pattern",
+    "literal_prefix",
     "make_engine",
+    "successor",
     "sync_url",
 ]
 
@@ -39,6 +45,14 @@ _SQLITE_RETRYABLE: Final = ("database is locked", "database is busy", "database 
 _SQLITE_FULL: Final = "database or disk is full"
 
 _SYNC_DRIVERS: Final = {"sqlite+aiosqlite": "sqlite", "postgresql+asyncpg": "postgresql+psycopg"}
+
+# DICOM wildcards (PS3.4 C.2.2.2.4): `*` any sequence of characters, `?` exactly one.
+WILDCARDS: Final = frozenset("*?")
+_GLOB_SPECIAL: Final = str.maketrans({"[": "[[]"})  # `*` and `?` already mean what DICOM means
+LIKE_ESCAPE: Final = "\\"
+_LIKE_SPECIAL: Final = str.maketrans({"\\": "\\\\", "%": "\\%", "_": "\\_", "*": "%", "?": "_"})
+_MAX_CODE_POINT: Final = 0x10FFFF
+_SURROGATES: Final = range(0xD800, 0xE000)
 
 
 def sync_url(url: str | URL) -> URL:
@@ -63,6 +77,30 @@ class Dialect:
         """SQLite's LIKE folds ASCII case; PostgreSQL's does not (use folded columns)."""
         return not self.is_sqlite
 
+    def wildcard(self, column: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
+        """`column` matches the DICOM `pattern`, case-sensitively (PS3.4 C.2.2.2.4).
+
+        SQLite: GLOB (case-sensitive; only `[` needs bracketing). PostgreSQL: LIKE (case-
+        sensitive there) with `%`, `_` and the escape character escaped. A literal prefix is
+        also a range an index serves. `pattern` is always a bound parameter.
+        """
+        if self.is_sqlite:
+            match = column.op("GLOB", is_comparison=True)(glob_pattern(pattern))
+        else:
+            match = column.like(like_pattern(pattern), escape=LIKE_ESCAPE)
+        prefix = literal_prefix(pattern)
+        return and_(self.starts_with(column, prefix), match) if prefix else match
+
+    def starts_with(self, column: ColumnElement[Any], prefix: str) -> ColumnElement[bool]:
+        """`column` begins with `prefix`, as a range in code-point order (index-friendly)."""
+        # SQLite's BINARY collation compares UTF-8 bytes, which is code-point order;
+        # PostgreSQL needs the "C" collation for the same order.
+        ordered = column if self.is_sqlite else column.collate("C")
+        upper = successor(prefix)
+        if upper is None:
+            return ordered >= literal(prefix)
+        return and_(ordered >= literal(prefix), ordered < literal(upper))
+
     def is_retryable(self, exc: BaseException) -> bool:
         """Whether a failed transaction may succeed when run again (lock or serialization)."""
         if not isinstance(exc, DBAPIError):
@@ -78,6 +116,38 @@ class Dialect:
 
 def dialect_of(engine: Engine) -> Dialect:
     return Dialect(engine.dialect.name)
+
+
+def glob_pattern(pattern: str) -> str:
+    """A DICOM wildcard pattern as an SQLite GLOB pattern (`[` is GLOB's only other magic)."""
+    return pattern.translate(_GLOB_SPECIAL)
+
+
+def like_pattern(pattern: str) -> str:
+    """A DICOM wildcard pattern as a LIKE pattern with `LIKE_ESCAPE` (PostgreSQL)."""
+    return pattern.translate(_LIKE_SPECIAL)
+
+
+def literal_prefix(pattern: str) -> str:
+    """The characters of a DICOM wildcard pattern before its first wildcard."""
+    for i, char in enumerate(pattern):
+        if char in WILDCARDS:
+            return pattern[:i]
+    return pattern
+
+
+def successor(prefix: str) -> str | None:
+    """The least string above every string that starts with `prefix` (None: no bound)."""
+    chars = list(prefix)
+    while chars and ord(chars[-1]) == _MAX_CODE_POINT:
+        chars.pop()
+    if not chars:
+        return None
+    code = ord(chars[-1]) + 1
+    if code in _SURROGATES:  # not encodable in UTF-8: skip to the next scalar value
+        code = _SURROGATES.stop
+    chars[-1] = chr(code)
+    return "".join(chars)
 
 
 def make_engine(

@@ -292,9 +292,14 @@ class Instance(Base):
     """PS3.4 C.6.1.1.5 composite object instance level, with its file."""
 
     __tablename__ = "instance"
+    __table_args__ = (
+        # Serves every lookup by series, and covers C-FIND's SOPClassesInStudy and
+        # instance counts without reading instance rows (revision 0002).
+        Index("ix_instance_series_pk_sop_class_uid", "series_pk", "sop_class_uid"),
+    )
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
-    series_pk: Mapped[int] = mapped_column(ForeignKey("series.pk"), index=True)
+    series_pk: Mapped[int] = mapped_column(ForeignKey("series.pk"))
     sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
     sop_class_uid: Mapped[str] = mapped_column(String(64), index=True)
     instance_number: Mapped[int | None] = mapped_column(Integer)

@@ -267,6 +267,6 @@ def test_revisions(tmp_path: Path) -> None:
     try:
         assert current_revision(engine) is None
         upgrade(url)
-        assert current_revision(engine) == head_revision(engine) == "0001_initial"
+        assert current_revision(engine) == head_revision(engine) == "0002_find"
     finally:
         engine.dispose()
