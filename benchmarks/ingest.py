@@ -74,6 +74,26 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int, tree: bool) -> float:
+    """User + system CPU of `pid` (and its descendants, live or reaped, when `tree`)."""
+    total = 0.0
+    for current in _tree(pid) if tree else [pid]:
+        try:
+            with open(f"/proc/{current}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # proc(5): utime, stime, cutime, cstime are fields 14-17 (11-14 after the name).
+        ticks = int(fields[11]) + int(fields[12])
+        if tree and current == pid:
+            ticks += int(fields[13]) + int(fields[14])  # children already reaped
+        total += ticks / _CLOCK_TICKS
+    return total
+
+
 def _tree(pid: int) -> list[int]:
     """`pid` and its descendants (from /proc/<pid>/task/<tid>/children)."""
     pids, todo = [], [pid]
@@ -95,6 +115,7 @@ class RssSampler:
         self.pid, self.tree = pid, tree
         self.peak_kib = 0
         self.first_kib = 0
+        self.cpu_start = self.cpu_used = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -108,6 +129,7 @@ class RssSampler:
 
     def __enter__(self) -> RssSampler:
         self.first_kib = self.peak_kib = self.sample()
+        self.cpu_start = _cpu_seconds(self.pid, self.tree)
         self._thread.start()
         return self
 
@@ -115,6 +137,7 @@ class RssSampler:
         self._stop.set()
         self._thread.join(timeout=5)
         self.peak_kib = max(self.peak_kib, self.sample())
+        self.cpu_used = _cpu_seconds(self.pid, self.tree) - self.cpu_start
 
 
 @dataclass
@@ -157,6 +180,7 @@ def run_storescu(folders: list[Path], port: int, max_pdu: int, logdir: Path, tim
 class Sample:
     elapsed: float
     rss_kib: int
+    cpu: float  # server CPU seconds (user + system) during the transfer
     arrived: int
     ok: bool
     note: str = ""
@@ -190,7 +214,8 @@ def measure(kind: ServerKind, data: DataSet, associations: int, workdir: Path, m
     if problems:
         tails = "\n".join(log.read_text(errors="replace")[-800:] for log in client.logs)
         progress(f"  !! {kind.name}: {'; '.join(problems)}\n{tails}\n{server.log_tail()}")
-    return Sample(client.elapsed, rss.peak_kib, arrived, not problems, "; ".join(problems))
+    return Sample(client.elapsed, rss.peak_kib, rss.cpu_used, arrived, not problems,
+                  "; ".join(problems))
 
 
 def fsync_floor(folder: Path, size: int, max_files: int) -> float:
@@ -266,20 +291,23 @@ def big_check(data_dir: Path, workdir: Path, max_pdu: int, registry: list[Runnin
 # --- report ------------------------------------------------------------------------------
 
 
-def _median_figures(cell: Cell, data: DataSet) -> tuple[float, float, float] | None:
+def _median_figures(cell: Cell, data: DataSet) -> tuple[float, float, float, float] | None:
+    """inst/s, MB/s, RSS MB, server CPU ms per instance (medians of the valid runs)."""
     valid = cell.valid()
     if not valid:
         return None
     elapsed = statistics.median(s.elapsed for s in valid)
     rss = statistics.median(s.rss_kib for s in valid) * 1024 / MB
-    return data.count / elapsed, data.total_bytes / MB / elapsed, rss
+    cpu = statistics.median(s.cpu for s in valid) * 1000 / data.count
+    return data.count / elapsed, data.total_bytes / MB / elapsed, rss, cpu
 
 
 def report(results: dict[tuple[str, str, int], Cell], datasets: list[DataSet],
            servers: list[str]) -> list[str]:
     lines = []
     header = (f"{'data':<16}{'assoc':>5}  {'server':<11}{'inst/s':>9}{'MB/s':>8}"
-              f"{'RSS MB':>8}{'vs orthanc':>12}{'vs pynetdicom':>15}  runs (inst/s)")
+              f"{'RSS MB':>8}{'CPU ms':>8}{'vs orthanc':>12}{'vs pynetdicom':>15}"
+              f"  runs (inst/s)")
     lines += [header, "-" * len(header)]
     targets = []
     for data in datasets:
@@ -293,14 +321,15 @@ def report(results: dict[tuple[str, str, int], Cell], datasets: list[DataSet],
                                 for s in cell.samples)
                 if fig is None:
                     lines.append(f"{data.label:<16}{assoc:>5}  {name:<11}{'FAILED':>9}"
-                                 f"{'':>8}{'':>8}{'':>12}{'':>15}  {runs}")
+                                 f"{'':>8}{'':>8}{'':>8}{'':>12}{'':>15}  {runs}")
                     continue
                 ratios = []
                 for ref in ("orthanc", "pynetdicom"):
                     ref_fig = figures.get(ref)
                     ratios.append(f"{fig[0] / ref_fig[0]:.2f}x" if ref_fig else "-")
                 lines.append(f"{data.label:<16}{assoc:>5}  {name:<11}{fig[0]:>9.0f}"
-                             f"{fig[1]:>8.1f}{fig[2]:>8.0f}{ratios[0]:>12}{ratios[1]:>15}  {runs}")
+                             f"{fig[1]:>8.1f}{fig[2]:>8.0f}{fig[3]:>8.2f}{ratios[0]:>12}"
+                             f"{ratios[1]:>15}  {runs}")
             mine = figures.get("minipacs")
             if mine is None and "minipacs" in servers:
                 targets.append(f"  {data.label}, {assoc} assoc: minipacs FAILED")
@@ -438,7 +467,8 @@ def _run(args: argparse.Namespace, kinds: list[ServerKind], names: list[str], tm
     print(f"temp dir: {tmp} ({_fs_type(tmp)}); client: {client_version} ({STORESCU}), "
           f"TCP_NODELAY=1; max PDU {args.max_pdu} bytes for every server and client")
     print(f"runs: {args.runs} (medians; a fresh server and data folder per run); "
-          f"MB = 10^6 bytes of Part 10 files sent; RSS = peak VmRSS polled every 50 ms")
+          f"MB = 10^6 bytes of Part 10 files sent; RSS = peak VmRSS polled every 50 ms; "
+          f"CPU ms = server user+system CPU per instance during the transfer")
     for kind in kinds:
         print(f"  {kind.name:<11}{kind.describe(args.max_pdu)}")
     sys.stdout.flush()
@@ -473,12 +503,13 @@ def _run(args: argparse.Namespace, kinds: list[ServerKind], names: list[str], tm
                                          clients)
                     except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
                         progress(f"  !! {kind.name} {data.label} {assoc} assoc: {exc}")
-                        sample = Sample(float("inf"), 0, -1, False, str(exc))
+                        sample = Sample(float("inf"), 0, 0.0, -1, False, str(exc))
                     results[(kind.name, data.name, assoc)].samples.append(sample)
                     progress(f"[run {run + 1}/{args.runs}] {kind.name:<11}{data.label:<12}"
                              f"{assoc} assoc: {sample.elapsed:7.2f} s "
                              f"{data.count / sample.elapsed:7.0f} inst/s  "
-                             f"RSS {sample.rss_kib / 1024:5.0f} MiB"
+                             f"RSS {sample.rss_kib / 1024:5.0f} MiB  "
+                             f"CPU {sample.cpu:6.2f} s"
                              f"{'' if sample.ok else '  FAILED: ' + sample.note}")
                     shutil.rmtree(workdir, ignore_errors=True)
 
@@ -494,6 +525,8 @@ def _run(args: argparse.Namespace, kinds: list[ServerKind], names: list[str], tm
           f"failed runs: {failed} of {len(samples)}")
     sys.stdout.flush()
 
+    print(f"load average at the end of the measurements {os.getloadavg()[0]:.2f} "
+          f"(other work on this machine skews every figure)")
     if args.big and "minipacs" in names:
         print()
         for line in big_check(data_dir, tmp / "big-minipacs", args.max_pdu, registry, clients):

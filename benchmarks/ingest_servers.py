@@ -145,8 +145,9 @@ class Minipacs(ServerKind):
     name = "minipacs"
 
     def describe(self, max_pdu: int) -> str:
-        return (f"python -m minipacs serve; storage.fsync true (file + folder fsync), SQLite "
-                f"WAL synchronous=FULL, max_pdu_length {max_pdu}")
+        return (f"python -m minipacs serve; storage.fsync true (fsync of the file, its folder "
+                f"and a new fan-out folder's parent), SQLite WAL synchronous=FULL, "
+                f"max_pdu_length {max_pdu}")
 
     def command(self, workdir: Path, port: int, max_pdu: int) -> tuple[list[str], dict[str, str]]:
         config = workdir / "minipacs.yaml"
@@ -188,7 +189,8 @@ class Orthanc(ServerKind):
         version = subprocess.run([ORTHANC, "--version"], capture_output=True, text=True,
                                  timeout=30, check=False).stdout.splitlines()
         return (f"{version[0] if version else 'Orthanc'} (Debian), TCP_NODELAY=1, "
-                f"SyncStorageArea true, StorageCompression false, no plugins, HTTP off, "
+                f"SyncStorageArea true (fdatasync of each file; no folder fsync, SQLite WAL "
+                f"not synced per commit), StorageCompression false, no plugins, HTTP off, "
                 f"MaximumPduLength {max_pdu}")
 
     def command(self, workdir: Path, port: int, max_pdu: int) -> tuple[list[str], dict[str, str]]:

@@ -1,0 +1,399 @@
+#!/usr/bin/env python3
+"""C-FIND latency benchmark: minipacs against Orthanc and pynetdicom's qrscp, same data.
+
+For each index size: five Study Root queries (study level by PatientID, PatientName
+wildcard, one-month StudyDate range, AccessionNumber; series level in one study), each sent
+--reps times over one already-open association by our asyncio SCU: time to the first
+response, to the final response, and per match (medians and p95). Then the wall time of
+DCMTK ``findscu`` runs beside ``echoscu`` runs and bare process starts. At the comparison
+size (10,000) every server holds the same files, C-STOREd with DCMTK ``storescu``; at
+larger sizes minipacs serves an index filled by ``populate_index``. See benchmarks/README.md.
+Everything runs on 127.0.0.1; every process started is stopped, the temp dir removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(1, str(REPO_ROOT))
+
+from find_data import Population, Study, build, write_files  # noqa: E402
+from find_scu import FindQuery, FindTiming, QueryResult, measure_queries  # noqa: E402
+from find_servers import CLIENT_AE, MinipacsFind, OrthancFind, QrscpFind  # noqa: E402
+from ingest_servers import SERVER_AE, Running, ServerKind, dcmtk_env, stop  # noqa: E402
+from populate_index import load  # noqa: E402
+
+from minipacs.app import loop_factory  # noqa: E402
+
+STORESCU: Final = "/usr/bin/storescu"
+FINDSCU: Final = "/usr/bin/findscu"
+ECHOSCU: Final = "/usr/bin/echoscu"
+STORE_TIMEOUT: Final = 1800.0
+DCMTK_TIMEOUT: Final = 60.0
+TARGET_MEDIAN_MS: Final = 10.0
+TARGET_P95_MS: Final = 30.0
+T = TypeVar("T")
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- queries --------------------------------------------------------------------------------
+
+
+STUDY_RETURN_KEYS: Final = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
+    "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "StudyDescription",
+    "ReferringPhysicianName", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
+)
+SERIES_RETURN_KEYS: Final = (
+    "SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription", "SeriesDate",
+    "SeriesTime", "BodyPartExamined", "NumberOfSeriesRelatedInstances",
+)
+
+
+def queries(pop: Population) -> list[FindQuery]:
+    """The five benchmark queries with the number of answers each must give."""
+    t = pop.targets
+    instances: dict[str, int] = {}
+    for se in pop.series:
+        instances[se.study.uid] = instances.get(se.study.uid, 0) + se.instances
+
+    def study(name: str, label: str, key: str, value: str,
+              match: Callable[[Study], bool]) -> FindQuery:
+        keys = dict.fromkeys(STUDY_RETURN_KEYS, "")
+        keys[key] = value
+        found = [s for s in pop.studies if match(s)]
+        return FindQuery(name, label, "STUDY", keys, len(found),
+                         sum(instances[s.uid] for s in found))
+
+    low, high = t.date_range.split("-")
+    series_keys = dict.fromkeys(SERIES_RETURN_KEYS, "")
+    series_keys["StudyInstanceUID"] = t.series_study_uid
+    return [
+        study("patient_id", f"PatientID={t.patient_id}", "PatientID", t.patient_id,
+              lambda s: s.patient.patient_id == t.patient_id),
+        study("name", f"PatientName={t.name_pattern}", "PatientName", t.name_pattern,
+              lambda s: s.patient.name.startswith(t.name_pattern.rstrip("*"))),
+        study("date", f"StudyDate={t.date_range}", "StudyDate", t.date_range,
+              lambda s: low <= s.date <= high),
+        study("accession", f"AccessionNumber={t.accession}", "AccessionNumber", t.accession,
+              lambda s: s.accession == t.accession),
+        FindQuery("series", "SERIES in one study", "SERIES", series_keys, t.series_matches,
+                  instances[t.series_study_uid]),
+    ]
+
+
+def all_studies(pop: Population) -> FindQuery:
+    """Universal study query: checks that a server holds the whole population."""
+    return FindQuery("all", "all studies", "STUDY", {"StudyInstanceUID": ""},
+                     len(pop.studies), pop.instances)
+
+
+# --- DCMTK process timings ------------------------------------------------------------------
+
+
+@dataclass
+class DcmtkTiming:
+    startup: list[float] = field(default_factory=list)  # findscu --version
+    echo: list[float] = field(default_factory=list)
+    find: list[float] = field(default_factory=list)
+    failures: int = 0
+
+
+def _wall(argv: list[str]) -> tuple[float, int]:
+    started = time.perf_counter()
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                          env=dcmtk_env(), timeout=DCMTK_TIMEOUT, check=False)
+    return (time.perf_counter() - started) * 1000, done.returncode
+
+
+def findscu_argv(port: int, query: FindQuery) -> list[str]:
+    argv = [FINDSCU, "-S", "-aet", CLIENT_AE, "-aec", SERVER_AE,
+            "-k", f"QueryRetrieveLevel={query.level}"]
+    for key, value in query.keys.items():
+        argv += ["-k", f"{key}={value}" if value else key]
+    return [*argv, "127.0.0.1", str(port)]
+
+
+def time_dcmtk(port: int, query: FindQuery, runs: int) -> DcmtkTiming:
+    """Interleaved runs of a bare start, echoscu and findscu; wall time of each process."""
+    timing = DcmtkTiming()
+    echo = [ECHOSCU, "-aet", CLIENT_AE, "-aec", SERVER_AE, "127.0.0.1", str(port)]
+    find = findscu_argv(port, query)
+    for _ in range(runs):
+        for argv, into in (([FINDSCU, "--version"], timing.startup), (echo, timing.echo),
+                           (find, timing.find)):
+            elapsed, rc = _wall(argv)
+            if rc != 0:
+                timing.failures += 1
+            into.append(elapsed)
+    return timing
+
+
+# --- servers --------------------------------------------------------------------------------
+
+
+@dataclass
+class ServerRun:
+    """What one server measured at one size."""
+
+    server: str
+    description: str
+    load_s: float | None
+    results: list[QueryResult]
+    dcmtk: DcmtkTiming | None
+    error: str = ""
+
+
+def store_files(port: int, folder: Path) -> float:
+    """C-STORE every file under `folder` with DCMTK storescu over one association."""
+    argv = [STORESCU, "+sd", "+r", "-aet", CLIENT_AE, "-aec", SERVER_AE, "127.0.0.1",
+            str(port), str(folder)]
+    started = time.perf_counter()
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                          env=dcmtk_env(), timeout=STORE_TIMEOUT, check=False)
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").splitlines()[-5:]
+        raise RuntimeError(f"storescu exited with {done.returncode}: {' | '.join(tail)}")
+    return time.perf_counter() - started
+
+
+def run_server(kind: ServerKind, workdir: Path, files: Path | None, pop: Population,
+               args: argparse.Namespace, registry: list[Running]) -> ServerRun:
+    description = kind.describe(args.max_pdu)
+    progress(f"[{pop.instances:,}] {kind.name}: starting")
+    running = kind.start(workdir, args.max_pdu, registry)
+    try:
+        load_s = None
+        if files is not None:
+            progress(f"[{pop.instances:,}] {kind.name}: storing {pop.instances:,} files")
+            load_s = store_files(running.port, files)
+            progress(f"[{pop.instances:,}] {kind.name}: stored in {load_s:.1f} s")
+        per_instance = getattr(kind, "answers_per_instance", False)
+        check = asyncio_run(measure_queries(running.port, [all_studies(pop)], 1, 0,
+                                            per_instance=per_instance))[0]
+        if check.error:
+            return ServerRun(kind.name, description, load_s, [], None,
+                             f"population check failed: {check.error}")
+        progress(f"[{pop.instances:,}] {kind.name}: {args.reps} x {len(queries(pop))} queries")
+        results = asyncio_run(measure_queries(running.port, queries(pop), args.reps,
+                                              args.warmup, per_instance=per_instance))
+        dcmtk = None
+        if args.dcmtk_runs:
+            progress(f"[{pop.instances:,}] {kind.name}: {args.dcmtk_runs} DCMTK runs")
+            dcmtk = time_dcmtk(running.port, queries(pop)[0], args.dcmtk_runs)
+        return ServerRun(kind.name, description, load_s, results, dcmtk)
+    except Exception as exc:
+        progress(f"[{pop.instances:,}] {kind.name}: failed: {exc}\n{running.log_tail()}")
+        return ServerRun(kind.name, description, None, [], None, str(exc))
+    finally:
+        stop(running)
+        registry.remove(running)
+
+
+def asyncio_run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run the SCU on uvloop when installed, like minipacs itself."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(coro)
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def ms(value: float) -> str:
+    return f"{value:8.2f}"
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def print_size(pop: Population, runs: list[ServerRun], reference: str | None) -> None:
+    print(f"\n## {pop.instances:,} instances: {len(pop.patients):,} patients, "
+          f"{len(pop.studies):,} studies, {len(pop.series):,} series")
+    for run in runs:
+        load = f", loaded by C-STORE in {run.load_s:.1f} s" if run.load_s else ""
+        print(f"- {run.server}: {run.description}{load}")
+    ref = next((r for r in runs if r.server == reference and r.results), None)
+    print(f"\n{'query':36} {'n':>4} {'server':16} {'first med':>9} {'first p95':>9} "
+          f"{'total med':>9} {'total p95':>9} {'ms/match':>9} {'vs ' + (reference or '-'):>12}")
+    names = [q.name for q in queries(pop)]
+    for name in names:
+        for run in runs:
+            if run.error:
+                continue
+            result = next(r for r in run.results if r.query.name == name)
+            t: FindTiming = result.timing
+            ratio = ""
+            if ref is not None and run is not ref:
+                other = next(r for r in ref.results if r.query.name == name).timing
+                if other.totals and t.totals:
+                    ratio = f"{statistics.median(t.totals) / statistics.median(other.totals):.2f}x"
+            if result.error:
+                print(f"{result.query.label[:36]:36} {result.query.expected:>4} "
+                      f"{run.server:16} ERROR: {result.error}")
+                continue
+            total = statistics.median(t.totals)
+            print(f"{result.query.label[:36]:36} {result.answers:>4} {run.server:16} "
+                  f"{ms(statistics.median(t.firsts))} {ms(p95(t.firsts))} {ms(total)} "
+                  f"{ms(p95(t.totals))} {ms(total / max(1, result.answers))} "
+                  f"{ratio:>12}")
+    for run in runs:
+        if run.error:
+            print(f"{run.server}: NOT MEASURED: {run.error}")
+    dcmtk = [r for r in runs if r.dcmtk]
+    if dcmtk:
+        print(f"\nDCMTK processes, wall ms (median of {len(dcmtk[0].dcmtk.find)}; "  # type: ignore[union-attr]
+              f"findscu = the PatientID query):")
+        print(f"{'server':16} {'start':>8} {'echoscu':>8} {'findscu':>8} "
+              f"{'find-echo':>9} {'failed':>6}")
+        for run in dcmtk:
+            d = run.dcmtk
+            assert d is not None
+            start, echo, find = (statistics.median(v) for v in (d.startup, d.echo, d.find))
+            print(f"{run.server:16} {ms(start)} {ms(echo)} {ms(find)} {find - echo:9.2f} "
+                  f"{d.failures:>6}")
+
+
+def print_targets(by_size: dict[int, list[ServerRun]], compare: int, big: int) -> None:
+    print("\n## Targets")
+    small = {r.server: r for r in by_size.get(compare, [])}
+    mine, orthanc = small.get("minipacs"), small.get("orthanc")
+    if mine and orthanc and mine.results and orthanc.results:
+        for a, b in zip(mine.results, orthanc.results, strict=True):
+            if a.error or b.error:
+                continue
+            x, y = statistics.median(a.timing.totals), statistics.median(b.timing.totals)
+            verdict = "ok" if x <= y else "MISSED"
+            print(f"{compare:,} {a.query.name:10} minipacs {x:.2f} ms <= orthanc {y:.2f} ms: "
+                  f"{verdict}")
+    for run in by_size.get(big, []):
+        if run.server != "minipacs" or not run.results:
+            continue
+        for r in run.results:
+            if r.error:
+                print(f"{big:,} {r.query.name:10} ERROR {r.error}")
+                continue
+            med, high = statistics.median(r.timing.totals), p95(r.timing.totals)
+            verdict = "ok" if med <= TARGET_MEDIAN_MS and high <= TARGET_P95_MS else "MISSED"
+            print(f"{big:,} {r.query.name:10} median {med:.2f} ms <= {TARGET_MEDIAN_MS:g}, "
+                  f"p95 {high:.2f} ms <= {TARGET_P95_MS:g}: {verdict}")
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    load1, load5, _ = os.getloadavg()
+    return (f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
+            f"Linux {platform.release()}, Python {platform.python_version()}, "
+            f"load average {load1:.2f} {load5:.2f}")
+
+
+@contextlib.contextmanager
+def workspace(parent: str | None) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="findbench-", dir=parent))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_size(size: int, args: argparse.Namespace, root: Path,
+             registry: list[Running]) -> list[ServerRun]:
+    pop = build(size)
+    runs: list[ServerRun] = []
+    folder = root / f"n{size}"
+    folder.mkdir()
+    if size <= args.compare_max:
+        progress(f"[{size:,}] writing {size:,} files")
+        files = folder / "files"
+        write_files(pop, files)
+        kinds: dict[str, ServerKind] = {"minipacs": MinipacsFind(), "orthanc": OrthancFind(),
+                                        "qrscp": QrscpFind()}
+        for name in args.servers:
+            kind = kinds[name]
+            if (why := kind.available()) is not None:
+                progress(f"[{size:,}] {name}: skipped ({why})")
+                continue
+            runs.append(run_server(kind, folder / name, files, pop, args, registry))
+        shutil.rmtree(files, ignore_errors=True)
+    if "minipacs" in args.servers and (size > args.compare_max or args.also_loaded):
+        database = folder / "loaded.db"
+        progress(f"[{size:,}] populate_index: loading {size:,} instances")
+        stats = load(f"sqlite:///{database}", size, population=pop, progress=progress)
+        progress(f"[{size:,}] loaded in {stats.total_s:.1f} s "
+                 f"({stats.instances / stats.insert_s:,.0f} instances/s)")
+        label = "minipacs" if size > args.compare_max else "minipacs/loader"
+        runs.append(run_server(MinipacsFind(database, label), folder / "minipacs-loaded",
+                               None, pop, args, registry))
+    print_size(pop, runs, "orthanc" if size <= args.compare_max else None)
+    sys.stdout.flush()
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="10000,1000000",
+                        help="index sizes in instances, comma-separated (multiples of 200)")
+    parser.add_argument("--servers", default="minipacs,orthanc,qrscp",
+                        help="subset of minipacs,orthanc,qrscp")
+    parser.add_argument("--compare-max", type=int, default=10_000,
+                        help="largest size at which every server gets the files by C-STORE")
+    parser.add_argument("--also-loaded", action=argparse.BooleanOptionalAction, default=True,
+                        help="at comparison sizes, also measure minipacs on a loader-built index")
+    parser.add_argument("--reps", type=int, default=200, help="repetitions per query")
+    parser.add_argument("--warmup", type=int, default=20, help="unmeasured repetitions first")
+    parser.add_argument("--dcmtk-runs", type=int, default=20,
+                        help="findscu/echoscu runs per server (0: none)")
+    parser.add_argument("--max-pdu", type=int, default=131072)
+    parser.add_argument("--tmpdir", default=None, help="where the temp dir goes")
+    args = parser.parse_args(argv)
+    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    print("# C-FIND benchmark")
+    print(f"{machine()}")
+    print(f"client: minipacs asyncio SCU, one association per server and size, Study Root; "
+          f"{args.reps} reps per query after {args.warmup} warm-up; times in ms from sending "
+          f"the C-FIND-RQ to the first / the final C-FIND-RSP; ms/match = total median / "
+          f"matches")
+    registry: list[Running] = []
+    by_size: dict[int, list[ServerRun]] = {}
+    try:
+        with workspace(args.tmpdir) as root:
+            for size in sizes:
+                by_size[size] = run_size(size, args, root, registry)
+    finally:
+        for running in registry:
+            stop(running)
+    print_targets(by_size, args.compare_max, max(sizes))
+    failed = any(run.error or any(r.error for r in run.results)
+                 for runs in by_size.values() for run in runs)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
