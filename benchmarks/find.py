@@ -164,6 +164,14 @@ class ServerRun:
     results: list[QueryResult]
     dcmtk: DcmtkTiming | None
     error: str = ""
+    loadavg: tuple[float, float] = (0.0, 0.0)  # 1- and 5-minute load when measuring began
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid`, all its threads (proc(5): stat fields 14, 15)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def store_files(port: int, folder: Path) -> float:
@@ -197,13 +205,16 @@ def run_server(kind: ServerKind, workdir: Path, files: Path | None, pop: Populat
             return ServerRun(kind.name, description, load_s, [], None,
                              f"population check failed: {check.error}")
         progress(f"[{pop.instances:,}] {kind.name}: {args.reps} x {len(queries(pop))} queries")
+        loadavg = os.getloadavg()[:2]
+        pid = running.proc.pid
         results = asyncio_run(measure_queries(running.port, queries(pop), args.reps,
-                                              args.warmup, per_instance=per_instance))
+                                              args.warmup, per_instance=per_instance,
+                                              cpu_probe=lambda: cpu_seconds(pid)))
         dcmtk = None
         if args.dcmtk_runs:
             progress(f"[{pop.instances:,}] {kind.name}: {args.dcmtk_runs} DCMTK runs")
             dcmtk = time_dcmtk(running.port, queries(pop)[0], args.dcmtk_runs)
-        return ServerRun(kind.name, description, load_s, results, dcmtk)
+        return ServerRun(kind.name, description, load_s, results, dcmtk, loadavg=loadavg)
     except Exception as exc:
         progress(f"[{pop.instances:,}] {kind.name}: failed: {exc}\n{running.log_tail()}")
         return ServerRun(kind.name, description, None, [], None, str(exc))
@@ -235,10 +246,12 @@ def print_size(pop: Population, runs: list[ServerRun], reference: str | None) ->
           f"{len(pop.studies):,} studies, {len(pop.series):,} series")
     for run in runs:
         load = f", loaded by C-STORE in {run.load_s:.1f} s" if run.load_s else ""
-        print(f"- {run.server}: {run.description}{load}")
+        print(f"- {run.server}: {run.description}{load}; load average "
+              f"{run.loadavg[0]:.2f} {run.loadavg[1]:.2f} when measured")
     ref = next((r for r in runs if r.server == reference and r.results), None)
-    print(f"\n{'query':36} {'n':>4} {'server':16} {'first med':>9} {'first p95':>9} "
-          f"{'total med':>9} {'total p95':>9} {'ms/match':>9} {'vs ' + (reference or '-'):>12}")
+    versus = f"vs {reference}" if reference else ""
+    print(f"\n{'query':30} {'n':>4} {'server':16} {'first med':>9} {'first p95':>9} "
+          f"{'total med':>9} {'total p95':>9} {'ms/match':>8} {'cpu/q':>6} {versus:>11}")
     names = [q.name for q in queries(pop)]
     for name in names:
         for run in runs:
@@ -252,14 +265,15 @@ def print_size(pop: Population, runs: list[ServerRun], reference: str | None) ->
                 if other.totals and t.totals:
                     ratio = f"{statistics.median(t.totals) / statistics.median(other.totals):.2f}x"
             if result.error:
-                print(f"{result.query.label[:36]:36} {result.query.expected:>4} "
+                print(f"{result.query.label[:30]:30} {result.query.expected:>4} "
                       f"{run.server:16} ERROR: {result.error}")
                 continue
             total = statistics.median(t.totals)
-            print(f"{result.query.label[:36]:36} {result.answers:>4} {run.server:16} "
+            cpu = f"{t.server_cpu:6.2f}" if t.server_cpu is not None else f"{'-':>6}"
+            print(f"{result.query.label[:30]:30} {result.answers:>4} {run.server:16} "
                   f"{ms(statistics.median(t.firsts))} {ms(p95(t.firsts))} {ms(total)} "
-                  f"{ms(p95(t.totals))} {ms(total / max(1, result.answers))} "
-                  f"{ratio:>12}")
+                  f"{ms(p95(t.totals))} {total / max(1, result.answers):8.2f} {cpu} "
+                  f"{ratio:>11}")
     for run in runs:
         if run.error:
             print(f"{run.server}: NOT MEASURED: {run.error}")
@@ -379,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"client: minipacs asyncio SCU, one association per server and size, Study Root; "
           f"{args.reps} reps per query after {args.warmup} warm-up; times in ms from sending "
           f"the C-FIND-RQ to the first / the final C-FIND-RSP; ms/match = total median / "
-          f"matches")
+          f"answers; cpu/q = server CPU ms per query (all threads, from /proc)")
     registry: list[Running] = []
     by_size: dict[int, list[ServerRun]] = {}
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -49,6 +50,7 @@ class FindQuery:
 class FindTiming:
     firsts: list[float] = field(default_factory=list)  # ms to the first response
     totals: list[float] = field(default_factory=list)  # ms to the final response
+    server_cpu: float | None = None  # server CPU ms per measured query (all its threads)
 
 
 @dataclass
@@ -117,10 +119,12 @@ async def _one(conn: Connection, context_id: int, data: bytes
 
 
 async def measure_queries(port: int, queries: list[FindQuery], reps: int, warmup: int, *,
-                          per_instance: bool = False) -> list[QueryResult]:
+                          per_instance: bool = False,
+                          cpu_probe: Callable[[], float] | None = None) -> list[QueryResult]:
     """Each query `warmup` + `reps` times in a row over one association.
 
     `per_instance`: the server answers once per matching instance, not per entity.
+    `cpu_probe`: the server's CPU seconds so far, read around the measured repetitions.
     """
     conn, context_id, ts = await _open(port)
     results = []
@@ -129,7 +133,10 @@ async def measure_queries(port: int, queries: list[FindQuery], reps: int, warmup
             result = QueryResult(query, FindTiming())
             results.append(result)
             data = encode_identifier(query, ts)
+            cpu_start = 0.0
             for i in range(warmup + reps):
+                if i == warmup and cpu_probe is not None:
+                    cpu_start = cpu_probe()
                 async with asyncio.timeout(TIMEOUT):
                     first, total, count, status, sample = await _one(conn, context_id, data)
                 if status != Status.SUCCESS:
@@ -145,6 +152,9 @@ async def measure_queries(port: int, queries: list[FindQuery], reps: int, warmup
                 if i >= warmup:
                     result.timing.firsts.append(first)
                     result.timing.totals.append(total)
+            if cpu_probe is not None and result.timing.totals:
+                spent = cpu_probe() - cpu_start
+                result.timing.server_cpu = spent * 1000 / len(result.timing.totals)
         await conn.release(TIMEOUT)
     except BaseException:
         conn.abort("benchmark stopped")

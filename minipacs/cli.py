@@ -6,13 +6,14 @@ Exit codes: 0 success, 1 the operation failed, 2 usage or configuration error.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from minipacs import __version__
 from minipacs.config import (
@@ -29,7 +30,7 @@ from minipacs.config import (
 
 if TYPE_CHECKING:
     from minipacs.app.ops import Deleted, RowCounts
-    from minipacs.app.scu import StoreProgress, StoreSummary
+    from minipacs.app.scu import FindKey, StoreProgress, StoreSummary
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -41,6 +42,11 @@ DEFAULT_CALLING_AE = "MINIPACS_SCU"
 DEFAULT_CALLED_AE = "ANY-SCP"
 DEFAULT_ECHO_TIMEOUT = 30.0
 DEFAULT_STORE_TIMEOUT = 30.0
+DEFAULT_FIND_TIMEOUT = 30.0
+FIND_LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+FIND_ROOTS = ("patient", "study")
+# A table cell longer than this is cut (the whole value is in --json).
+MAX_CELL = 40
 # Redraws of the progress line per second at most (a terminal is slow to scroll).
 PROGRESS_INTERVAL = 0.1
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s %(message)s"
@@ -163,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"maximum PDU length we advertise (default {_DEFAULT_MAX_PDU})",
     )  # fmt: skip
     store.set_defaults(handler=_cmd_store)
+    _add_find_command(commands)
     _add_ops_commands(commands)
     return parser
 
@@ -291,6 +298,112 @@ def _describe_config(config: Config) -> str:
         f"peers: {', '.join(config.peers) or '(none)'}",
     ]
     return "\n".join(lines)
+
+
+# --- find ------------------------------------------------------------------------------------
+
+
+def _find_key(text: str) -> FindKey:
+    from minipacs.app import scu as app
+
+    try:
+        return app.parse_key(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_find_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    find = commands.add_parser(
+        "find", help="query a peer with C-FIND (Patient Root or Study Root)",
+        description="C-FIND: print the answers as a table, or as DICOM JSON lines.")
+    find.add_argument("host", metavar="HOST", help="peer host name or address")
+    find.add_argument("port", metavar="PORT", type=_port, help="peer TCP port")
+    find.add_argument(
+        "-k", "--key", dest="keys", action="append", type=_find_key, default=[],
+        metavar="KEY[=VALUE]",
+        help="a key as keyword or gggg,eeee; without =VALUE it is a return key (repeatable)",
+    )  # fmt: skip
+    find.add_argument("--level", type=str.upper, choices=FIND_LEVELS, default="STUDY",
+                      help="Query/Retrieve Level (default STUDY)")
+    find.add_argument("--root", choices=FIND_ROOTS, default="study",
+                      help="information model: patient or study root (default study)")
+    find.add_argument("--json", action="store_true",
+                      help="print each answer as one line of DICOM JSON (PS3.18 F.2)")
+    find.add_argument(
+        "--aet", type=_ae_title, default=DEFAULT_CALLING_AE,
+        help=f"our (calling) AE title (default {DEFAULT_CALLING_AE})",
+    )  # fmt: skip
+    find.add_argument(
+        "--aec", type=_ae_title, default=DEFAULT_CALLED_AE,
+        help=f"the peer's (called) AE title (default {DEFAULT_CALLED_AE})",
+    )  # fmt: skip
+    find.add_argument(
+        "--timeout", type=_timeout, default=DEFAULT_FIND_TIMEOUT, metavar="SECONDS",
+        help=f"give up on a connection or a response after this many seconds "
+             f"(default {DEFAULT_FIND_TIMEOUT:g})",
+    )  # fmt: skip
+    find.add_argument(
+        "--max-pdu", type=_max_pdu, default=_DEFAULT_MAX_PDU, metavar="N",
+        help=f"maximum PDU length we advertise (default {_DEFAULT_MAX_PDU})",
+    )  # fmt: skip
+    find.set_defaults(handler=_cmd_find)
+
+
+def _cmd_find(args: argparse.Namespace) -> int:
+    _setup_logging("WARNING")
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    from minipacs.app import scu as app
+
+    try:
+        app.check_level(args.root, args.level)
+    except ValueError as exc:
+        print(f"minipacs find: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    keys = args.keys or app.default_keys(args.level)
+    output = _FindOutput(keys, as_json=args.json, stream=sys.stdout)
+    summary = app.find(args.host, args.port, keys, level=args.level, root=args.root,
+                       calling_ae=args.aet, called_ae=args.aec, timeout=args.timeout,
+                       max_pdu=args.max_pdu, on_answer=output)
+    output.finish()
+    print(summary.message, file=sys.stderr)
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+class _FindOutput:
+    """Answers as DICOM JSON lines (printed as they come) or one table at the end."""
+
+    def __init__(self, keys: list[FindKey], *, as_json: bool, stream: TextIO) -> None:
+        self.keys = list(dict.fromkeys(keys))
+        self.as_json = as_json
+        self.stream = stream
+        self.rows: list[list[str]] = []
+
+    def __call__(self, answer: Any) -> None:
+        if self.as_json:
+            print(json.dumps(answer.to_json_dict(), ensure_ascii=False), file=self.stream,
+                  flush=True)
+        else:
+            self.rows.append([_cell(answer.get(key.tag)) for key in self.keys])
+
+    def finish(self) -> None:
+        if self.as_json or not self.rows:
+            return
+        header = [key.keyword for key in self.keys]
+        widths = [max(len(row[i]) for row in [header, *self.rows]) for i in range(len(header))]
+        for row in [header, ["-" * width for width in widths], *self.rows]:
+            line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            print(line.rstrip(), file=self.stream)
+
+
+def _cell(element: Any) -> str:
+    """One value for the table: multiple values joined by backslash, long ones cut."""
+    if element is None or element.value is None:
+        return ""
+    if element.VR == "SQ":
+        return f"<{len(element.value)} item(s)>"
+    values = element.value if element.VM > 1 else [element.value]
+    text = "\\".join(str(value) for value in values).replace("\n", " ")
+    return text if len(text) <= MAX_CELL else text[:MAX_CELL - 1] + "\u2026"
 
 
 # --- operations: db upgrade|check|rebuild|backup, delete ------------------------------------

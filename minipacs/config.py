@@ -32,6 +32,7 @@ MAX_PDU_LENGTH = 16 * 1024 * 1024
 # PS3.7 §D.3.3.3: the operations-invoked/performed fields are 16-bit, 0 = unlimited.
 MAX_ASYNC_OPS_WINDOW = 65535
 MAX_ASSOCIATIONS = 100_000
+MAX_RESULTS = 1_000_000_000  # query.max_results: any sane cap fits; 0 = unlimited
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 DEFAULT_AE_TITLE = "MINIPACS"
@@ -41,6 +42,8 @@ DEFAULT_STORAGE_ROOT = "minipacs-data/store"
 DEFAULT_DATABASE_URL = "sqlite:///minipacs-data/index.db"
 DEFAULT_MIN_FREE_MB = 512
 DUPLICATE_POLICIES = ("keep-first", "replace")
+PATIENT_ISSUER_RULES = ("all", "refuse")  # retrieve.patient_issuers
+MAX_PEER_ASSOCIATIONS = 1000
 
 _YAML_MERGE_TAG = "tag:yaml.org,2002:merge"
 _URL_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<rest>.*)$", re.DOTALL)
@@ -130,6 +133,28 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class QueryConfig:
+    """C-FIND limits (PS3.4 C.4.1): max_results 0 = unlimited, else refused above (A700)."""
+
+    max_results: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RetrieveConfig:
+    """C-MOVE / C-GET (PS3.4 C.4.2, C.4.3): outbound policy and the patient-issuer rule.
+
+    `patient_issuers`: what a PATIENT-level retrieve of a Patient ID held under several
+    issuers does: "all" sends every such patient's instances, "refuse" answers 0xA900.
+    `timeout` bounds each C-STORE sub-operation without progress.
+    """
+
+    max_associations_per_peer: int = 2
+    connect_timeout: float = 10.0
+    timeout: float = 60.0
+    patient_issuers: str = "all"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole, validated configuration of one minipacs instance."""
 
@@ -143,6 +168,8 @@ class Config:
     sop_classes: SopClassesConfig
     logging: LoggingConfig
     source: Path | None = None
+    query: QueryConfig = QueryConfig()
+    retrieve: RetrieveConfig = RetrieveConfig()
 
     def peer(self, ae_title: str) -> PeerConfig | None:
         """The known peer with this AE title (spaces are not significant, PS3.5 Table 6.2-1)."""
@@ -242,7 +269,7 @@ def _parse_yaml(text: str, name: str) -> object:
 
 _TOP_KEYS = (
     "ae_title", "listen", "storage", "database", "peers",
-    "security", "limits", "sop_classes", "logging",
+    "security", "limits", "sop_classes", "logging", "query", "retrieve",
 )  # fmt: skip
 
 
@@ -263,6 +290,8 @@ def _build(data: Mapping[Any, Any], base: Path, source: Path | None) -> Config:
         sop_classes=_sop_classes(top.get("sop_classes"), "sop_classes"),
         logging=_logging(top.get("logging"), "logging"),
         source=source,
+        query=_query(top.get("query"), "query"),
+        retrieve=_retrieve(top.get("retrieve"), "retrieve"),
     )
 
 
@@ -388,6 +417,33 @@ def _sop_classes(raw: object, where: str) -> SopClassesConfig:
             raise ConfigError(at, f"{uid!r} is listed twice")
         uids.append(uid)
     return SopClassesConfig(extra_storage=tuple(uids))
+
+
+def _query(raw: object, where: str) -> QueryConfig:
+    data = _mapping(raw, where, ("max_results",))
+    return QueryConfig(
+        max_results=_int(data.get("max_results", 0), f"{where}.max_results", 0, MAX_RESULTS),
+    )
+
+
+def _retrieve(raw: object, where: str) -> RetrieveConfig:
+    keys = ("max_associations_per_peer", "connect_timeout", "timeout", "patient_issuers")
+    data = _mapping(raw, where, keys)
+    defaults = RetrieveConfig()
+    rule = _str(data.get("patient_issuers", defaults.patient_issuers), f"{where}.patient_issuers")
+    if rule not in PATIENT_ISSUER_RULES:
+        raise ConfigError(f"{where}.patient_issuers",
+                          f"{rule!r} is not one of {', '.join(PATIENT_ISSUER_RULES)}")
+    return RetrieveConfig(
+        max_associations_per_peer=_int(
+            data.get("max_associations_per_peer", defaults.max_associations_per_peer),
+            f"{where}.max_associations_per_peer", 1, MAX_PEER_ASSOCIATIONS),
+        connect_timeout=_seconds(data.get("connect_timeout", defaults.connect_timeout),
+                                 f"{where}.connect_timeout", zero_allowed=False),
+        timeout=_seconds(data.get("timeout", defaults.timeout), f"{where}.timeout",
+                         zero_allowed=False),
+        patient_issuers=rule,
+    )
 
 
 def _logging(raw: object, where: str) -> LoggingConfig:

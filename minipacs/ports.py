@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol, TypeAlias
@@ -32,14 +33,19 @@ __all__ = [
     "Index",
     "IndexWriteError",
     "InstanceAttributes",
+    "InstanceLocation",
+    "InstancePage",
     "InstanceRecord",
     "JsonDataset",
     "MatchKind",
     "OutOfResources",
+    "PeerUnreachable",
+    "Peers",
     "QueryIndex",
     "QueryLevel",
     "Reply",
     "Request",
+    "RetrieveIndex",
     "Spool",
     "Storage",
     "StorageError",
@@ -140,6 +146,14 @@ class Storage(Protocol):
         """Create a spool file and write its Part 10 header (PS3.10 §7.1)."""
         ...
 
+    def store(self, meta: FileMeta, data: bytes) -> StoredFile:
+        """A whole data set in one call: free-space check, spool, write, commit.
+
+        For a data set already in memory, so it costs one thread hop (DESIGN principle 14).
+        Raises OutOfResources or StorageError, leaving nothing behind.
+        """
+        ...
+
     def open_dataset(self, key: str, dataset_offset: int | None = None) -> BinaryIO:
         """Open a stored file positioned at its data set (read from the header if None)."""
         ...
@@ -215,10 +229,13 @@ class InstanceRecord:
 class Index(Protocol):
     """The patient/study/series/instance index."""
 
-    async def read_attributes(
-        self, open_dataset: Callable[[], BinaryIO], transfer_syntax_uid: str
+    def parse_attributes(
+        self, data: bytes | BinaryIO, transfer_syntax_uid: str
     ) -> InstanceAttributes:
-        """Parse a stored data set (in a worker thread). Raises DataSetError."""
+        """Parse a data set, in memory or at a file's position. Raises DataSetError.
+
+        Blocking: call it from a worker thread, next to the storage call it goes with.
+        """
         ...
 
     async def add_instance(self, record: InstanceRecord) -> AddResult:
@@ -247,8 +264,8 @@ class MatchKind(enum.StrEnum):
     LIST = "list"  # C.2.2.2.2 list of UIDs: values are the UIDs
     WILDCARD = "wildcard"  # C.2.2.2.4: one value holding * and/or ?
     RANGE = "range"  # C.2.2.2.5: values (low, high), "" for an open end
-    EMPTY = "empty"  # C.2.2.2.6: the value "" matches entities with no value
-    SEQUENCE = "sequence"  # C.2.2.2.7: `items` are the conditions inside the one item
+    EMPTY = "empty"  # C.2.2.2.7: the value "" matches entities with no value
+    SEQUENCE = "sequence"  # C.2.2.2.6: `items` are the conditions inside the one item
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +325,52 @@ class QueryIndex(Protocol):
 
     async def count(self, query: FindQuery, *, cap: int) -> int:
         """How many entities match, counting at most `cap` + 1 (for a result limit)."""
+        ...
+
+
+# --- Retrieve (C-MOVE / C-GET) ----------------------------------------------------------
+# What the retrieve services ask of the index: the stored instances under the entities an
+# identifier selects (PS3.4 C.4.2.2.1), with where their data set lies, paged by keyset.
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceLocation:
+    """One stored instance as a C-STORE sub-operation needs it (no data set decoded)."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str  # the stored data set's encoding
+    storage_key: str
+    dataset_offset: int  # first byte of the data set in the file
+    file_size: int
+
+    @property
+    def dataset_size(self) -> int:
+        return self.file_size - self.dataset_offset
+
+
+@dataclass(frozen=True, slots=True)
+class InstancePage:
+    """One keyset page of instances; `after` is the cursor of the next page, None at the end."""
+
+    instances: tuple[InstanceLocation, ...]
+    after: object | None
+
+
+class RetrieveIndex(Protocol):
+    """The read side of the index for C-MOVE and C-GET (PS3.4 C.4.2, C.4.3)."""
+
+    async def count(self, query: FindQuery, *, cap: int) -> int:
+        """How many entities of `query.level` match, counting at most `cap` + 1."""
+        ...
+
+    async def instances(self, query: FindQuery, *, after: object | None,
+                        limit: int) -> InstancePage:
+        """At most `limit` instances under the matching entities, after the cursor."""
+        ...
+
+    async def instance_kinds(self, query: FindQuery) -> tuple[tuple[str, str], ...]:
+        """The distinct (SOP class, stored transfer syntax) pairs of those instances."""
         ...
 
 
@@ -391,4 +454,35 @@ class Channel(Protocol):
         dataset: bytes | AsyncIterable[bytes] | None = None,
     ) -> AsyncIterator[Reply]:
         """Send a request and yield its responses, the final (non-pending) one last."""
+        ...
+
+
+# --- Peers (outbound associations) ----------------------------------------------------------
+
+
+class PeerUnreachable(Exception):
+    """No association could be opened with a peer (refused, rejected, timed out).
+
+    str() is one line in words, fit for a log line.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Peers(Protocol):
+    """The configured remote AEs we open associations to (C-MOVE destinations)."""
+
+    def address(self, ae_title: str) -> str | None:
+        """'host:port' of a configured AE title; None when the title is unknown."""
+        ...
+
+    def connect(self, ae_title: str, contexts: Sequence[tuple[str, str]]
+                ) -> AbstractAsyncContextManager[Channel]:
+        """An association to `ae_title` proposing each (abstract syntax, transfer syntax)
+        as its own context; released on leaving the block, aborted if the block raised.
+
+        Entering raises PeerUnreachable with the reason in words.
+        """
         ...

@@ -156,6 +156,13 @@ def test_empty_file_and_empty_sections_take_defaults(tmp_path: Path) -> None:
     assert config.limits.idle_timeout == 300.0
 
 
+def test_query_max_results_defaults_to_unlimited(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "")).query.max_results == 0
+    assert load_config(write(tmp_path, "query:\n")).query.max_results == 0
+    assert load_config(write(tmp_path, "query: {max_results: 500}")).query.max_results == 500
+    assert load_config(REPO / "config" / "minipacs.yaml").query.max_results == 0
+
+
 def test_listen_port_zero_means_ephemeral(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "listen: {port: 0}")).listen.port == 0
 
@@ -228,6 +235,10 @@ def test_listen_port_zero_means_ephemeral(tmp_path: Path) -> None:
         ("storage: {min_free_mb: -1}\n", "config error: storage.min_free_mb: -1 is out of range"),
         ('database: {url: "sqlite+pysqlcipher:///x.db"}\n',
          "config error: database.url: unsupported SQLite driver"),
+        # C-FIND result limit
+        ("query: {max_results: -1}\n", "config error: query.max_results: -1 is out of range"),
+        ('query: {max_results: "10"}\n', "config error: query.max_results: expected an integer"),
+        ("query: {max_result: 10}\n", "config error: query.max_result: unknown key (did you"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, expected: str) -> None:

@@ -14,6 +14,7 @@ from ..config import Config
 from ..index import SqlIndex
 from ..index.engine import make_engine
 from ..index.migrate import upgrade
+from ..net.peers import ConnectPolicy, NetPeers, PeerAddress
 from ..net.server import Server, ServerLimits
 from ..ports import (
     DuplicatePolicy,
@@ -24,11 +25,17 @@ from ..proto.negotiation import AcceptorPolicy, default_supported
 from ..proto.sop import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
+    QR_FIND_SOP_CLASSES,
+    QR_GET_SOP_CLASSES,
+    QR_MOVE_SOP_CLASSES,
     STORAGE_SOP_CLASSES,
     VERIFICATION,
 )
 from ..services.dispatcher import Dispatcher
 from ..services.echo import handle_echo
+from ..services.find import EXTENDED_NEGOTIATION as FIND_EXTENDED_NEGOTIATION
+from ..services.find import FindService
+from ..services.retrieve import RetrieveService
 from ..services.store import StoreService
 from ..storage import FilesystemStorage
 from . import loop_factory
@@ -55,6 +62,7 @@ def build_policy(config: Config) -> AcceptorPolicy:
         max_pdu_length=config.limits.max_pdu_length,
         async_ops_limit=config.limits.async_ops_window,
         scu_role_classes=storage_classes(config),
+        extended=FIND_EXTENDED_NEGOTIATION,  # PS3.4 C.5.1.1 relational, combined date-time
     )
 
 
@@ -69,13 +77,32 @@ def build_storage(config: Config) -> FilesystemStorage:
     )
 
 
+def build_peers(config: Config) -> NetPeers:
+    """The configured peers as C-MOVE destinations, with the outbound policy."""
+    retrieve = config.retrieve
+    return NetPeers(
+        config.ae_title,
+        {title: PeerAddress(peer.host, peer.port) for title, peer in config.peers.items()},
+        ConnectPolicy(max_per_peer=retrieve.max_associations_per_peer,
+                      connect_timeout=retrieve.connect_timeout,
+                      artim_timeout=config.limits.artim_timeout,
+                      max_pdu_length=config.limits.max_pdu_length),
+    )
+
+
 def build_dispatcher(config: Config, storage: Storage, index: SqlIndex) -> Dispatcher:
     dispatcher = Dispatcher()
     dispatcher.register(CommandField.C_ECHO_RQ, [VERIFICATION], handle_echo)
     dispatcher.register(CommandField.C_STORE_RQ, storage_classes(config),
                         StoreService(storage, index))
-    # Query/Retrieve contexts are negotiated, but their services are not here yet: the
-    # dispatcher answers their requests with 0211H (unrecognized operation).
+    dispatcher.register(CommandField.C_FIND_RQ, QR_FIND_SOP_CLASSES,
+                        FindService(index, ae_title=config.ae_title,
+                                    max_results=config.query.max_results))
+    retrieve = RetrieveService(index, storage, build_peers(config), ae_title=config.ae_title,
+                               patient_issuers=config.retrieve.patient_issuers,
+                               timeout=config.retrieve.timeout)
+    dispatcher.register(CommandField.C_GET_RQ, QR_GET_SOP_CLASSES, retrieve.get)
+    dispatcher.register(CommandField.C_MOVE_RQ, QR_MOVE_SOP_CLASSES, retrieve.move)
     return dispatcher
 
 

@@ -1,4 +1,4 @@
-"""SCU commands: C-ECHO and C-STORE to a remote AE (no index involved)."""
+"""SCU commands: C-ECHO, C-STORE and C-FIND to a remote AE (no index involved)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..net.client import AssociationError, associate
 from ..net.connection import Connection
-from ..ports import AssociationClosed
+from ..ports import AssociationClosed, QueryLevel
 from ..proto.negotiation import build_associate_rq
 from ..proto.sop import (
     PROPOSABLE_UNCOMPRESSED,
@@ -19,6 +21,11 @@ from ..proto.sop import (
 )
 from ..proto.status import Status, StatusCategory, describe
 from ..services.echo import echo as echo_scu
+from ..services.find_scu import ROOTS, FindKey, FindReply
+from ..services.find_scu import check_level as check_level
+from ..services.find_scu import default_keys as default_keys
+from ..services.find_scu import find as find_scu
+from ..services.find_scu import parse_key as parse_key
 from ..services.store_scu import (
     FileOutcome,
     PeerUnavailable,
@@ -30,6 +37,9 @@ from ..services.store_scu import (
 )
 from ..storage.files import open_dataset, scan
 from . import loop_factory
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 log = logging.getLogger("minipacs")
 
@@ -69,6 +79,74 @@ async def _echo(host: str, port: int, calling_ae: str, called_ae: str, timeout: 
     if status != Status.SUCCESS:
         return False, f"C-ECHO {where}: {describe(status)}"
     return True, f"C-ECHO {where}: success in {elapsed:.1f} ms"
+
+
+@dataclass(frozen=True, slots=True)
+class FindSummary:
+    """How a C-FIND ended: success, the answers received, and one line for the user."""
+
+    ok: bool
+    matches: int
+    status: int | None  # the final status; None when none arrived
+    message: str
+
+
+def find(host: str, port: int, keys: Sequence[FindKey], *, level: str, root: str,
+         calling_ae: str, called_ae: str, timeout: float, max_pdu: int,
+         on_answer: Callable[[Dataset], None]) -> FindSummary:
+    """C-FIND SCU: one query, each answer handed to `on_answer` as it arrives."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(_find(host, port, keys, QueryLevel(level), root, calling_ae,
+                                called_ae, timeout, max_pdu, on_answer))
+
+
+async def _find(host: str, port: int, keys: Sequence[FindKey], level: QueryLevel, root: str,
+                calling_ae: str, called_ae: str, timeout: float, max_pdu: int,
+                on_answer: Callable[[Dataset], None]) -> FindSummary:
+    sop_class = ROOTS[root]
+    request = build_associate_rq(calling_ae, called_ae, [(sop_class, PROPOSABLE_UNCOMPRESSED)],
+                                 max_pdu_length=max_pdu)
+    try:
+        conn = await associate(host, port, request, connect_timeout=timeout,
+                               artim_timeout=timeout)
+    except AssociationError as exc:
+        return FindSummary(False, 0, None, str(exc))
+    where = f"C-FIND {called_ae}@{host}:{port}"
+    started = time.perf_counter()
+    matches = 0
+    final: FindReply | None = None
+    try:
+        replies = find_scu(conn, sop_class, level, keys)
+        while True:
+            async with asyncio.timeout(timeout):  # each response restarts the wait
+                reply = await anext(replies, None)
+            if reply is None:
+                break
+            if reply.pending:
+                matches += 1
+                if reply.identifier is not None:
+                    on_answer(reply.identifier)
+            else:
+                final = reply
+        await conn.release(timeout)
+    except LookupError as exc:
+        conn.abort(str(exc))
+        return FindSummary(False, 0, None, f"{where}: {exc}")
+    except TimeoutError:
+        conn.abort("timeout")
+        return FindSummary(False, matches, None, f"{where}: no response within {timeout:g} s")
+    except AssociationClosed as exc:
+        return FindSummary(False, matches, None, f"{where}: association lost ({exc})")
+    assert final is not None
+    elapsed = (time.perf_counter() - started) * 1000
+    plural = "match" if matches == 1 else "matches"
+    if final.status != Status.SUCCESS:
+        comment = f": {final.error_comment}" if final.error_comment else ""
+        return FindSummary(False, matches, final.status,
+                           f"{where}: {describe(final.status, 'C-FIND')}{comment} "
+                           f"({matches} {plural} before)")
+    return FindSummary(True, matches, final.status,
+                       f"{where}: {matches} {plural} in {elapsed:.1f} ms")
 
 
 def store(host: str, port: int, paths: Sequence[Path | str], *, calling_ae: str,

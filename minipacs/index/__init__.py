@@ -14,14 +14,16 @@ from ..ports import (
     FindPage,
     FindQuery,
     InstanceAttributes,
+    InstancePage,
     InstanceRecord,
     QueryLevel,
 )
 from .extract import ExtractLimits, read_attributes
 from .query import SqlQueryIndex
+from .retrieve import SqlRetrieveIndex
 from .writer import IndexWriter
 
-__all__ = ["ExtractLimits", "IndexWriter", "SqlIndex", "SqlQueryIndex"]
+__all__ = ["ExtractLimits", "IndexWriter", "SqlIndex", "SqlQueryIndex", "SqlRetrieveIndex"]
 
 
 class SqlIndex:
@@ -42,6 +44,7 @@ class SqlIndex:
         self.limits = limits or ExtractLimits()
         self.writer = IndexWriter(engine, duplicate_policy=duplicate_policy, max_batch=max_batch)
         self.query = SqlQueryIndex(engine)
+        self.retrieve = SqlRetrieveIndex(engine)
 
     async def start(self) -> None:
         await self.writer.start()
@@ -56,6 +59,12 @@ class SqlIndex:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    def parse_attributes(
+        self, data: bytes | BinaryIO, transfer_syntax_uid: str
+    ) -> InstanceAttributes:
+        """Parse a data set in memory or at a file's position (blocking). Raises DataSetError."""
+        return read_attributes(data, transfer_syntax_uid, self.limits)
 
     async def read_attributes(
         self, open_dataset: Callable[[], BinaryIO], transfer_syntax_uid: str
@@ -83,3 +92,12 @@ class SqlIndex:
     async def count(self, query: FindQuery, *, cap: int) -> int:
         """How many entities match, counting at most `cap` + 1."""
         return await self.query.count(query, cap=cap)
+
+    async def instances(self, query: FindQuery, *, after: object | None,
+                        limit: int) -> InstancePage:
+        """One keyset page of the instances a C-MOVE/C-GET selects (`SqlRetrieveIndex`)."""
+        return await self.retrieve.instances(query, after=after, limit=limit)
+
+    async def instance_kinds(self, query: FindQuery) -> tuple[tuple[str, str], ...]:
+        """The distinct (SOP class, transfer syntax) pairs of the selected instances."""
+        return await self.retrieve.instance_kinds(query)

@@ -10,6 +10,7 @@ more than the configured budgets.
 
 from __future__ import annotations
 
+import io
 import logging
 import zlib
 from dataclasses import dataclass
@@ -281,10 +282,13 @@ def split_levels(
     return patient, study, series, instance
 
 
-def _parse(fp: BinaryIO, ts: UID, limits: ExtractLimits) -> Dataset:
+def _parse(data: bytes | BinaryIO, ts: UID, limits: ExtractLimits) -> Dataset:
     source: Any
+    fp = io.BytesIO(data) if isinstance(data, bytes | bytearray | memoryview) else data
     if ts in DEFLATED_TRANSFER_SYNTAXES:
         source = _InflatingReader(fp, limits.max_read, limits.max_inflate)
+    elif isinstance(data, bytes | bytearray | memoryview) and len(data) <= limits.max_read:
+        source = fp  # already in memory and within the budget: nothing to bound
     else:
         source = _BudgetReader(fp, limits.max_read)
     return read_dataset(
@@ -297,15 +301,15 @@ def _parse(fp: BinaryIO, ts: UID, limits: ExtractLimits) -> Dataset:
 
 
 def read_attributes(
-    fp: BinaryIO, transfer_syntax_uid: str, limits: ExtractLimits | None = None
+    data: bytes | BinaryIO, transfer_syntax_uid: str, limits: ExtractLimits | None = None
 ) -> InstanceAttributes:
-    """Parse the data set at `fp`'s position into what the index keeps (PS3.18 F.2)."""
+    """Parse a data set (bytes, or a file at its position) into what the index keeps (F.2)."""
     limits = limits or ExtractLimits()
     ts = UID(transfer_syntax_uid)
     if not ts.is_transfer_syntax:
         raise DataSetError(f"unknown transfer syntax {transfer_syntax_uid}")
     try:
-        ds = _parse(fp, ts, limits)
+        ds = _parse(data, ts, limits)
         implicit, _ = ds.original_encoding
         if implicit is not None and implicit != ts.is_implicit_VR:
             # pydicom reads on in the VR it detected; the file's Transfer Syntax UID, which

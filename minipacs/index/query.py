@@ -18,7 +18,7 @@ C.6.2.1 keys. Every value is a bound parameter. Matching rules as implemented:
   (C.2.2.2.5.4) compare date||time; an entity with a date and no time matches when its
   day meets the range;
 - list of UIDs: IN, at most `MAX_LIST_VALUES` values;
-- empty value ("", C.2.2.2.6): no value, or a zero-length one;
+- empty value ("", C.2.2.2.7): no value, or a zero-length one;
 - multi-valued keys, ModalitiesInStudy, SOPClassesInStudy, OtherPatientIDs: an entity
   matches when any of its values does (EXISTS);
 - keys of levels below the query level (relational): one EXISTS over the descendant
@@ -216,7 +216,7 @@ def _clause(key: _Key, cond: Condition, scope: _Scope, dialect: Dialect
         return _combined(key, cond, owner)
     if key.source is _Source.COLUMN:
         column = owner.c[key.column]
-        if cond.kind is MatchKind.EMPTY:  # C.2.2.2.6
+        if cond.kind is MatchKind.EMPTY:  # C.2.2.2.7
             return or_(column.is_(None), column == "")
         if key.kind is KeyKind.PN:
             column = owner.c[f"{key.column}_folded"]

@@ -1,14 +1,18 @@
 """Storage Service Class, C-STORE SCP (PS3.4 Annex B): spool, make durable, index, answer.
 
-Order (DESIGN §10): the data set streams into a spool file behind its Part 10 header →
+Order (DESIGN §10): the data set goes into a spool file behind its Part 10 header →
 fsync → rename → index commit → Success. A failure at any step removes what was written,
 so nothing half-received is indexed and nothing acknowledged is lost.
+
+Thread hops (DESIGN §14): a data set that fits in `SPOOL_BUFFER` is parsed, checked and
+made durable in one hop, then the index writer's batch takes one more; a larger one streams
+into the spool one ~1 MiB write per hop and is parsed back from the committed file.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
+import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import Final
@@ -56,51 +60,118 @@ class StoreService:
             receiving_ae_title=info.called_ae,
         )
         try:
-            await asyncio.to_thread(self.storage.check_free_space)
-            spool = await asyncio.to_thread(self.storage.open_spool, meta)
-        except StorageError as exc:
-            return self._fail(message, Status.OUT_OF_RESOURCES, str(exc))
-        try:
-            head = await self._receive(request, spool)
-        except StorageError as exc:  # disk full or I/O error, answered as at commit; the
+            whole, spool = await self._receive(request, meta)
+        except StorageError as exc:  # below the watermark, disk full or I/O error; the
             # spool is gone, and the dispatcher drains the rest of the message (PS3.4 B.2.3)
-            await asyncio.to_thread(spool.discard)
             return self._fail(message, Status.OUT_OF_RESOURCES, str(exc))
-        except BaseException:
-            await asyncio.shield(asyncio.to_thread(spool.discard))
-            raise
         # The whole message is here: finishing must survive an A-ABORT or a cancellation
         # (no row without a file, no file half-renamed).
-        return await asyncio.shield(self._finish(channel, message, meta, spool, head))
+        if spool is None:
+            return await asyncio.shield(self._finish_in_memory(message, meta, whole))
+        return await asyncio.shield(self._finish_spooled(message, meta, spool, whole))
 
-    async def _receive(self, request: Request, spool: Spool) -> bytes | None:
-        """Stream the data set into the spool; returns it whole when it fit in the buffer."""
+    async def _receive(self, request: Request, meta: FileMeta) -> tuple[bytes, Spool | None]:
+        """Gather the data set; past `SPOOL_BUFFER` bytes, stream it into a spool.
+
+        Returns the data set (spool None) when it fit in the buffer, else the spool and the
+        bytes not yet written to it. A failure or cancellation removes the spool.
+        """
         assert request.data is not None
         buffer = bytearray()
-        flushed = False
-        async for chunk in request.data:
-            buffer += chunk
-            if len(buffer) >= SPOOL_BUFFER:
-                await asyncio.to_thread(spool.write, bytes(buffer))
-                buffer.clear()
-                flushed = True
-        data = bytes(buffer)
-        if data:
-            await asyncio.to_thread(spool.write, data)
-        return None if flushed else data
-
-    async def _finish(self, channel: Channel, message: CStoreRQ, meta: FileMeta, spool: Spool,
-                      head: bytes | None) -> Outcome:
+        spool: Spool | None = None
         try:
-            stored = await asyncio.to_thread(spool.commit)
+            async for chunk in request.data:
+                buffer += chunk
+                if len(buffer) >= SPOOL_BUFFER:
+                    if spool is None:
+                        spool = await self._open_spool(meta, bytes(buffer))
+                    else:
+                        await asyncio.to_thread(spool.write, bytes(buffer))
+                    buffer.clear()
+        except BaseException:
+            if spool is not None:
+                await asyncio.shield(asyncio.to_thread(spool.discard))
+            raise
+        return bytes(buffer), spool
+
+    async def _open_spool(self, meta: FileMeta, first: bytes) -> Spool:
+        """Check free space, create the spool and write its first piece (one thread hop)."""
+
+        def open_and_write() -> Spool:
+            self.storage.check_free_space()  # PS3.4 B.2.3: A700 before spooling
+            spool = self.storage.open_spool(meta)
+            spool.write(first)  # removes the spool on failure
+            return spool
+
+        opening = asyncio.ensure_future(asyncio.to_thread(open_and_write))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:  # the thread goes on: remove what it made
+            with contextlib.suppress(Exception):
+                spool = await opening
+                await asyncio.to_thread(spool.discard)
+            raise
+
+    async def _finish_in_memory(self, message: CStoreRQ, meta: FileMeta, data: bytes) -> Outcome:
+        """Parse, check, store and commit in one thread hop, then index (DESIGN §10, §14).
+
+        Parsing first means a data set refused with A900 or C000 never reaches the disk.
+        """
+
+        def parse_and_store() -> StoredFile:
+            attributes = self.index.parse_attributes(data, meta.transfer_syntax_uid)
+            _check(message, attributes)
+            stored = self.storage.store(meta, data)
+            parsed.append(attributes)
+            return stored
+
+        parsed: list[InstanceAttributes] = []
+        try:
+            stored = await asyncio.to_thread(parse_and_store)
+        except StorageError as exc:
+            return self._fail(message, Status.OUT_OF_RESOURCES, str(exc))
+        except _Refused as exc:
+            return self._fail(message, exc.status, exc.comment)
+        except DataSetError as exc:
+            return self._fail(message, Status.CANNOT_UNDERSTAND, exc.comment)
+        return await self._index(message, meta, stored, parsed[0])
+
+    async def _finish_spooled(self, message: CStoreRQ, meta: FileMeta, spool: Spool,
+                              tail: bytes) -> Outcome:
+        """Write the last piece, commit, parse back from the file (one hop), then index."""
+
+        def commit() -> StoredFile:
+            if tail:
+                spool.write(tail)  # removes the spool on failure
+            return spool.commit()
+
+        def parse(stored: StoredFile) -> InstanceAttributes:
+            with self.storage.open_dataset(stored.key, stored.dataset_offset) as fp:
+                attributes = self.index.parse_attributes(fp, meta.transfer_syntax_uid)
+            _check(message, attributes)
+            return attributes
+
+        try:
+            stored = await asyncio.to_thread(commit)
         except StorageError as exc:
             await asyncio.to_thread(spool.discard)
             return self._fail(message, Status.OUT_OF_RESOURCES, str(exc))
         try:
-            attributes = await self._attributes(stored, meta, head)
-            mismatch = _mismatch(message, attributes)
-            if mismatch:
-                raise _Refused(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, mismatch)
+            attributes = await asyncio.to_thread(parse, stored)
+        except Exception as exc:  # _Refused, DataSetError, StorageError or a bug
+            await self._delete_unreferenced(stored.key)
+            if isinstance(exc, _Refused):
+                return self._fail(message, exc.status, exc.comment)
+            if isinstance(exc, DataSetError):
+                return self._fail(message, Status.CANNOT_UNDERSTAND, exc.comment)
+            log.exception("parsing %s failed", message.affected_sop_instance_uid)
+            return self._fail(message, Status.OUT_OF_RESOURCES, "cannot read the stored file")
+        return await self._index(message, meta, stored, attributes)
+
+    async def _index(self, message: CStoreRQ, meta: FileMeta, stored: StoredFile,
+                     attributes: InstanceAttributes) -> Outcome:
+        """Commit the index row, then answer; a file no row keeps is removed (DESIGN §10)."""
+        try:
             result = await self.index.add_instance(InstanceRecord(
                 attributes=attributes,
                 stored=stored,
@@ -109,12 +180,8 @@ class StoreService:
                 called_ae_title=meta.receiving_ae_title,
                 received_at=datetime.now(UTC),
             ))
-        except Exception as exc:  # _Refused, DataSetError, IndexWriteError or a bug
-            await asyncio.to_thread(self.storage.delete, stored.key)
-            if isinstance(exc, _Refused):
-                return self._fail(message, exc.status, exc.comment)
-            if isinstance(exc, DataSetError):
-                return self._fail(message, Status.CANNOT_UNDERSTAND, exc.comment)
+        except Exception:  # IndexWriteError, OutOfResources (database full) or a bug
+            await self._delete_unreferenced(stored.key)
             log.exception("indexing %s failed", message.affected_sop_instance_uid)
             return self._fail(message, Status.OUT_OF_RESOURCES, "index write failed")
         if result.outcome is AddOutcome.REPLACED and result.replaced_key:
@@ -132,17 +199,6 @@ class StoreService:
         except StorageError as exc:  # an orphan file: `minipacs db check` reports it
             log.warning("cannot delete unreferenced file %s: %s", key, exc)
 
-    async def _attributes(self, stored: StoredFile, meta: FileMeta,
-                          head: bytes | None) -> InstanceAttributes:
-        # A data set that fit in the buffer is parsed from memory: no file read back.
-        if head is not None:
-            def opener() -> io.BytesIO:
-                return io.BytesIO(head)
-        else:
-            def opener() -> io.BytesIO:  # type: ignore[misc]
-                return self.storage.open_dataset(stored.key, stored.dataset_offset)
-        return await self.index.read_attributes(opener, meta.transfer_syntax_uid)
-
     @staticmethod
     def _fail(message: CStoreRQ, status: Status, comment: str) -> Outcome:
         log.warning("C-STORE %s refused: %s (%s)", message.affected_sop_instance_uid,
@@ -157,10 +213,11 @@ class _Refused(Exception):
         self.comment = comment
 
 
-def _mismatch(message: CStoreRQ, attributes: InstanceAttributes) -> str:
+def _check(message: CStoreRQ, attributes: InstanceAttributes) -> None:
     """PS3.4 B.2.3 A900: the data set's SOP Class/Instance UID differ from the command's."""
     if attributes.sop_instance_uid != message.affected_sop_instance_uid:
-        return "SOP Instance UID differs from the command"
+        raise _Refused(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                       "SOP Instance UID differs from the command")
     if attributes.sop_class_uid != message.affected_sop_class_uid:
-        return "SOP Class UID differs from the command"
-    return ""
+        raise _Refused(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                       "SOP Class UID differs from the command")

@@ -230,6 +230,13 @@ class FilesystemStorage:
         header = self.part10_header(meta)
         return FilesystemSpool(self, self.spool_dir / f"{uuid.uuid4().hex}{SPOOL_SUFFIX}", header)
 
+    def store(self, meta: FileMeta, data: bytes) -> StoredFile:
+        """Check free space, spool, write and commit a whole data set: one thread hop."""
+        self.check_free_space()
+        with self.open_spool(meta) as spool:  # removed on any failure
+            spool.write(data)
+            return spool.commit()
+
     def part10_header(self, meta: FileMeta) -> bytes:
         """Preamble, ``DICM`` and the File Meta Information group (PS3.10 §7.1)."""
         before, after = self._fixed_meta(

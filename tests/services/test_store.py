@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Final
 
@@ -135,6 +135,7 @@ class FakeStorage:
     committed: list[str] = field(default_factory=list)
     opened: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    stores: int = 0  # whole data sets stored in one call
 
     def check_free_space(self) -> None:
         if not self.free:
@@ -146,6 +147,13 @@ class FakeStorage:
         spool = self.spools[name] = FakeSpool(self, name)
         self.opened_spools.append(spool)
         return spool
+
+    def store(self, meta: FileMeta, data: bytes) -> StoredFile:
+        self.check_free_space()
+        self.stores += 1
+        spool = self.open_spool(meta)
+        spool.write(data)
+        return spool.commit()
 
     def open_dataset(self, key: str, dataset_offset: int | None = None) -> BinaryIO:
         self.opened.append(key)
@@ -170,12 +178,13 @@ class FakeIndex:
     gate: asyncio.Event | None = None  # add_instance waits for it when set
     rows: dict[str, InstanceRecord] = field(default_factory=dict)
     entered: asyncio.Event = field(default_factory=asyncio.Event)
+    parsed: int = 0
 
-    async def read_attributes(self, open_dataset: Callable[[], BinaryIO],
-                              transfer_syntax_uid: str) -> InstanceAttributes:
+    def parse_attributes(self, data: bytes | BinaryIO,
+                         transfer_syntax_uid: str) -> InstanceAttributes:
         ts = UID(transfer_syntax_uid)
-        with open_dataset() as fp:
-            raw = fp.read()
+        raw = data if isinstance(data, bytes) else data.read()
+        self.parsed += 1
         try:
             ds = read_dataset(io.BytesIO(raw), ts.is_implicit_VR, ts.is_little_endian)
             identity = (str(ds.SOPClassUID), str(ds.SOPInstanceUID),
@@ -318,6 +327,38 @@ async def test_large_data_set_is_written_in_big_pieces_and_parsed_from_the_file(
     assert harness.storage.opened == [key]  # too big to keep: parsed from the stored file
 
 
+async def test_small_data_set_costs_one_thread_hop(harness: Harness,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # DESIGN §14: parse, free-space check, spool, write and commit in one hop.
+    hops: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counting(func, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        hops.append(getattr(func, "__name__", repr(func)))
+        return await to_thread(func, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counting)
+    data = encode(make_dataset())
+    assert (await harness.store(store_request(data))).status == Status.SUCCESS
+    assert len(hops) == 1
+    assert harness.storage.stores == 1
+    (spool,) = harness.storage.opened_spools
+    assert spool.writes == [len(data)]
+
+
+async def test_large_data_set_below_watermark_is_a700_and_leaves_nothing(
+        harness: Harness) -> None:
+    harness.storage.free = False
+    data = encode(make_dataset(pixels=3 * SPOOL_BUFFER))
+    stream = FakeStream(data)
+    rsp = await harness.store(store_request(data, stream=stream))
+    assert rsp.status == Status.OUT_OF_RESOURCES
+    assert rsp.error_comment and "watermark" in rsp.error_comment
+    assert stream.delivered < len(data)  # refused at the first piece; the rest is drained
+    assert harness.storage.metas == []
+    harness.assert_nothing_left()
+
+
 # --- refusals: 0xA700 Out of Resources ----------------------------------------------------
 
 
@@ -396,6 +437,16 @@ async def test_instance_uid_mismatch_is_a900(harness: Harness) -> None:
     assert rsp.status == Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
     assert rsp.error_comment and "SOP Instance UID" in rsp.error_comment
     assert rsp.affected_sop_instance_uid == f"{UID_ROOT}.3.999"  # the command's, echoed
+    assert harness.storage.metas == []  # parsed before storing: no file was ever written
+    harness.assert_nothing_left()
+
+
+async def test_mismatch_in_a_large_data_set_removes_its_file(harness: Harness) -> None:
+    data = encode(make_dataset(1, pixels=2 * SPOOL_BUFFER))
+    rsp = await harness.store(store_request(data, instance_uid=f"{UID_ROOT}.3.999"))
+    assert rsp.status == Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    assert len(harness.storage.committed) == 1  # spooled and committed, then parsed
+    assert harness.storage.deleted == harness.storage.committed
     harness.assert_nothing_left()
 
 

@@ -1,0 +1,482 @@
+"""Query/Retrieve C-GET and C-MOVE SCP (PS3.4 C.4.2, C.4.3): C-STORE sub-operations.
+
+C-GET sends its sub-operations on the requestor's own association, over the contexts it
+proposed with the SCP role (PS3.7 D.3.3.4); C-MOVE opens a new association to the Move
+Destination (C.4.2.3), one context per (SOP class, stored transfer syntax), at most 128 per
+association. Data sets stream from the file as stored, never decoded (DESIGN 7): an
+instance no accepted context carries in its stored syntax fails. Counts go out in pending
+responses at a bounded rate; the final status follows C.4.2.1.5 / C.4.3.1.5 (see
+docs/conformance.md "C-MOVE and C-GET").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO, Final
+
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+
+from ..ports import (
+    AssociationClosed,
+    Channel,
+    FindQuery,
+    InstanceLocation,
+    Peers,
+    PeerUnreachable,
+    QueryLevel,
+    Request,
+    RetrieveIndex,
+    Storage,
+    StorageError,
+)
+from ..proto.dimse import CGetRQ, CMoveRQ, CStoreRQ, DimseMessage
+from ..proto.negotiation import MAX_PRESENTATION_CONTEXTS, Negotiated, find_context
+from ..proto.sop import dataset_encoding, name_of
+from ..proto.status import Status, StatusCategory, category, describe
+from .dispatcher import Outcome, response_for
+from .identifier import MAX_IDENTIFIER_BYTES, decode_identifier
+from .matching import IdentifierError, describe_tag
+from .retrieve_keys import RETRIEVE_MODELS, RetrieveSelection, parse_retrieve_identifier
+from .store_scu import ChunkReader
+
+__all__ = [
+    "ISSUER_RULES",
+    "PAGE_SIZE",
+    "PENDING_INTERVAL",
+    "RetrieveService",
+    "encode_failed_list",
+    "final_status",
+]
+
+log = logging.getLogger("minipacs.retrieve")
+
+PAGE_SIZE: Final = 100  # instances asked of the index at a time: memory stays flat
+PENDING_INTERVAL: Final = 0.1  # seconds between pending responses, at most one per interval
+SUBOP_TIMEOUT: Final = 60.0  # seconds without progress on one C-STORE sub-operation
+MAX_COUNT: Final = 1 << 40  # "no cap" when counting the instances to send
+ISSUER_RULES: Final = ("all", "refuse")  # retrieve.patient_issuers
+TAG_FAILED_SOP_INSTANCE_UID_LIST: Final = 0x00080058
+MAX_SHORT_VALUE: Final = 0xFFFE  # explicit VR UI: a 16-bit, even value length (PS3.5 7.1.2)
+
+Key = tuple[str, str]  # (SOP Class UID, Transfer Syntax UID)
+
+
+class _Lost(Exception):
+    """The sub-association broke: every instance not yet sent fails."""
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Sub-operation counts of one C-MOVE/C-GET (PS3.4 C.4.2.1.4-6)."""
+
+    total: int
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    failed_uids: list[str] = field(default_factory=list)
+    first_problem: str | None = None
+
+    @property
+    def done(self) -> int:
+        return self.completed + self.failed + self.warning
+
+    @property
+    def remaining(self) -> int:
+        return max(self.total - self.done, 0)
+
+    def record(self, uid: str, kind: StatusCategory, problem: str | None = None) -> None:
+        if kind is StatusCategory.SUCCESS:
+            self.completed += 1
+        elif kind is StatusCategory.WARNING:
+            self.warning += 1
+        else:
+            self.failed += 1
+            self.failed_uids.append(uid)
+        if problem and self.first_problem is None:
+            self.first_problem = problem
+        self.total = max(self.total, self.done)  # an instance stored meanwhile is counted
+
+    def counts(self, *, remaining: bool) -> dict[str, int]:
+        """Number of ... Sub-operations; Remaining only in pending and cancel responses."""
+        out = {"number_of_completed_suboperations": self.completed,
+               "number_of_failed_suboperations": self.failed,
+               "number_of_warning_suboperations": self.warning}
+        if remaining:
+            out["number_of_remaining_suboperations"] = self.remaining
+        return out
+
+
+def final_status(tally: _Tally, *, cancelled: bool) -> Status:
+    """PS3.4 C.4.2.1.5 / C.4.3.1.5: the status of the final response."""
+    if cancelled:
+        return Status.CANCEL
+    if tally.failed == 0 and tally.warning == 0:
+        return Status.SUCCESS
+    if tally.completed == 0 and tally.warning == 0:
+        return Status.OUT_OF_RESOURCES_SUBOPERATIONS  # every sub-operation failed
+    return Status.SUBOPERATIONS_COMPLETE_WITH_FAILURES
+
+
+def encode_failed_list(uids: list[str], transfer_syntax: str) -> bytes:
+    """The identifier of a final response: Failed SOP Instance UID List (0008,0058)."""
+    implicit, little, deflated = dataset_encoding(transfer_syntax)
+    kept = uids
+    if not implicit:  # a 16-bit length holds about a thousand UIDs; the rest are logged
+        size, kept = 0, []
+        for uid in uids:
+            size += len(uid) + 1
+            if size > MAX_SHORT_VALUE:
+                break
+            kept.append(uid)
+    ds = Dataset()
+    ds.FailedSOPInstanceUIDList = kept
+    fp = DicomBytesIO()
+    fp.is_little_endian = little
+    fp.is_implicit_VR = implicit
+    write_dataset(fp, ds)
+    data = fp.getvalue()
+    if deflated:  # PS3.5 A.5: raw deflate
+        packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        data = packer.compress(data) + packer.flush()
+    return data
+
+
+def _no_context_reason(negotiated: Negotiated, sop_class: str, transfer_syntax: str) -> str:
+    """Why a C-GET has no context for an instance, in words (the usual C-GET confusion)."""
+    name = name_of(sop_class)
+    contexts = [c for c in negotiated.contexts.values() if c.abstract_syntax == sop_class]
+    if not contexts:
+        return f"{name} was not proposed (or not accepted) on this association"
+    with_role = [c for c in contexts if c.scp_role]
+    if not with_role:
+        return f"{name} was proposed without the SCP role (role selection, PS3.7 D.3.3.4)"
+    offered = ", ".join(sorted({name_of(c.transfer_syntax) for c in with_role}))
+    return f"{name} accepted in {offered} only; stored as {name_of(transfer_syntax)}"
+
+
+class _Run:
+    """One C-MOVE/C-GET in progress: its counts, pending responses and log line."""
+
+    def __init__(self, channel: Channel, request: Request, total: int, interval: float,
+                 service: str, clock: Callable[[], float]) -> None:
+        self.channel = channel
+        self.request = request
+        self.tally = _Tally(total)
+        self.interval = interval
+        self.service = service
+        self.clock = clock
+        self.last_pending: float | None = None
+        self.cancelled = False
+        self.lost: str | None = None  # why nothing more can be sent
+        self.missing: set[Key] = set()  # (class, syntax) pairs already logged as unusable
+
+    async def pending(self, *, force: bool = False) -> None:
+        """A pending response (0xFF00) with the counts, at most one per `interval`."""
+        now = self.clock()
+        if not force and self.last_pending is not None and \
+                now - self.last_pending < self.interval:
+            return
+        if self.tally.remaining == 0:
+            return  # the final response follows at once
+        self.last_pending = now
+        rsp = response_for(self.request.message, Status.PENDING,
+                           **self.tally.counts(remaining=True))
+        await self.channel.send(self.request.context.context_id, rsp)
+
+    def fail(self, loc: InstanceLocation, problem: str) -> None:
+        self.tally.record(loc.sop_instance_uid, StatusCategory.FAILURE, problem)
+
+    def final(self) -> Outcome:
+        tally = self.tally
+        status = final_status(tally, cancelled=self.cancelled)
+        comment = None
+        if status in (Status.OUT_OF_RESOURCES_SUBOPERATIONS,
+                      Status.SUBOPERATIONS_COMPLETE_WITH_FAILURES):
+            comment = self.lost or tally.first_problem
+        fields = tally.counts(remaining=self.cancelled)
+        data = None
+        if tally.failed_uids and status != Status.SUCCESS:
+            data = encode_failed_list(tally.failed_uids, self.request.context.transfer_syntax)
+        return Outcome(response_for(self.request.message, status, comment,
+                                    has_dataset=data is not None, **fields), data)
+
+
+class RetrieveService:
+    """C-GET and C-MOVE handlers (`get`, `move`); one instance serves every association."""
+
+    def __init__(self, index: RetrieveIndex, storage: Storage, peers: Peers, *,
+                 ae_title: str, patient_issuers: str = "all", page_size: int = PAGE_SIZE,
+                 pending_interval: float = PENDING_INTERVAL,
+                 timeout: float = SUBOP_TIMEOUT,
+                 max_contexts: int = MAX_PRESENTATION_CONTEXTS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if patient_issuers not in ISSUER_RULES:
+            raise ValueError(f"patient_issuers must be one of {', '.join(ISSUER_RULES)}")
+        if page_size < 1 or not 0 < max_contexts <= MAX_PRESENTATION_CONTEXTS:
+            raise ValueError("page_size must be >= 1, max_contexts 1..128")
+        self.index = index
+        self.storage = storage
+        self.peers = peers
+        self.ae_title = ae_title
+        self.patient_issuers = patient_issuers
+        self.page_size = page_size
+        self.pending_interval = pending_interval
+        self.timeout = timeout
+        self.max_contexts = max_contexts
+        self.clock = clock
+
+    # --- the two handlers ---------------------------------------------------------------
+
+    async def get(self, channel: Channel, request: Request) -> Outcome:
+        """C-GET SCP (PS3.4 C.4.3.3): sub-operations on the requestor's association."""
+        message = request.message
+        assert isinstance(message, CGetRQ)
+        started = self.clock()
+        selection = await self._selection(request, "C-GET")
+        if isinstance(selection, Outcome):
+            return selection
+        query = _instances(selection)
+        run = _Run(channel, request, await self.index.count(query, cap=MAX_COUNT),
+                   self.pending_interval, "C-GET", self.clock)
+        if run.tally.total:
+            await run.pending(force=True)
+        negotiated = channel.info.negotiated
+        async for loc in self._each(query):
+            if request.cancelled.is_set():  # PS3.4 C.4.3.3.1: stop, answer Cancel
+                run.cancelled = True
+                break
+            if run.lost is not None:
+                run.fail(loc, run.lost)
+                continue
+            ctx = find_context(negotiated, loc.sop_class_uid, loc.transfer_syntax_uid,
+                               we_are_scu=True, local_is_requestor=False)
+            if ctx is None:
+                key = (loc.sop_class_uid, loc.transfer_syntax_uid)
+                reason = _no_context_reason(negotiated, *key)
+                if key not in run.missing:
+                    run.missing.add(key)
+                    log.warning("C-GET from %s: cannot send %s in %s: %s", channel.info.calling_ae,
+                                name_of(key[0]), name_of(key[1]), reason)
+                run.fail(loc, "no context: " + reason)
+            else:
+                try:
+                    await self._sub_operation(run, channel, ctx.context_id, loc, None)
+                except TimeoutError:
+                    run.lost = f"no C-STORE response for {self.timeout:g} s"
+                    run.fail(loc, run.lost)
+            await run.pending()
+        return self._finish(run, selection, "same association", started)
+
+    async def move(self, channel: Channel, request: Request) -> Outcome:
+        """C-MOVE SCP (PS3.4 C.4.2.3): sub-operations on a new association to the destination."""
+        message = request.message
+        assert isinstance(message, CMoveRQ)
+        started = self.clock()
+        destination = message.move_destination.strip(" ")
+        address = self.peers.address(destination)
+        if address is None:  # PS3.4 C.4.2.1.5: A801 Move destination unknown
+            log.warning("C-MOVE from %s refused: move destination %r is not a configured "
+                        "peer", channel.info.calling_ae, destination)
+            return Outcome(response_for(message, Status.MOVE_DESTINATION_UNKNOWN,
+                                        f"unknown move destination {destination[:16]!r}"))
+        selection = await self._selection(request, "C-MOVE")
+        if isinstance(selection, Outcome):
+            return selection
+        query = _instances(selection)
+        run = _Run(channel, request, await self.index.count(query, cap=MAX_COUNT),
+                   self.pending_interval, "C-MOVE", self.clock)
+        where = f"{destination} ({address})"
+        if not run.tally.total:
+            return self._finish(run, selection, where, started)
+        await run.pending(force=True)
+        kinds = await self.index.instance_kinds(query)
+        originator = (channel.info.calling_ae, message.message_id)
+        for first in range(0, len(kinds), self.max_contexts):
+            group = kinds[first:first + self.max_contexts]
+            if run.cancelled:
+                break
+            if run.lost is not None:
+                await self._fail_group(run, query, frozenset(group))
+                continue
+            try:
+                async with self.peers.connect(destination, group) as sub:
+                    await self._move_group(run, sub, query, group, destination, originator)
+            except PeerUnreachable as exc:
+                run.lost = f"{destination}: {exc}"
+                log.warning("C-MOVE from %s to %s: %s", channel.info.calling_ae, where, exc)
+                await self._fail_group(run, query, frozenset(group))
+            except _Lost:
+                pass  # counted in _move_group; the association was aborted on the way out
+        return self._finish(run, selection, where, started)
+
+    # --- shared steps -------------------------------------------------------------------
+
+    async def _selection(self, request: Request, service: str) -> RetrieveSelection | Outcome:
+        """Decode and check the identifier; an Outcome when the request is refused."""
+        message = request.message
+        try:
+            if request.data is None:  # PS3.7 §9.1.3.1, §9.1.4.1: the identifier is mandatory
+                raise IdentifierError(Status.UNABLE_TO_PROCESS, f"{service} without identifier")
+            try:
+                data = await request.data.read_all(MAX_IDENTIFIER_BYTES)
+            except ValueError:
+                raise IdentifierError(Status.UNABLE_TO_PROCESS,
+                                      f"identifier over {MAX_IDENTIFIER_BYTES} bytes") from None
+            identifier = decode_identifier(data, request.context.transfer_syntax)
+            selection = parse_retrieve_identifier(
+                identifier, RETRIEVE_MODELS[request.context.abstract_syntax])
+            if selection.ignored:
+                log.debug("%s identifier: ignored %s", service,
+                          ", ".join(describe_tag(t) for t in selection.ignored))
+            await self._check_issuers(selection)
+        except IdentifierError as exc:
+            log.warning("%s refused: %s %s", service, describe(exc.status, service),
+                        exc.comment)
+            offending = (exc.tag,) if exc.tag is not None else None
+            return Outcome(response_for(message, exc.status, exc.comment,
+                                        offending_element=offending))
+        return selection
+
+    async def _check_issuers(self, selection: RetrieveSelection) -> None:
+        """The several-issuers rule for a PATIENT-level retrieve (retrieve.patient_issuers)."""
+        if selection.level is not QueryLevel.PATIENT or selection.issuer is not None \
+                or self.patient_issuers == "all":
+            return
+        patients = FindQuery(QueryLevel.PATIENT, selection.query.conditions)
+        if await self.index.count(patients, cap=1) > 1:
+            raise IdentifierError(Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+                                  f"PatientID {(selection.patient_id or '')[:16]!r} has "
+                                  "several issuers; give IssuerOfPatientID")
+
+    async def _each(self, query: FindQuery) -> AsyncIterator[InstanceLocation]:
+        """Every selected instance, one keyset page at a time (memory stays flat)."""
+        after: object | None = None
+        while True:
+            page = await self.index.instances(query, after=after, limit=self.page_size)
+            for loc in page.instances:
+                yield loc
+            if page.after is None:
+                return
+            after = page.after
+
+    async def _sub_operation(self, run: _Run, channel: Channel, context_id: int,
+                             loc: InstanceLocation, originator: tuple[str, int] | None) -> None:
+        """One C-STORE sub-operation, counted. Raises TimeoutError or AssociationClosed."""
+        try:
+            chunks = await ChunkReader.open(lambda: self._open(loc))
+        except (OSError, StorageError) as exc:
+            log.error("%s: cannot read %s (%s): %s", run.service, loc.sop_instance_uid,
+                      loc.storage_key, exc)
+            run.fail(loc, "cannot read the stored file")
+            return
+        try:
+            status, comment = await _store(channel, context_id, loc, chunks,
+                                           timeout=self.timeout, originator=originator)
+        finally:
+            chunks.close()
+        kind = category(status)
+        if kind not in (StatusCategory.SUCCESS, StatusCategory.WARNING):
+            kind = StatusCategory.FAILURE  # PS3.4 B.2.3: anything else means not stored
+        problem = None
+        if kind is not StatusCategory.SUCCESS:
+            problem = describe(status, "C-STORE") + (f" ({comment})" if comment else "")
+            log.info("%s: C-STORE of %s: %s", run.service, loc.sop_instance_uid, problem)
+        run.tally.record(loc.sop_instance_uid, kind, problem)
+
+    def _open(self, loc: InstanceLocation) -> BinaryIO:
+        return self.storage.open_dataset(loc.storage_key, loc.dataset_offset)
+
+    async def _move_group(self, run: _Run, sub: Channel, query: FindQuery,
+                          group: tuple[Key, ...], destination: str,
+                          originator: tuple[str, int]) -> None:
+        """The instances of `group`'s pairs over one sub-association. Raises _Lost."""
+        members = frozenset(group)
+        accepted = {(c.abstract_syntax, c.transfer_syntax): c.context_id
+                    for c in sub.info.negotiated.contexts.values() if c.scu_role}
+        for key in group:
+            if key not in accepted:
+                log.warning("C-MOVE to %s: %s in %s was not accepted; those instances fail "
+                            "(no conversion)", destination, name_of(key[0]), name_of(key[1]))
+        async for loc in self._each(query):
+            key = (loc.sop_class_uid, loc.transfer_syntax_uid)
+            if key not in members:
+                continue
+            if run.request.cancelled.is_set():  # PS3.4 C.4.2.3.1: stop, answer Cancel
+                run.cancelled = True
+                break
+            if run.lost is not None:
+                run.fail(loc, run.lost)
+                continue
+            context_id = accepted.get(key)
+            if context_id is None:
+                run.fail(loc, f"{destination} rejected {name_of(key[0])} in {name_of(key[1])}")
+            else:
+                try:
+                    await self._sub_operation(run, sub, context_id, loc, originator)
+                except (TimeoutError, AssociationClosed) as exc:
+                    run.lost = (f"association to {destination} lost: "
+                                f"{exc or 'no response in time'}")
+                    log.warning("C-MOVE: %s", run.lost)
+                    run.fail(loc, run.lost)
+            await run.pending()
+        if run.lost is not None:
+            raise _Lost(run.lost)
+
+    async def _fail_group(self, run: _Run, query: FindQuery, members: frozenset[Key]) -> None:
+        """Count every instance of the group as failed (the destination is out of reach)."""
+        assert run.lost is not None
+        async for loc in self._each(query):
+            if (loc.sop_class_uid, loc.transfer_syntax_uid) in members:
+                run.fail(loc, run.lost)
+
+    def _finish(self, run: _Run, selection: RetrieveSelection, where: str,
+                started: float) -> Outcome:
+        outcome = run.final()
+        tally = run.tally
+        status = int(outcome.message.status)  # type: ignore[union-attr]
+        log.info("%s from %s to %s, %s %s x%d: %d completed, %d failed, %d warning, "
+                 "%d remaining in %.2f s: %s", run.service, run.channel.info.calling_ae,
+                 where, selection.model.value, selection.level.value, selection.entities,
+                 tally.completed, tally.failed, tally.warning, tally.remaining,
+                 self.clock() - started, describe(status, run.service))
+        if tally.failed_uids and outcome.dataset is not None:
+            log.debug("%s failed SOP instances: %s", run.service, ", ".join(tally.failed_uids))
+        return outcome
+
+
+def _instances(selection: RetrieveSelection) -> FindQuery:
+    return FindQuery(QueryLevel.IMAGE, selection.query.conditions)
+
+
+async def _store(channel: Channel, context_id: int, loc: InstanceLocation, chunks: ChunkReader,
+                 *, timeout: float, originator: tuple[str, int] | None) -> tuple[int, str | None]:
+    """One C-STORE-RQ (PS3.7 §9.3.1.1) with Move Originator fields for C-MOVE.
+
+    `timeout` bounds each wait without progress (each chunk taken restarts it).
+    """
+    message: DimseMessage = CStoreRQ(
+        message_id=channel.next_message_id(), affected_sop_class_uid=loc.sop_class_uid,
+        affected_sop_instance_uid=loc.sop_instance_uid,
+        move_originator_ae_title=originator[0] if originator else None,
+        move_originator_message_id=originator[1] if originator else None)
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout) as deadline:
+
+        async def watched() -> AsyncIterator[bytes]:
+            async for chunk in chunks:
+                deadline.reschedule(loop.time() + timeout)
+                yield chunk
+
+        final = None
+        async for reply in channel.request(context_id, message, watched()):
+            final = reply.message
+    if final is None:
+        raise AssociationClosed("no C-STORE response")
+    return int(getattr(final, "status", -1)), getattr(final, "error_comment", None)
