@@ -156,15 +156,17 @@ def time_dcmtk(port: int, query: FindQuery, runs: int) -> DcmtkTiming:
 
 @dataclass
 class ServerRun:
-    """What one server measured at one size."""
+    """One server at one size: how it was filled and what it measured."""
 
     server: str
     description: str
-    load_s: float | None
-    results: list[QueryResult]
-    dcmtk: DcmtkTiming | None
+    running: Running | None = None
+    per_instance: bool = False
+    load_s: float | None = None
+    results: list[QueryResult] = field(default_factory=list)
+    dcmtk: DcmtkTiming | None = None
     error: str = ""
-    loadavg: tuple[float, float] = (0.0, 0.0)  # 1- and 5-minute load when measuring began
+    loadavg: list[float] = field(default_factory=list)  # 1-minute load at each round
 
 
 def cpu_seconds(pid: int) -> float:
@@ -187,40 +189,85 @@ def store_files(port: int, folder: Path) -> float:
     return time.perf_counter() - started
 
 
-def run_server(kind: ServerKind, workdir: Path, files: Path | None, pop: Population,
-               args: argparse.Namespace, registry: list[Running]) -> ServerRun:
-    description = kind.describe(args.max_pdu)
+def start_server(kind: ServerKind, workdir: Path, files: Path | None, pop: Population,
+                 args: argparse.Namespace, registry: list[Running]) -> ServerRun:
+    """Start `kind`, C-STORE `files` to it (if any), check it holds every study."""
+    run = ServerRun(kind.name, kind.describe(args.max_pdu),
+                    per_instance=getattr(kind, "answers_per_instance", False))
     progress(f"[{pop.instances:,}] {kind.name}: starting")
-    running = kind.start(workdir, args.max_pdu, registry)
     try:
-        load_s = None
+        run.running = kind.start(workdir, args.max_pdu, registry)
         if files is not None:
             progress(f"[{pop.instances:,}] {kind.name}: storing {pop.instances:,} files")
-            load_s = store_files(running.port, files)
-            progress(f"[{pop.instances:,}] {kind.name}: stored in {load_s:.1f} s")
-        per_instance = getattr(kind, "answers_per_instance", False)
-        check = asyncio_run(measure_queries(running.port, [all_studies(pop)], 1, 0,
-                                            per_instance=per_instance))[0]
+            run.load_s = store_files(run.running.port, files)
+            progress(f"[{pop.instances:,}] {kind.name}: stored in {run.load_s:.1f} s")
+        check = asyncio_run(measure_queries(run.running.port, [all_studies(pop)], 1, 0,
+                                            per_instance=run.per_instance))[0]
         if check.error:
-            return ServerRun(kind.name, description, load_s, [], None,
-                             f"population check failed: {check.error}")
-        progress(f"[{pop.instances:,}] {kind.name}: {args.reps} x {len(queries(pop))} queries")
-        loadavg = os.getloadavg()[:2]
-        pid = running.proc.pid
-        results = asyncio_run(measure_queries(running.port, queries(pop), args.reps,
-                                              args.warmup, per_instance=per_instance,
-                                              cpu_probe=lambda: cpu_seconds(pid)))
-        dcmtk = None
-        if args.dcmtk_runs:
-            progress(f"[{pop.instances:,}] {kind.name}: {args.dcmtk_runs} DCMTK runs")
-            dcmtk = time_dcmtk(running.port, queries(pop)[0], args.dcmtk_runs)
-        return ServerRun(kind.name, description, load_s, results, dcmtk, loadavg=loadavg)
+            run.error = f"population check failed: {check.error}"
     except Exception as exc:
-        progress(f"[{pop.instances:,}] {kind.name}: failed: {exc}\n{running.log_tail()}")
-        return ServerRun(kind.name, description, None, [], None, str(exc))
-    finally:
-        stop(running)
-        registry.remove(running)
+        run.error = str(exc)
+    if run.error:
+        tail = run.running.log_tail() if run.running else ""
+        progress(f"[{pop.instances:,}] {kind.name}: failed: {run.error}\n{tail}")
+    return run
+
+
+def _merge(into: list[QueryResult], chunk: list[QueryResult]) -> None:
+    """Append one round's timings to the results so far (CPU per query averaged)."""
+    if not into:
+        into.extend(chunk)
+        return
+    for old, new in zip(into, chunk, strict=True):
+        a, b = old.timing, new.timing
+        if a.server_cpu is not None and b.server_cpu is not None:
+            a.server_cpu = ((a.server_cpu * len(a.totals) + b.server_cpu * len(b.totals))
+                            / (len(a.totals) + len(b.totals)))
+        a.firsts += b.firsts
+        a.totals += b.totals
+        old.error = old.error or new.error
+
+
+def measure_interleaved(runs: list[ServerRun], pop: Population,
+                        args: argparse.Namespace) -> None:
+    """--reps per query and server, in --rounds rounds taking the servers in turn.
+
+    Interleaving spreads a change of machine load (other jobs) over every server alike.
+    """
+    live = [r for r in runs if not r.error and r.running is not None]
+    rounds = max(1, min(args.rounds, args.reps))
+    for round_ in range(rounds):
+        reps = args.reps // rounds + (1 if round_ < args.reps % rounds else 0)
+        warmup = args.warmup if round_ == 0 else 2
+        for run in live:
+            if run.error or any(r.error for r in run.results):
+                continue
+            assert run.running is not None
+            pid = run.running.proc.pid
+            run.loadavg.append(os.getloadavg()[0])
+            try:
+                chunk = asyncio_run(measure_queries(
+                    run.running.port, queries(pop), reps, warmup,
+                    per_instance=run.per_instance, cpu_probe=lambda pid=pid: cpu_seconds(pid)))
+            except Exception as exc:
+                run.error = f"round {round_ + 1}: {exc}"
+                continue
+            _merge(run.results, chunk)
+        progress(f"[{pop.instances:,}] round {round_ + 1}/{rounds} done")
+
+
+def dcmtk_interleaved(runs: list[ServerRun], pop: Population, runs_each: int) -> None:
+    live = [r for r in runs if not r.error and r.running is not None]
+    for run in live:
+        run.dcmtk = DcmtkTiming()
+    for _ in range(runs_each):
+        for run in live:
+            assert run.running is not None and run.dcmtk is not None
+            one = time_dcmtk(run.running.port, queries(pop)[0], 1)
+            run.dcmtk.startup += one.startup
+            run.dcmtk.echo += one.echo
+            run.dcmtk.find += one.find
+            run.dcmtk.failures += one.failures
 
 
 def asyncio_run(coro: Coroutine[Any, Any, T]) -> T:
@@ -246,8 +293,9 @@ def print_size(pop: Population, runs: list[ServerRun], reference: str | None) ->
           f"{len(pop.studies):,} studies, {len(pop.series):,} series")
     for run in runs:
         load = f", loaded by C-STORE in {run.load_s:.1f} s" if run.load_s else ""
-        print(f"- {run.server}: {run.description}{load}; load average "
-              f"{run.loadavg[0]:.2f} {run.loadavg[1]:.2f} when measured")
+        loads = (f"; 1-min load average {min(run.loadavg):.2f}-{max(run.loadavg):.2f} while "
+                 f"measured" if run.loadavg else "")
+        print(f"- {run.server}: {run.description}{load}{loads}")
     ref = next((r for r in runs if r.server == reference and r.results), None)
     versus = f"vs {reference}" if reference else ""
     print(f"\n{'query':30} {'n':>4} {'server':16} {'first med':>9} {'first p95':>9} "
@@ -255,7 +303,7 @@ def print_size(pop: Population, runs: list[ServerRun], reference: str | None) ->
     names = [q.name for q in queries(pop)]
     for name in names:
         for run in runs:
-            if run.error:
+            if run.error or not run.results:
                 continue
             result = next(r for r in run.results if r.query.name == name)
             t: FindTiming = result.timing
@@ -341,28 +389,40 @@ def run_size(size: int, args: argparse.Namespace, root: Path,
     runs: list[ServerRun] = []
     folder = root / f"n{size}"
     folder.mkdir()
-    if size <= args.compare_max:
-        progress(f"[{size:,}] writing {size:,} files")
-        files = folder / "files"
-        write_files(pop, files)
-        kinds: dict[str, ServerKind] = {"minipacs": MinipacsFind(), "orthanc": OrthancFind(),
-                                        "qrscp": QrscpFind()}
-        for name in args.servers:
-            kind = kinds[name]
-            if (why := kind.available()) is not None:
-                progress(f"[{size:,}] {name}: skipped ({why})")
-                continue
-            runs.append(run_server(kind, folder / name, files, pop, args, registry))
-        shutil.rmtree(files, ignore_errors=True)
-    if "minipacs" in args.servers and (size > args.compare_max or args.also_loaded):
-        database = folder / "loaded.db"
-        progress(f"[{size:,}] populate_index: loading {size:,} instances")
-        stats = load(f"sqlite:///{database}", size, population=pop, progress=progress)
-        progress(f"[{size:,}] loaded in {stats.total_s:.1f} s "
-                 f"({stats.instances / stats.insert_s:,.0f} instances/s)")
-        label = "minipacs" if size > args.compare_max else "minipacs/loader"
-        runs.append(run_server(MinipacsFind(database, label), folder / "minipacs-loaded",
-                               None, pop, args, registry))
+    try:
+        if size <= args.compare_max:
+            progress(f"[{size:,}] writing {size:,} files")
+            files = folder / "files"
+            write_files(pop, files)
+            kinds: dict[str, ServerKind] = {"minipacs": MinipacsFind(),
+                                            "orthanc": OrthancFind(), "qrscp": QrscpFind()}
+            for name in args.servers:
+                kind = kinds[name]
+                if (why := kind.available()) is not None:
+                    progress(f"[{size:,}] {name}: skipped ({why})")
+                    continue
+                runs.append(start_server(kind, folder / name, files, pop, args, registry))
+            shutil.rmtree(files, ignore_errors=True)
+        if "minipacs" in args.servers and (size > args.compare_max or args.also_loaded):
+            database = folder / "loaded.db"
+            progress(f"[{size:,}] populate_index: loading {size:,} instances")
+            stats = load(f"sqlite:///{database}", size, population=pop, progress=progress)
+            progress(f"[{size:,}] loaded in {stats.total_s:.1f} s "
+                     f"({stats.instances / stats.insert_s:,.0f} instances/s)")
+            label = "minipacs" if size > args.compare_max else "minipacs/loader"
+            runs.append(start_server(MinipacsFind(database, label), folder / "minipacs-loaded",
+                                     None, pop, args, registry))
+        progress(f"[{size:,}] measuring: {args.reps} x {len(queries(pop))} queries per server")
+        measure_interleaved(runs, pop, args)
+        if args.dcmtk_runs:
+            progress(f"[{size:,}] {args.dcmtk_runs} DCMTK runs per server")
+            dcmtk_interleaved(runs, pop, args.dcmtk_runs)
+    finally:
+        for run in runs:
+            if run.running is not None and run.running in registry:
+                stop(run.running)
+                registry.remove(run.running)
+        shutil.rmtree(folder, ignore_errors=True)
     print_size(pop, runs, "orthanc" if size <= args.compare_max else None)
     sys.stdout.flush()
     return runs
@@ -380,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="at comparison sizes, also measure minipacs on a loader-built index")
     parser.add_argument("--reps", type=int, default=200, help="repetitions per query")
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured repetitions first")
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="the repetitions are split into this many rounds, servers in turn")
     parser.add_argument("--dcmtk-runs", type=int, default=20,
                         help="findscu/echoscu runs per server (0: none)")
     parser.add_argument("--max-pdu", type=int, default=131072)
@@ -390,8 +452,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print("# C-FIND benchmark")
     print(f"{machine()}")
-    print(f"client: minipacs asyncio SCU, one association per server and size, Study Root; "
-          f"{args.reps} reps per query after {args.warmup} warm-up; times in ms from sending "
+    print(f"client: minipacs asyncio SCU, Study Root, one association per server and round; "
+          f"{args.reps} reps per query after {args.warmup} warm-up, in {args.rounds} rounds "
+          f"taking the servers in turn; times in ms from sending "
           f"the C-FIND-RQ to the first / the final C-FIND-RSP; ms/match = total median / "
           f"answers; cpu/q = server CPU ms per query (all threads, from /proc)")
     registry: list[Running] = []

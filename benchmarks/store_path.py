@@ -158,13 +158,14 @@ class Channel:
 @dataclass(frozen=True, slots=True)
 class Figures:
     wall_us: float  # per instance
-    cpu_us: float  # per instance, every thread
+    cpu_us: float  # per instance, every thread, user + system
+    sys_us: float  # per instance, system (kernel) part of cpu_us
     per_second: float
 
 
-def _cpu() -> float:
+def _cpu() -> tuple[float, float]:
     times = os.times()
-    return times.user + times.system
+    return times.user + times.system, times.system
 
 
 async def _run_once(root: Path, items: list[Item], callers: int, fsync: bool) -> Figures:
@@ -190,9 +191,10 @@ async def _run_once(root: Path, items: list[Item], callers: int, fsync: bool) ->
                         raise RuntimeError(f"{item.sop_instance_uid}: {outcome.message.status!r}")
 
             shares = [items[i::callers] for i in range(callers)]
-            cpu, wall = _cpu(), time.perf_counter()
+            (cpu, system), wall = _cpu(), time.perf_counter()
             await asyncio.gather(*(caller(share) for share in shares))
-            wall, cpu = time.perf_counter() - wall, _cpu() - cpu
+            wall = time.perf_counter() - wall
+            cpu, system = (end - start for end, start in zip(_cpu(), (cpu, system), strict=True))
         with engine.connect() as conn:
             rows = conn.execute(select(func.count()).select_from(Instance)).scalar_one()
         if rows != len(items):
@@ -200,7 +202,7 @@ async def _run_once(root: Path, items: list[Item], callers: int, fsync: bool) ->
     finally:
         engine.dispose()
     n = len(items)
-    return Figures(wall / n * 1e6, cpu / n * 1e6, n / wall)
+    return Figures(wall / n * 1e6, cpu / n * 1e6, system / n * 1e6, n / wall)
 
 
 def run(items: list[Item], callers: int, fsync: bool, tmpdir: str | None) -> Figures:
@@ -246,7 +248,7 @@ def main() -> int:
     print(f"cpus {os.cpu_count()}, load {os.getloadavg()[0]:.2f}, fsync {args.fsync}, "
           f"median of {args.runs} run(s)")
     print(f"{'data':<5} {'n':>5} {'callers':>7} {'wall us/inst':>12} {'CPU us/inst':>12} "
-          f"{'inst/s':>8}   runs (inst/s)")
+          f"{'(sys)':>6} {'inst/s':>8}   runs (inst/s)")
     for name, items in sets.items():
         if not items:
             continue
@@ -254,10 +256,11 @@ def main() -> int:
             figures = [run(items, count, args.fsync, args.tmpdir) for _ in range(args.runs)]
             wall = statistics.median(f.wall_us for f in figures)
             cpu = statistics.median(f.cpu_us for f in figures)
+            system = statistics.median(f.sys_us for f in figures)
             rate = statistics.median(f.per_second for f in figures)
             runs = " ".join(f"{f.per_second:.0f}" for f in figures)
             print(f"{name:<5} {len(items):>5} {count:>7} {wall:>12.0f} {cpu:>12.0f} "
-                  f"{rate:>8.0f}   {runs}", flush=True)
+                  f"{system:>6.0f} {rate:>8.0f}   {runs}", flush=True)
     print(f"load at end {os.getloadavg()[0]:.2f}")
     return 0
 

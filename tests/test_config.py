@@ -156,6 +156,17 @@ def test_empty_file_and_empty_sections_take_defaults(tmp_path: Path) -> None:
     assert config.limits.idle_timeout == 300.0
 
 
+def test_retrieve_defaults_and_values(tmp_path: Path) -> None:
+    default = load_config(write(tmp_path, "")).retrieve
+    assert (default.max_associations_per_peer, default.connect_timeout, default.timeout,
+            default.patient_issuers) == (2, 10.0, 60.0, "all")
+    assert load_config(REPO / "config" / "minipacs.yaml").retrieve == default
+    text = "retrieve: {patient_issuers: refuse, max_associations_per_peer: 5, timeout: 1.5}"
+    custom = load_config(write(tmp_path, text)).retrieve
+    assert (custom.patient_issuers, custom.max_associations_per_peer, custom.timeout) == (
+        "refuse", 5, 1.5)
+
+
 def test_query_max_results_defaults_to_unlimited(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "")).query.max_results == 0
     assert load_config(write(tmp_path, "query:\n")).query.max_results == 0
@@ -239,6 +250,14 @@ def test_listen_port_zero_means_ephemeral(tmp_path: Path) -> None:
         ("query: {max_results: -1}\n", "config error: query.max_results: -1 is out of range"),
         ('query: {max_results: "10"}\n', "config error: query.max_results: expected an integer"),
         ("query: {max_result: 10}\n", "config error: query.max_result: unknown key (did you"),
+        # C-MOVE / C-GET
+        ("retrieve: {patient_issuers: some}\n",
+         "config error: retrieve.patient_issuers: 'some' is not one of all, refuse"),
+        ("retrieve: {max_associations_per_peer: 0}\n",
+         "config error: retrieve.max_associations_per_peer: 0 is out of range"),
+        ("retrieve: {connect_timeout: 0}\n",
+         "config error: retrieve.connect_timeout: 0 is not a valid duration"),
+        ("retrieve: {timeout: -1}\n", "config error: retrieve.timeout: -1 is not a valid"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, expected: str) -> None:

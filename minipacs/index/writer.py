@@ -106,6 +106,43 @@ _CLEAR_OTHER_IDS: Final = delete(_OTHER_IDS).where(_OTHER_IDS.c.patient_pk == bi
 _INSERT_OTHER_IDS: Final = insert(_OTHER_IDS)
 
 
+def _known_series_insert() -> Insert:
+    """INSERT an instance into a known series whose levels it leaves unchanged, or nothing.
+
+    One statement for the common case (another instance of a series already indexed, with
+    the same patient, study and series attributes): the row is inserted only when the series,
+    its study and its patient exist, are linked as the instance says, have the patient
+    identity it carries and hold exactly the level JSON it carries, and the SOP Instance UID
+    is new. Then the full path would merge nothing and move nothing, so skipping it changes
+    nothing; the check is in the same transaction, so another process's `minipacs delete`
+    or writes are seen. Otherwise no row is inserted and the caller takes the full path.
+    Parameters are the instance's columns (``v_<column>``) and ``k_<key>``.
+    """
+    series, study, patient = Series.__table__, Study.__table__, Patient.__table__
+    columns = [c for c in _INSTANCE.c if not c.primary_key]
+    values = [series.c.pk if c.name == "series_pk" else bindparam(f"v_{c.name}", type_=c.type)
+              for c in columns]
+    found = (
+        select(*values)
+        .select_from(series.join(study, study.c.pk == series.c.study_pk)
+                     .join(patient, patient.c.pk == study.c.patient_pk))
+        .where(
+            series.c.series_instance_uid == bindparam("k_series"),
+            series.c.attributes == bindparam("k_series_json"),
+            study.c.study_instance_uid == bindparam("k_study"),
+            study.c.attributes == bindparam("k_study_json"),
+            patient.c.patient_id == bindparam("k_patient_id"),
+            patient.c.issuer_of_patient_id == bindparam("k_issuer"),
+            patient.c.attributes == bindparam("k_patient_json"),
+            ~exists().where(_INSTANCE.c.sop_instance_uid == bindparam("k_instance")),
+        )
+    )
+    return insert(_INSTANCE).from_select(columns, found)
+
+
+_INSERT_INTO_KNOWN_SERIES: Final = _known_series_insert()
+
+
 def _dumps(json_ds: Mapping[str, Any]) -> str:
     return json.dumps(json_ds, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
@@ -190,6 +227,7 @@ class IndexWriter:
         self.batches = 0
         self.records = 0
         self.retries = 0
+        self.fast_records = 0  # records written by the one-statement path
 
     @property
     def queue_depth(self) -> int:
@@ -291,46 +329,75 @@ class IndexWriter:
                 time.sleep(delay * random.uniform(0.5, 1.0))  # jitter: writers desynchronise
 
     def _write_once(self, records: list[InstanceRecord]) -> list[AddResult | Exception]:
-        results: list[AddResult | Exception] = []
-        with (
-            self._engine.connect().execution_options(**{WRITE_OPTION: True}) as conn,
-            conn.begin(),
-        ):
-            for record in records:
-                savepoint = conn.begin_nested()
-                try:
-                    result = self._add(conn, record)
-                except OperationalError:
-                    savepoint.rollback()
-                    raise  # the database, not the record: the whole batch fails or retries
-                except Exception as exc:
-                    savepoint.rollback()
-                    log.warning("instance %s not indexed: %s",
-                                record.attributes.sop_instance_uid, exc)
-                    error = IndexWriteError(f"cannot index instance: {exc}")
-                    error.__cause__ = exc
-                    results.append(error)
-                else:
-                    savepoint.commit()
-                    results.append(result)
+        with self._engine.connect().execution_options(**{WRITE_OPTION: True}) as conn:
+            if len(records) == 1:
+                results = [self._write_alone(conn, records[0])]
+            else:
+                with conn.begin():
+                    results = self._write_batch(conn, records)
         self.batches += 1
         self.records += len(records)
         return results
 
-    def _add(self, conn: Connection, record: InstanceRecord) -> AddResult:
+    def _write_alone(self, conn: Connection, record: InstanceRecord) -> AddResult | Exception:
+        """One record, one transaction, no SAVEPOINT: a failure rolls back only this record."""
+        try:
+            with conn.begin():
+                return self._add_fast(conn, record) or self._add(conn, record)
+        except OperationalError:
+            raise  # the database, not the record: the batch fails or retries
+        except Exception as exc:
+            return self._record_error(record, exc)
+
+    def _write_batch(self, conn: Connection,
+                     records: list[InstanceRecord]) -> list[AddResult | Exception]:
+        """Several records in the caller's transaction; one bad record fails alone.
+
+        First every record that takes the one-statement path, under a single SAVEPOINT; if
+        anything fails there, that work is rolled back and every record takes its own.
+        Then the others, each under its own SAVEPOINT.
+        """
+        results: list[AddResult | Exception | None] = [None] * len(records)
+        optimistic = conn.begin_nested()
+        try:
+            for i, record in enumerate(records):
+                results[i] = self._add_fast(conn, record)
+        except OperationalError:
+            optimistic.rollback()
+            raise
+        except Exception:
+            optimistic.rollback()
+            results = [None] * len(records)
+        else:
+            optimistic.commit()
+        for i, record in enumerate(records):
+            if results[i] is not None:
+                continue
+            savepoint = conn.begin_nested()
+            try:
+                results[i] = self._add(conn, record)
+            except OperationalError:
+                savepoint.rollback()
+                raise
+            except Exception as exc:
+                savepoint.rollback()
+                results[i] = self._record_error(record, exc)
+            else:
+                savepoint.commit()
+        return [result for result in results if result is not None]
+
+    @staticmethod
+    def _record_error(record: InstanceRecord, exc: Exception) -> Exception:
+        log.warning("instance %s not indexed: %s", record.attributes.sop_instance_uid, exc)
+        error = IndexWriteError(f"cannot index instance: {exc}")
+        error.__cause__ = exc
+        return error
+
+    def _instance_values(self, record: InstanceRecord) -> dict[str, Any]:
+        """The instance row's columns but the series and the UID (PS3.4 C.6.1.1.5 keys)."""
         attrs = record.attributes
-        existing = conn.execute(_INSTANCE_BY_UID, {"uid": attrs.sop_instance_uid}).first()
-        if existing is not None and self.duplicate_policy is DuplicatePolicy.KEEP_FIRST:
-            log.info("instance %s received again: first copy kept", attrs.sop_instance_uid)
-            return AddResult(AddOutcome.KEPT_FIRST)
-        patient_pk = self._patient(conn, attrs)
-        study_pk = self._upsert(conn, _STUDY, attrs.study_instance_uid, patient_pk, attrs.study)
-        series_pk = self._upsert(
-            conn, _SERIES, attrs.series_instance_uid, study_pk, attrs.series
-        )
         stored = record.stored
-        values = {
-            "series_pk": series_pk,
+        return {
             "sop_class_uid": attrs.sop_class_uid,
             "storage_key": stored.key,
             "file_size": stored.size,
@@ -343,6 +410,39 @@ class IndexWriter:
             "attributes": _dumps(attrs.instance),
             **key_values(Level.IMAGE, attrs.instance),
         }
+
+    def _add_fast(self, conn: Connection, record: InstanceRecord) -> AddResult | None:
+        """A new instance of a known, unchanged series in one statement; None: not that case."""
+        attrs = record.attributes
+        values = {"sop_instance_uid": attrs.sop_instance_uid, **self._instance_values(record)}
+        inserted = conn.execute(_INSERT_INTO_KNOWN_SERIES, {
+            **{f"v_{name}": value for name, value in values.items()},
+            "k_instance": attrs.sop_instance_uid,
+            "k_series": attrs.series_instance_uid,
+            "k_series_json": _dumps(attrs.series),
+            "k_study": attrs.study_instance_uid,
+            "k_study_json": _dumps(attrs.study),
+            "k_patient_id": attrs.patient_id,
+            "k_issuer": attrs.issuer_of_patient_id,
+            "k_patient_json": _dumps(attrs.patient),
+        }).rowcount
+        if inserted != 1:
+            return None
+        self.fast_records += 1
+        return AddResult(AddOutcome.ADDED)
+
+    def _add(self, conn: Connection, record: InstanceRecord) -> AddResult:
+        attrs = record.attributes
+        existing = conn.execute(_INSTANCE_BY_UID, {"uid": attrs.sop_instance_uid}).first()
+        if existing is not None and self.duplicate_policy is DuplicatePolicy.KEEP_FIRST:
+            log.info("instance %s received again: first copy kept", attrs.sop_instance_uid)
+            return AddResult(AddOutcome.KEPT_FIRST)
+        patient_pk = self._patient(conn, attrs)
+        study_pk = self._upsert(conn, _STUDY, attrs.study_instance_uid, patient_pk, attrs.study)
+        series_pk = self._upsert(
+            conn, _SERIES, attrs.series_instance_uid, study_pk, attrs.series
+        )
+        values = {"series_pk": series_pk, **self._instance_values(record)}
         if existing is None:
             conn.execute(_INSERT_INSTANCE, {"sop_instance_uid": attrs.sop_instance_uid, **values})
             return AddResult(AddOutcome.ADDED)
