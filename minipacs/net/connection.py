@@ -235,7 +235,13 @@ class Connection:
                 if isinstance(dataset, bytes | bytearray | memoryview):
                     self.assoc.send_data(context_id, dataset, last=True)
                 elif dataset is not None:
-                    await self._send_stream(context_id, dataset)
+                    try:
+                        await self._send_stream(context_id, dataset)
+                    except BaseException:
+                        # Half a data set is on the wire: the peer would read the next
+                        # message as its continuation, so the association cannot go on.
+                        self.abort("message interrupted while its data set was being sent")
+                        raise
             except LocalProtocolError as exc:
                 raise AssociationClosed(str(exc)) from None
             self._flush()

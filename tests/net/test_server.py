@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from minipacs.net.client import associate
 from minipacs.net.server import Server
+from minipacs.proto.dimse import CStoreRQ
 from minipacs.proto.negotiation import build_associate_rq
 from minipacs.proto.pdu import (
     PRESENTATION_TEMPORARY_CONGESTION,
@@ -43,6 +45,7 @@ from tests.support import (
 )
 
 OUR_AE = "MINIPACS"
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 KNOWN_PEER = "KNOWN_SCU"
 
 
@@ -171,3 +174,24 @@ async def test_failed_c_find_leaves_the_association_usable(server: Server) -> No
     statuses, echo = await asyncio.to_thread(find_then_echo, server.port)
     assert statuses == [Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS]  # PS3.4 C.4.1.1.4 A900
     assert echo == Status.SUCCESS
+
+
+async def test_data_set_source_failing_mid_send_aborts_the_association(
+        server: Server, tmp_path: Path) -> None:
+    """Half a data set on the wire leaves no way to go on (PS3.8 Annex E): we abort."""
+    rq = build_associate_rq("FAILSCU", OUR_AE, [(CT_IMAGE_STORAGE, [IMPLICIT_VR_LITTLE_ENDIAN])])
+    conn = await associate(LOOPBACK, server.port, rq)
+    (context,) = conn.negotiated.contexts.values()
+
+    async def broken_source() -> AsyncIterator[bytes]:
+        yield b"\x08\x00\x05\x00\x0a\x00\x00\x00ISO_IR 100"  # a first, well-formed fragment
+        raise OSError("disk read failed")
+
+    message = CStoreRQ(message_id=1, affected_sop_class_uid=CT_IMAGE_STORAGE,
+                       affected_sop_instance_uid="1.2.3.4")
+    with pytest.raises(OSError):
+        async for _reply in conn.request(context.context_id, message, broken_source()):
+            pass
+    await asyncio.wait_for(conn.closed(), 5)
+    assert conn.outcome == "aborted"
+    assert not stored_files(tmp_path)  # the server kept nothing of the half data set
