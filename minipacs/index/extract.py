@@ -3,29 +3,25 @@
 Runs in a worker thread. The file is parsed from its data-set offset with the transfer
 syntax already known (no second read of the Part 10 header), stopping before Pixel Data;
 values over ``defer_size`` are never read, and bulk values (PS3.18 F.2.6 VRs over
-``bulk_threshold`` bytes, at any depth) never reach the JSON. Deflated data sets are
-inflated lazily through a bounded window, so neither a zip bomb nor a huge element costs
-more than the configured budgets.
+``bulk_threshold`` bytes, at any depth) never reach the JSON (`dicomjson`). Deflated data
+sets are inflated lazily through a bounded window, so neither a zip bomb nor a huge element
+costs more than the configured budgets.
 """
 
 from __future__ import annotations
 
 import io
-import logging
 import zlib
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Final
 
-from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from ..ports import DataSetError, InstanceAttributes, JsonDataset
-
-log = logging.getLogger("minipacs.index")
+from .dicomjson import dataset_json
 
 __all__ = [
     "DEFLATED_TRANSFER_SYNTAXES",
@@ -46,13 +42,6 @@ TAG_PATIENT_ID: Final = 0x00100020
 TAG_ISSUER_OF_PATIENT_ID: Final = 0x00100021
 TAG_FIRST_PIXEL_ELEMENT: Final = 0x7FE00008  # Float Pixel Data; then Double Float, Pixel Data
 GROUP_PATIENT: Final = 0x0010
-
-# PS3.18 F.2.6: the VRs whose value may be sent as a BulkDataURI instead of inline.
-BULK_VRS: Final = frozenset({
-    "DS", "FL", "FD", "IS", "LT", "OB", "OD", "OF", "OL", "OV", "OW",
-    "SL", "SS", "ST", "SV", "UC", "UL", "UN", "US", "UT", "UV",
-})
-_BULK_MARK: Final = "minipacs:bulk"
 
 # Level membership of the attributes that are not patient-level group 0010 (PS3.3 C.7.2.2
 # Patient Study module, C.7.2.1 General Study, C.7.3.1 General Series, C.7.5.1 General
@@ -185,73 +174,8 @@ class _InflatingReader:
 
 
 def _stop_before_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return tag >= TAG_FIRST_PIXEL_ELEMENT
-
-
-def _vr_of(elem: RawDataElement | DataElement) -> str:
-    if elem.VR is not None:
-        return str(elem.VR)
-    try:
-        return dictionary_VR(elem.tag)
-    except KeyError:
-        return "UN"  # an unknown tag in Implicit VR (PS3.5 §6.2.2)
-
-
-def _prune(ds: Dataset, limits: ExtractLimits) -> None:
-    """Drop deferred and bulk values (PS3.18 F.2.6) at every depth, before any decoding."""
-    for tag in list(ds.keys()):
-        elem = ds.get_item(tag, keep_deferred=True)
-        if elem is None:
-            continue
-        if tag == TAG_SPECIFIC_CHARACTER_SET or tag & 0xFFFF == 0:  # group lengths
-            continue  # needed for decoding; removed from the JSON afterwards
-        vr = _vr_of(elem)
-        if isinstance(elem, RawDataElement):
-            if elem.value is None and elem.length:  # deferred: over defer_size
-                del ds[tag]
-                continue
-            if vr != "SQ" and vr.split()[0] in BULK_VRS and elem.length > limits.bulk_threshold:
-                del ds[tag]
-                continue
-        if vr == "SQ":
-            for item in ds[tag].value:
-                _prune(item, limits)
-
-
-def _mark_bulk(elem: DataElement) -> str:
-    return _BULK_MARK
-
-
-def _strip(json_ds: dict[str, Any]) -> dict[str, Any]:
-    """Remove what pydicom handed to the bulk-data handler, at any depth."""
-    out: dict[str, Any] = {}
-    for key, value in json_ds.items():
-        if "BulkDataURI" in value:
-            continue
-        if value.get("vr") == "SQ" and "Value" in value:
-            value = {**value, "Value": [_strip(item) for item in value["Value"]]}
-        out[key] = value
-    return out
-
-
-def _to_json(ds: Dataset, limits: ExtractLimits) -> dict[str, Any]:
-    """The DICOM JSON of `ds` (PS3.18 F.2); an element pydicom cannot convert is left out.
-
-    Not ``to_json_dict(suppress_invalid_tags=True)``: that switches pydicom's process-wide
-    reading validation mode to RAISE and back, which worker threads parsing at once
-    interleave, leaving it stuck at RAISE for the whole process (then any slightly invalid
-    value, e.g. a UID with a leading zero in a Part 10 header, raises instead of warning).
-    """
-    out: dict[str, Any] = {}
-    for tag in list(ds.keys()):  # tags only: iterating a Dataset converts its values
-        try:
-            out[f"{tag:08X}"] = ds[tag].to_json_dict(
-                bulk_data_element_handler=_mark_bulk, bulk_data_threshold=limits.bulk_threshold
-            )
-        except Exception as exc:  # one bad element must not cost the instance its index row
-            log.warning("element (%04X,%04X) left out of the index: %s", tag >> 16,
-                        tag & 0xFFFF, exc)
-    return out
+    # int.__ge__: BaseTag's own comparison operators are Python code, called per element.
+    return int.__ge__(tag, TAG_FIRST_PIXEL_ELEMENT)
 
 
 def _first_string(json_ds: JsonDataset, tag: int) -> str:
@@ -316,8 +240,7 @@ def read_attributes(
             # comes from the presentation context (PS3.8 §7.1.1.13), would then be false.
             raise DataSetError(f"data set is in {'implicit' if implicit else 'explicit'} VR, "
                                f"not {ts.name}")
-        _prune(ds, limits)
-        json_ds = _strip(_to_json(ds, limits))
+        json_ds = dataset_json(ds, limits.bulk_threshold)
     except DataSetError:
         raise
     except Exception as exc:  # a peer's bytes can break pydicom in any way

@@ -2,10 +2,15 @@
 
 DESIGN principle 11. Callers ``await writer.submit(record)``; the task takes every queued
 record (up to ``max_batch``) as soon as it is free — no linger timer, so a lone association
-is never delayed — and writes them in one transaction on its own thread, a SAVEPOINT per
-record so a bad one fails alone. A waiter cancelled before its record is taken is skipped;
-one cancelled after is written anyway (its result is dropped): callers that must know,
-shield the call. Lock and serialization failures retry the batch with bounded backoff.
+is never delayed — and writes them in one transaction on its own thread, so a bad record
+fails alone: a batch of one needs no SAVEPOINT (its transaction is the record's), a larger
+batch takes one per record that goes the full way. The usual record, another instance of a
+series already indexed whose patient, study and series attributes it repeats, is one
+INSERT ... SELECT that checks all that in SQL (`statements.INSERT_INTO_KNOWN_SERIES`):
+nothing is cached, so other processes' deletes and writes are always seen. A waiter
+cancelled before its record is taken is skipped; one cancelled after is written anyway (its
+result is dropped): callers that must know, shield the call. Lock and serialization
+failures retry the batch with bounded backoff.
 
 Rules (README and conformance statement):
 - duplicate SOP Instance UID (config ``storage.duplicates``, default ``keep-first``):
@@ -32,21 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import (
-    Column,
-    Delete,
-    Engine,
-    Insert,
-    Select,
-    Table,
-    Update,
-    bindparam,
-    delete,
-    exists,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import Engine, delete, exists, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -60,18 +51,20 @@ from ..ports import (
     OutOfResources,
 )
 from .engine import WRITE_OPTION, dialect_of
-from .models import (
-    Instance,
-    Level,
-    Patient,
-    PatientOtherId,
-    PatientValue,
-    Series,
-    SeriesValue,
-    Study,
-    StudyValue,
-    key_values,
-    multi_values,
+from .models import Level, key_values, multi_values
+from .statements import (
+    CLEAR_OTHER_IDS,
+    INSERT_INSTANCE,
+    INSERT_INTO_KNOWN_SERIES,
+    INSERT_OTHER_IDS,
+    INSTANCE_BY_UID,
+    PATIENT,
+    PATIENT_BY_ID,
+    PATIENT_OF_STUDY,
+    SERIES,
+    STUDY,
+    UPDATE_INSTANCE,
+    LevelSpec,
 )
 
 __all__ = ["IndexWriter"]
@@ -83,111 +76,8 @@ TAG_OTHER_PATIENT_IDS_SEQUENCE: Final = "00101002"
 TAG_PATIENT_ID: Final = "00100020"
 TAG_ISSUER_OF_PATIENT_ID: Final = "00100021"
 
-_INSTANCE = Instance.__table__
-_PATIENT_TABLE = Patient.__table__
-_OTHER_IDS = PatientOtherId.__table__
-# Statements built once: SQLAlchemy then reuses their compiled form (building a statement
-# per row cost more than executing it).
-_INSTANCE_BY_UID: Final = select(_INSTANCE.c.pk, _INSTANCE.c.storage_key,
-                                 _INSTANCE.c.series_pk).where(
-    _INSTANCE.c.sop_instance_uid == bindparam("uid"))
-_INSERT_INSTANCE: Final = insert(_INSTANCE)
-_UPDATE_INSTANCE: Final = update(_INSTANCE).where(_INSTANCE.c.pk == bindparam("b_pk"))
-_PATIENT_BY_ID: Final = select(_PATIENT_TABLE.c.pk, _PATIENT_TABLE.c.attributes).where(
-    _PATIENT_TABLE.c.patient_id == bindparam("pid"),
-    _PATIENT_TABLE.c.issuer_of_patient_id == bindparam("issuer"),
-)
-_PATIENT_OF_STUDY: Final = (
-    select(Patient.pk, Patient.patient_id, Patient.attributes)
-    .join(Study, Study.patient_pk == Patient.pk)
-    .where(Study.study_instance_uid == bindparam("uid"))
-)
-_CLEAR_OTHER_IDS: Final = delete(_OTHER_IDS).where(_OTHER_IDS.c.patient_pk == bindparam("b_pk"))
-_INSERT_OTHER_IDS: Final = insert(_OTHER_IDS)
-
-
-def _known_series_insert() -> Insert:
-    """INSERT an instance into a known series whose levels it leaves unchanged, or nothing.
-
-    One statement for the common case (another instance of a series already indexed, with
-    the same patient, study and series attributes): the row is inserted only when the series,
-    its study and its patient exist, are linked as the instance says, have the patient
-    identity it carries and hold exactly the level JSON it carries, and the SOP Instance UID
-    is new. Then the full path would merge nothing and move nothing, so skipping it changes
-    nothing; the check is in the same transaction, so another process's `minipacs delete`
-    or writes are seen. Otherwise no row is inserted and the caller takes the full path.
-    Parameters are the instance's columns (``v_<column>``) and ``k_<key>``.
-    """
-    series, study, patient = Series.__table__, Study.__table__, Patient.__table__
-    columns = [c for c in _INSTANCE.c if not c.primary_key]
-    values = [series.c.pk if c.name == "series_pk" else bindparam(f"v_{c.name}", type_=c.type)
-              for c in columns]
-    found = (
-        select(*values)
-        .select_from(series.join(study, study.c.pk == series.c.study_pk)
-                     .join(patient, patient.c.pk == study.c.patient_pk))
-        .where(
-            series.c.series_instance_uid == bindparam("k_series"),
-            series.c.attributes == bindparam("k_series_json"),
-            study.c.study_instance_uid == bindparam("k_study"),
-            study.c.attributes == bindparam("k_study_json"),
-            patient.c.patient_id == bindparam("k_patient_id"),
-            patient.c.issuer_of_patient_id == bindparam("k_issuer"),
-            patient.c.attributes == bindparam("k_patient_json"),
-            ~exists().where(_INSTANCE.c.sop_instance_uid == bindparam("k_instance")),
-        )
-    )
-    return insert(_INSTANCE).from_select(columns, found)
-
-
-_INSERT_INTO_KNOWN_SERIES: Final = _known_series_insert()
-
-
 def _dumps(json_ds: Mapping[str, Any]) -> str:
     return json.dumps(json_ds, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-
-
-@dataclass(frozen=True, slots=True)
-class _Level:
-    """One level's table, its link to the parent and its prebuilt statements."""
-
-    level: Level
-    table: Table
-    values: Table  # the level's multi-valued keys
-    uid_column: str
-    parent_column: str
-    parent_level: _Level | None
-    child_fk: Column[int]  # the column of the level below that points here
-    find: Select[Any] | None  # by :uid → pk, parent_pk, attributes (patients: by identity)
-    insert: Insert
-    update: Update  # WHERE pk = :b_pk, SET from the parameters
-    clear_values: Delete
-    insert_values: Insert
-
-
-def _level(level: Level, model: Any, value_model: Any, uid_column: str, parent_column: str,
-           parent_level: _Level | None, child_fk: Any) -> _Level:
-    table: Table = model.__table__
-    values: Table = value_model.__table__
-    find = None
-    if parent_column:
-        find = select(table.c.pk, table.c[parent_column].label("parent_pk"),
-                      table.c.attributes).where(table.c[uid_column] == bindparam("uid"))
-    return _Level(
-        level, table, values, uid_column, parent_column, parent_level, child_fk, find=find,
-        insert=insert(table),
-        update=update(table).where(table.c.pk == bindparam("b_pk")),
-        clear_values=delete(values).where(values.c.owner_pk == bindparam("b_pk")),
-        insert_values=insert(values),
-    )
-
-
-_PATIENT: Final = _level(Level.PATIENT, Patient, PatientValue, "patient_id", "", None,
-                         Study.patient_pk)
-_STUDY: Final = _level(Level.STUDY, Study, StudyValue, "study_instance_uid", "patient_pk",
-                       _PATIENT, Series.study_pk)
-_SERIES: Final = _level(Level.SERIES, Series, SeriesValue, "series_instance_uid", "study_pk",
-                        _STUDY, Instance.series_pk)
 
 
 @dataclass(slots=True)
@@ -351,40 +241,39 @@ class IndexWriter:
 
     def _write_batch(self, conn: Connection,
                      records: list[InstanceRecord]) -> list[AddResult | Exception]:
-        """Several records in the caller's transaction; one bad record fails alone.
+        """Several records in the caller's transaction, in order; one bad record fails alone.
 
-        First every record that takes the one-statement path, under a single SAVEPOINT; if
-        anything fails there, that work is rolled back and every record takes its own.
-        Then the others, each under its own SAVEPOINT.
+        The one-statement path runs unguarded inside one SAVEPOINT for the batch; the full
+        path runs inside a SAVEPOINT per record, so a record that fails there fails alone.
+        Should a one-statement insert fail, the batch's SAVEPOINT is rolled back and every
+        record is written again under its own.
         """
-        results: list[AddResult | Exception | None] = [None] * len(records)
-        optimistic = conn.begin_nested()
+        batch = conn.begin_nested()
         try:
-            for i, record in enumerate(records):
-                results[i] = self._add_fast(conn, record)
+            results = [self._add_fast(conn, record) or self._add_guarded(conn, record)
+                       for record in records]
         except OperationalError:
-            optimistic.rollback()
-            raise
+            batch.rollback()
+            raise  # the database, not a record: the batch fails or retries
         except Exception:
-            optimistic.rollback()
-            results = [None] * len(records)
-        else:
-            optimistic.commit()
-        for i, record in enumerate(records):
-            if results[i] is not None:
-                continue
-            savepoint = conn.begin_nested()
-            try:
-                results[i] = self._add(conn, record)
-            except OperationalError:
-                savepoint.rollback()
-                raise
-            except Exception as exc:
-                savepoint.rollback()
-                results[i] = self._record_error(record, exc)
-            else:
-                savepoint.commit()
-        return [result for result in results if result is not None]
+            batch.rollback()
+            return [self._add_guarded(conn, record) for record in records]
+        batch.commit()
+        return results
+
+    def _add_guarded(self, conn: Connection, record: InstanceRecord) -> AddResult | Exception:
+        """The full path under its own SAVEPOINT: a failure undoes this record only."""
+        savepoint = conn.begin_nested()
+        try:
+            result = self._add(conn, record)
+        except OperationalError:
+            savepoint.rollback()
+            raise
+        except Exception as exc:
+            savepoint.rollback()
+            return self._record_error(record, exc)
+        savepoint.commit()
+        return result
 
     @staticmethod
     def _record_error(record: InstanceRecord, exc: Exception) -> Exception:
@@ -415,7 +304,7 @@ class IndexWriter:
         """A new instance of a known, unchanged series in one statement; None: not that case."""
         attrs = record.attributes
         values = {"sop_instance_uid": attrs.sop_instance_uid, **self._instance_values(record)}
-        inserted = conn.execute(_INSERT_INTO_KNOWN_SERIES, {
+        inserted = conn.execute(INSERT_INTO_KNOWN_SERIES, {
             **{f"v_{name}": value for name, value in values.items()},
             "k_instance": attrs.sop_instance_uid,
             "k_series": attrs.series_instance_uid,
@@ -433,24 +322,24 @@ class IndexWriter:
 
     def _add(self, conn: Connection, record: InstanceRecord) -> AddResult:
         attrs = record.attributes
-        existing = conn.execute(_INSTANCE_BY_UID, {"uid": attrs.sop_instance_uid}).first()
+        existing = conn.execute(INSTANCE_BY_UID, {"uid": attrs.sop_instance_uid}).first()
         if existing is not None and self.duplicate_policy is DuplicatePolicy.KEEP_FIRST:
             log.info("instance %s received again: first copy kept", attrs.sop_instance_uid)
             return AddResult(AddOutcome.KEPT_FIRST)
         patient_pk = self._patient(conn, attrs)
-        study_pk = self._upsert(conn, _STUDY, attrs.study_instance_uid, patient_pk, attrs.study)
+        study_pk = self._upsert(conn, STUDY, attrs.study_instance_uid, patient_pk, attrs.study)
         series_pk = self._upsert(
-            conn, _SERIES, attrs.series_instance_uid, study_pk, attrs.series
+            conn, SERIES, attrs.series_instance_uid, study_pk, attrs.series
         )
         values = {"series_pk": series_pk, **self._instance_values(record)}
         if existing is None:
-            conn.execute(_INSERT_INSTANCE, {"sop_instance_uid": attrs.sop_instance_uid, **values})
+            conn.execute(INSERT_INSTANCE, {"sop_instance_uid": attrs.sop_instance_uid, **values})
             return AddResult(AddOutcome.ADDED)
-        conn.execute(_UPDATE_INSTANCE, {"b_pk": existing.pk, **values})
+        conn.execute(UPDATE_INSTANCE, {"b_pk": existing.pk, **values})
         if existing.series_pk != series_pk:
             log.warning("instance %s moved to series %s", attrs.sop_instance_uid,
                         attrs.series_instance_uid)
-            self._drop_if_empty(conn, _SERIES, existing.series_pk)
+            self._drop_if_empty(conn, SERIES, existing.series_pk)
         log.info("instance %s replaced (old file %s)", attrs.sop_instance_uid, existing.storage_key)
         return AddResult(AddOutcome.REPLACED, existing.storage_key)
 
@@ -458,29 +347,28 @@ class IndexWriter:
         """The patient row of `attrs`, created or updated (identity rule: module docstring)."""
         if attrs.patient_id:
             row = conn.execute(
-                _PATIENT_BY_ID, {"pid": attrs.patient_id, "issuer": attrs.issuer_of_patient_id}
+                PATIENT_BY_ID, {"pid": attrs.patient_id, "issuer": attrs.issuer_of_patient_id}
             ).first()
             if row is not None:
-                self._merge(conn, _PATIENT, row.pk, row.attributes, attrs.patient, attrs.patient_id)
+                self._merge(conn, PATIENT, row.pk, row.attributes, attrs.patient, attrs.patient_id)
                 return int(row.pk)
         else:
-            row = conn.execute(_PATIENT_OF_STUDY, {"uid": attrs.study_instance_uid}).first()
+            row = conn.execute(PATIENT_OF_STUDY, {"uid": attrs.study_instance_uid}).first()
             if row is not None:
                 if not row.patient_id:  # never let an ID-less instance rewrite a known patient
-                    self._merge(conn, _PATIENT, row.pk, row.attributes, attrs.patient, "")
+                    self._merge(conn, PATIENT, row.pk, row.attributes, attrs.patient, "")
                 return int(row.pk)
-        pk = conn.execute(_PATIENT.insert, {
+        pk = conn.execute(PATIENT.insert, {
             "patient_id": attrs.patient_id,
             "issuer_of_patient_id": attrs.issuer_of_patient_id,
             "attributes": _dumps(attrs.patient),
             **key_values(Level.PATIENT, attrs.patient),
         }).inserted_primary_key[0]
-        self._set_values(conn, _PATIENT, pk, attrs.patient)
+        self._set_values(conn, PATIENT, pk, attrs.patient)
         return int(pk)
 
-    def _upsert(
-        self, conn: Connection, spec: _Level, uid: str, parent_pk: int, json_ds: Mapping[str, Any]
-    ) -> int:
+    def _upsert(self, conn: Connection, spec: LevelSpec, uid: str, parent_pk: int,
+                json_ds: Mapping[str, Any]) -> int:
         """The study or series row `uid`, created, moved under `parent_pk` or merged."""
         assert spec.find is not None
         row = conn.execute(spec.find, {"uid": uid}).first()
@@ -500,7 +388,7 @@ class IndexWriter:
         self._merge(conn, spec, row.pk, row.attributes, json_ds, uid)
         return int(row.pk)
 
-    def _merge(self, conn: Connection, spec: _Level, pk: int, stored: str,
+    def _merge(self, conn: Connection, spec: LevelSpec, pk: int, stored: str,
                json_ds: Mapping[str, Any], uid: str) -> None:
         """Latest wins per attribute; attributes the instance lacks keep their value."""
         if _dumps(json_ds) == stored:
@@ -517,7 +405,7 @@ class IndexWriter:
         conn.execute(spec.update, {"b_pk": pk, "attributes": _dumps(merged), **after})
         self._set_values(conn, spec, pk, merged)
 
-    def _set_values(self, conn: Connection, spec: _Level, pk: int,
+    def _set_values(self, conn: Connection, spec: LevelSpec, pk: int,
                     json_ds: Mapping[str, Any]) -> None:
         """Replace the child rows of multi-valued keys (and Other Patient IDs)."""
         conn.execute(spec.clear_values, {"b_pk": pk})
@@ -525,14 +413,14 @@ class IndexWriter:
                 for tag, value, folded in multi_values(spec.level, json_ds)]
         if rows:
             conn.execute(spec.insert_values, rows)
-        if spec is _PATIENT:
-            conn.execute(_CLEAR_OTHER_IDS, {"b_pk": pk})
+        if spec is PATIENT:
+            conn.execute(CLEAR_OTHER_IDS, {"b_pk": pk})
             others = [{"patient_pk": pk, "other_patient_id": pid, "issuer_of_patient_id": issuer}
                       for pid, issuer in _other_patient_ids(json_ds)]
             if others:
-                conn.execute(_INSERT_OTHER_IDS, others)
+                conn.execute(INSERT_OTHER_IDS, others)
 
-    def _drop_if_empty(self, conn: Connection, spec: _Level, pk: int) -> None:
+    def _drop_if_empty(self, conn: Connection, spec: LevelSpec, pk: int) -> None:
         """Delete a patient, study or series row left without children, then its parent."""
         if conn.execute(select(exists().where(spec.child_fk == pk))).scalar():
             return

@@ -118,23 +118,20 @@ class StoreService:
         Parsing first means a data set refused with A900 or C000 never reaches the disk.
         """
 
-        def parse_and_store() -> StoredFile:
+        def parse_and_store() -> tuple[InstanceAttributes, StoredFile]:
             attributes = self.index.parse_attributes(data, meta.transfer_syntax_uid)
             _check(message, attributes)
-            stored = self.storage.store(meta, data)
-            parsed.append(attributes)
-            return stored
+            return attributes, self.storage.store(meta, data)
 
-        parsed: list[InstanceAttributes] = []
         try:
-            stored = await asyncio.to_thread(parse_and_store)
+            attributes, stored = await asyncio.to_thread(parse_and_store)
         except StorageError as exc:
             return self._fail(message, Status.OUT_OF_RESOURCES, str(exc))
         except _Refused as exc:
             return self._fail(message, exc.status, exc.comment)
         except DataSetError as exc:
             return self._fail(message, Status.CANNOT_UNDERSTAND, exc.comment)
-        return await self._index(message, meta, stored, parsed[0])
+        return await self._index(message, meta, stored, attributes)
 
     async def _finish_spooled(self, message: CStoreRQ, meta: FileMeta, spool: Spool,
                               tail: bytes) -> Outcome:

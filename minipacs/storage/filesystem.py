@@ -1,9 +1,10 @@
 """The filesystem store: Part 10 files under ``<root>/ab/cd/<uuid4>.dcm``, spooled first.
 
 Every method blocks; callers hand them to a thread in large pieces (DESIGN principle 14).
-Durability order (DESIGN principle 10): spool → fsync → rename → fsync the directory (and
-the parent of a fan-out directory just created). Keys are uuid4-based, never a received
-value, so a re-sent instance never overwrites a file another index row points to.
+Durability order (DESIGN principle 10): spool → fdatasync → rename → fsync the directory
+(and the parent of a fan-out directory just created, by this or a concurrent commit). Keys
+are uuid4-based, never a received value, so a re-sent instance never overwrites a file
+another index row points to.
 
 Checksum: SHA-256 over the whole file, header included, computed while writing. Measured
 here (2 cores, SHA-NI): SHA-256 1.8 GB/s, BLAKE2b 1.2 GB/s, MD5 0.76 GB/s, CRC-32 5.8 GB/s;
@@ -20,6 +21,7 @@ import hashlib
 import logging
 import os
 import re
+import threading
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -75,10 +77,35 @@ def _element(tag: int, vr: str, value: object) -> bytes:
     return fp.getvalue()
 
 
+@functools.lru_cache(maxsize=64)
+def _group_length(length: int) -> bytes:
+    """(0002,0000) File Meta Information Group Length: a handful of values in practice."""
+    return _element(TAG_GROUP_LENGTH, "UL", length)
+
+
 def _storage_error(exc: OSError, what: str) -> StorageError:
     if exc.errno in _NO_ROOM:
         return OutOfResources(f"{what}: {os.strerror(exc.errno or 0)}")
     return StorageError(f"{what}: {exc}")
+
+
+_CREATE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _sync_data(fd: int) -> None:
+    """fdatasync(2) where there is one: the data and what reading it needs (the size)."""
+    getattr(os, "fdatasync", os.fsync)(fd)
+
+
+def _write_all(fd: int, pieces: tuple[bytes | bytearray | memoryview, ...]) -> None:
+    """Write every byte of `pieces`, in order, in as few system calls as the kernel allows."""
+    views = [view for view in (memoryview(p).cast("B") for p in pieces) if len(view)]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if written:
+            views[0] = views[0][written:]
 
 
 def fsync_dir(path: Path) -> None:
@@ -88,6 +115,15 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _mkdir(path: Path) -> bool:
+    """Whether this call made `path` (False: it exists, maybe made by another thread)."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        return False
+    return True
 
 
 def file_checksum(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -100,22 +136,25 @@ def file_checksum(path: Path, chunk_size: int = 1 << 20) -> str:
 
 
 class FilesystemSpool:
-    """A file being received into ``<root>/.spool/``; implements `ports.Spool`."""
+    """A file being received into ``<root>/.spool/``; implements `ports.Spool`.
 
-    __slots__ = ("_digest", "_done", "_fh", "_offset", "_path", "_size", "_storage")
+    Unbuffered: the service hands over ~1 MiB pieces or a whole data set, and the Part 10
+    header goes out with the first of them in one ``writev``.
+    """
+
+    __slots__ = ("_digest", "_done", "_fd", "_header", "_offset", "_path", "_size", "_storage")
 
     def __init__(self, storage: FilesystemStorage, path: Path, header: bytes) -> None:
         self._storage = storage
         self._path = path
-        self._digest = hashlib.new(CHECKSUM_ALGORITHM)
-        self._size = 0
-        self._offset = len(header)
+        self._digest = hashlib.new(CHECKSUM_ALGORITHM, header)
+        self._size = self._offset = len(header)
+        self._header = header  # not yet written
         self._done = False
         try:
-            self._fh: BinaryIO = open(path, "xb")  # noqa: SIM115 - lives until commit/discard
+            self._fd = os.open(path, _CREATE_FLAGS, 0o666)
         except OSError as exc:
             raise _storage_error(exc, "cannot create spool file") from exc
-        self.write(header)
 
     @property
     def size(self) -> int:
@@ -126,25 +165,28 @@ class FilesystemSpool:
         if self._done:
             raise StorageError("spool already committed or discarded")
         try:
-            self._fh.write(data)
+            _write_all(self._fd, (self._header, data))
         except OSError as exc:
             self.discard()
             raise _storage_error(exc, "cannot write spool file") from exc
+        self._header = b""
         self._digest.update(data)
         self._size += len(data)
 
     def commit(self) -> StoredFile:
-        """fsync → rename to a fresh key → fsync the directories the rename touched."""
+        """fdatasync → rename to a fresh key → fsync the directories the rename touched."""
         if self._done:
             raise StorageError("spool already committed or discarded")
         storage = self._storage
         try:
-            self._fh.flush()
+            if self._header:
+                _write_all(self._fd, (self._header,))
             if storage.fsync:
-                os.fsync(self._fh.fileno())
-            self._fh.close()
+                _sync_data(self._fd)  # data and size; the name is the directory's (below)
+            os.close(self._fd)
+            self._fd = -1
             key, final = storage.new_key()
-            created = storage.make_parent_dirs(final)
+            fresh = storage.make_parent_dirs(final)
             os.rename(self._path, final)
         except OSError as exc:
             self.discard()
@@ -152,12 +194,13 @@ class FilesystemSpool:
         self._done = True
         try:
             if storage.fsync:
-                # The new entry lives in the leaf directory; each directory created for it
+                # The new entry lives in the leaf directory; a directory not yet durable
                 # lives in its parent, and both must reach the disk (fsync(2) on the file
                 # does not persist its name).
                 fsync_dir(final.parent)
-                for directory in created:
+                for directory in fresh:
                     fsync_dir(directory.parent)
+                storage.dirs_made_durable(fresh)
         except OSError as exc:
             final.unlink(missing_ok=True)
             raise _storage_error(exc, "cannot make directory durable") from exc
@@ -167,8 +210,10 @@ class FilesystemSpool:
     def discard(self) -> None:
         """Close and remove the spool file; safe to call twice and after a failure."""
         self._done = True
-        with contextlib.suppress(OSError):  # the data is being thrown away anyway
-            self._fh.close()
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):  # the data is being thrown away anyway
+                os.close(self._fd)
+            self._fd = -1
         try:
             self._path.unlink(missing_ok=True)
         except OSError as exc:
@@ -186,7 +231,8 @@ class FilesystemStorage:
     """Part 10 files under one root directory; implements `ports.Storage`.
 
     ``fsync=False`` skips every fsync: a power loss may then lose acknowledged instances
-    (the cost it saves is one file fsync plus one directory fsync per instance).
+    (the cost it saves is one file fdatasync plus one directory fsync per instance, two
+    when the instance's fan-out directory is new).
     ``min_free_bytes`` is the watermark `check_free_space` enforces before spooling.
     """
 
@@ -207,6 +253,9 @@ class FilesystemStorage:
         self._implementation = (implementation_class_uid, implementation_version_name)
         self._source_ae_title = source_ae_title
         self.spool_dir.mkdir(parents=True, exist_ok=True)
+        # Fan-out directories made in this process whose parent is not fsynced yet.
+        self._fresh_dirs: set[Path] = set()
+        self._fresh_lock = threading.Lock()
         # Everything but the SOP Instance UID repeats from one instance to the next; pydicom
         # takes ~250 µs to write a whole meta group, ~30 µs for the two varying elements.
         self._fixed_meta = functools.lru_cache(maxsize=256)(self._encode_fixed_meta)
@@ -244,10 +293,8 @@ class FilesystemStorage:
             meta.sending_ae_title, meta.receiving_ae_title,
         )
         instance = _element(TAG_MEDIA_SOP_INSTANCE, "UI", meta.sop_instance_uid)
-        group_length = len(before) + len(instance) + len(after)
-        return b"".join(
-            (PREAMBLE, _element(TAG_GROUP_LENGTH, "UL", group_length), before, instance, after)
-        )
+        group_length = _group_length(len(before) + len(instance) + len(after))
+        return b"".join((PREAMBLE, group_length, before, instance, after))
 
     def _encode_fixed_meta(
         self, sop_class_uid: str, transfer_syntax_uid: str, sending: str, receiving: str
@@ -277,27 +324,31 @@ class FilesystemStorage:
         return key, self.root / key
 
     def make_parent_dirs(self, path: Path) -> list[Path]:
-        """Create the fan-out directories of `path`; returns those this call created."""
+        """Create the fan-out directories of `path`; returns those whose entry may not be
+        durable yet: made by this call, or by another thread that has not fsynced their
+        parent yet (its commit may still be on the way; ours must not answer before).
+        """
         leaf = path.parent
         try:
             os.mkdir(leaf)
-            return [leaf]
+            made = [leaf]
         except FileExistsError:
-            return []
+            made = []
         except FileNotFoundError:
-            pass
-        created = []
-        try:
-            os.mkdir(leaf.parent)
-            created.append(leaf.parent)
-        except FileExistsError:
-            pass  # another thread made it between the two calls
-        try:
-            os.mkdir(leaf)
-            created.append(leaf)
-        except FileExistsError:
-            pass
-        return created
+            made = [directory for directory in (leaf.parent, leaf) if _mkdir(directory)]
+        if not self.fsync:
+            return made
+        with self._fresh_lock:
+            self._fresh_dirs.update(made)
+            if not self._fresh_dirs:
+                return []
+            return [d for d in (leaf.parent, leaf) if d in self._fresh_dirs]
+
+    def dirs_made_durable(self, directories: list[Path]) -> None:
+        """Their parents were fsynced after they were made: their entries are durable."""
+        if directories:
+            with self._fresh_lock:
+                self._fresh_dirs.difference_update(directories)
 
     # --- reading and removing -----------------------------------------------------------
 

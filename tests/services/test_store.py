@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Final
@@ -136,12 +137,17 @@ class FakeStorage:
     opened: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     stores: int = 0  # whole data sets stored in one call
+    open_gate: threading.Event | None = None  # open_spool waits for it when set
+    opening: threading.Event = field(default_factory=threading.Event)
 
     def check_free_space(self) -> None:
         if not self.free:
             raise OutOfResources("1 bytes free, below the 512 MiB watermark")
 
     def open_spool(self, meta: FileMeta) -> FakeSpool:
+        if self.open_gate is not None:  # a slow disk: the thread waits, the test goes on
+            self.opening.set()
+            assert self.open_gate.wait(5)
         name = f"spool{len(self.metas):028d}"
         self.metas.append(meta)
         spool = self.spools[name] = FakeSpool(self, name)
@@ -533,6 +539,23 @@ async def test_cancelled_while_receiving_leaves_nothing(harness: Harness) -> Non
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    harness.assert_nothing_left()
+
+
+async def test_cancelled_while_the_spool_is_being_created_leaves_nothing(
+        harness: Harness) -> None:
+    harness.storage.open_gate = threading.Event()
+    data = encode(make_dataset(pixels=2 * SPOOL_BUFFER))
+    task = asyncio.create_task(harness.store(store_request(data)))
+    async with asyncio.timeout(5):
+        while not harness.storage.opening.is_set():  # the thread is inside open_spool
+            await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    harness.storage.open_gate.set()  # the thread finishes creating the spool after all
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(harness.storage.opened_spools) == 1
     harness.assert_nothing_left()
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -132,16 +134,10 @@ def test_enospc_on_write_is_out_of_resources_and_leaves_nothing(
     spool = storage.open_spool(meta())
     spool.write(b"first piece")
 
-    real = spool._fh
+    def full_disk(fd: int, buffers: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    class FullDisk:
-        def write(self, data: bytes) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def close(self) -> None:
-            real.close()
-
-    monkeypatch.setattr(spool, "_fh", FullDisk())
+    monkeypatch.setattr(os, "writev", full_disk)
     with pytest.raises(OutOfResources):
         spool.write(b"second piece")
     assert files_under(tmp_path) == []
@@ -206,3 +202,112 @@ def test_delete_and_keys(tmp_path: Path) -> None:
     assert files_under(tmp_path) == []
     with pytest.raises(StorageError):
         storage.open_dataset(key)
+
+
+@pytest.fixture
+def syncs(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """What is made durable: files by fdatasync, directories by fsync (paths, in order)."""
+    seen: dict[str, list[str]] = {"data": [], "dirs": []}
+    fsync, fdatasync = os.fsync, os.fdatasync
+
+    def recording(kind: str, sync: Callable[[int], None]) -> Callable[[int], None]:
+        def record(fd: int) -> None:
+            seen[kind].append(os.readlink(f"/proc/self/fd/{fd}"))
+            sync(fd)
+        return record
+
+    monkeypatch.setattr(os, "fsync", recording("dirs", fsync))
+    monkeypatch.setattr(os, "fdatasync", recording("data", fdatasync))
+    return seen
+
+
+def keyed(storage: FilesystemStorage, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make the next key `name` (32 hex digits): ab/cd/<name>.dcm."""
+    key = f"{name[:2]}/{name[2:4]}/{name}.dcm"
+    monkeypatch.setattr(storage, "new_key", lambda: (key, storage.root / key))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name fds")
+def test_only_the_directories_a_commit_changed_are_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syncs: dict[str, list[str]]
+) -> None:
+    storage = make_storage(tmp_path)
+    root = str(tmp_path)
+    cases = [
+        ("abcd" + "0" * 28, [f"{root}/ab/cd", root, f"{root}/ab"]),  # both levels new
+        ("abcd" + "1" * 28, [f"{root}/ab/cd"]),  # both exist: the leaf only
+        ("abef" + "2" * 28, [f"{root}/ab/ef", f"{root}/ab"]),  # new leaf: leaf and parent
+    ]
+    for name, dirs in cases:
+        syncs["data"].clear()
+        syncs["dirs"].clear()
+        keyed(storage, monkeypatch, name)
+        stored = storage.store(meta(), b"data set")
+        assert syncs["data"] == [f"{root}/{SPOOL_DIR}/" + syncs["data"][0].rsplit("/", 1)[1]]
+        assert syncs["dirs"] == dirs, name
+        assert (tmp_path / stored.key).read_bytes()[stored.dataset_offset:] == b"data set"
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name fds")
+def test_a_directory_another_thread_made_is_synced_before_answering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syncs: dict[str, list[str]]
+) -> None:
+    # Another commit made ab/ and ab/cd/ and has not fsynced their parents yet: this one,
+    # which finds them, must not rely on that commit finishing first.
+    storage = make_storage(tmp_path)
+    storage.make_parent_dirs(tmp_path / "ab" / "cd" / "other.dcm")
+    keyed(storage, monkeypatch, "abcd" + "3" * 28)
+    storage.store(meta(), b"data set")
+    root = str(tmp_path)
+    assert syncs["dirs"] == [f"{root}/ab/cd", root, f"{root}/ab"]
+    syncs["dirs"].clear()
+    keyed(storage, monkeypatch, "abcd" + "4" * 28)
+    storage.store(meta(), b"data set")
+    assert syncs["dirs"] == [f"{root}/ab/cd"]  # now known durable
+
+
+def test_without_fsync_nothing_is_synced(tmp_path: Path,
+                                         syncs: dict[str, list[str]]) -> None:
+    make_storage(tmp_path, fsync=False).store(meta(), b"data set")
+    assert syncs == {"data": [], "dirs": []}
+
+
+def test_store_writes_header_and_data_set_in_one_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    writev = os.writev
+
+    def counting(fd: int, buffers: list[memoryview]) -> int:
+        calls.append(len(buffers))
+        return writev(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", counting)
+    data = encode(make_dataset(3), EXPLICIT_LE)
+    stored = make_storage(tmp_path).store(meta(), data)
+    assert calls == [2]  # header and data set, one system call
+    raw = (tmp_path / stored.key).read_bytes()
+    assert raw[stored.dataset_offset:] == data and raw[128:132] == b"DICM"
+    assert stored.checksum == "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def test_store_below_the_watermark_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(OutOfResources):
+        make_storage(tmp_path, min_free_bytes=1 << 62).store(meta(), b"data set")
+    assert files_under(tmp_path) == []
+
+
+def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writev = os.writev
+
+    def at_most_3_bytes(fd: int, buffers: list[memoryview]) -> int:
+        return writev(fd, [buffers[0][:3]])
+
+    monkeypatch.setattr(os, "writev", at_most_3_bytes)
+    spool = make_storage(tmp_path).open_spool(meta())
+    spool.write(b"0123456789")
+    spool.write(bytearray(b"abcdefg"))
+    stored = spool.commit()
+    raw = (tmp_path / stored.key).read_bytes()
+    assert raw[stored.dataset_offset:] == b"0123456789abcdefg"
+    assert stored.size == len(raw)
