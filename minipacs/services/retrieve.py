@@ -11,7 +11,6 @@ docs/conformance.md "C-MOVE and C-GET").
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import zlib
@@ -36,7 +35,7 @@ from ..ports import (
     Storage,
     StorageError,
 )
-from ..proto.dimse import CGetRQ, CMoveRQ, CStoreRQ, DimseMessage
+from ..proto.dimse import CGetRQ, CMoveRQ
 from ..proto.negotiation import MAX_PRESENTATION_CONTEXTS, Negotiated, find_context
 from ..proto.sop import dataset_encoding, name_of
 from ..proto.status import Status, StatusCategory, category, describe
@@ -44,7 +43,7 @@ from .dispatcher import Outcome, response_for
 from .identifier import MAX_IDENTIFIER_BYTES, decode_identifier
 from .matching import IdentifierError, describe_tag
 from .retrieve_keys import RETRIEVE_MODELS, RetrieveSelection, parse_retrieve_identifier
-from .store_scu import ChunkReader
+from .store_scu import ChunkReader, store_instance
 
 __all__ = [
     "ISSUER_RULES",
@@ -377,8 +376,8 @@ class RetrieveService:
             run.fail(loc, "cannot read the stored file")
             return
         try:
-            status, comment = await _store(channel, context_id, loc, chunks,
-                                           timeout=self.timeout, originator=originator)
+            status, comment = await store_instance(channel, context_id, loc, chunks,
+                                                   timeout=self.timeout, originator=originator)
         finally:
             chunks.close()
         kind = category(status)
@@ -453,30 +452,3 @@ class RetrieveService:
 
 def _instances(selection: RetrieveSelection) -> FindQuery:
     return FindQuery(QueryLevel.IMAGE, selection.query.conditions)
-
-
-async def _store(channel: Channel, context_id: int, loc: InstanceLocation, chunks: ChunkReader,
-                 *, timeout: float, originator: tuple[str, int] | None) -> tuple[int, str | None]:
-    """One C-STORE-RQ (PS3.7 §9.3.1.1) with Move Originator fields for C-MOVE.
-
-    `timeout` bounds each wait without progress (each chunk taken restarts it).
-    """
-    message: DimseMessage = CStoreRQ(
-        message_id=channel.next_message_id(), affected_sop_class_uid=loc.sop_class_uid,
-        affected_sop_instance_uid=loc.sop_instance_uid,
-        move_originator_ae_title=originator[0] if originator else None,
-        move_originator_message_id=originator[1] if originator else None)
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(timeout) as deadline:
-
-        async def watched() -> AsyncIterator[bytes]:
-            async for chunk in chunks:
-                deadline.reschedule(loop.time() + timeout)
-                yield chunk
-
-        final = None
-        async for reply in channel.request(context_id, message, watched()):
-            final = reply.message
-    if final is None:
-        raise AssociationClosed("no C-STORE response")
-    return int(getattr(final, "status", -1)), getattr(final, "error_comment", None)

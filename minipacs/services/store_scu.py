@@ -295,15 +295,19 @@ class ChunkReader:
 
 
 async def store_instance(channel: Channel, context_id: int, item: Storable,
-                         chunks: ChunkReader, *, timeout: float) -> tuple[int, str | None]:
+                         chunks: ChunkReader, *, timeout: float,
+                         originator: tuple[str, int] | None = None) -> tuple[int, str | None]:
     """One C-STORE (PS3.7 §9.1.1); returns the peer's (Status, Error Comment).
 
+    `originator` is the (AE title, Message ID) of the C-MOVE this is a sub-operation of.
     Raises TimeoutError after `timeout` seconds without progress, AssociationClosed when the
     association ends first; either way the association is unusable and must be aborted.
     """
     message = CStoreRQ(message_id=channel.next_message_id(),
                        affected_sop_class_uid=item.sop_class_uid,
-                       affected_sop_instance_uid=item.sop_instance_uid)
+                       affected_sop_instance_uid=item.sop_instance_uid,
+                       move_originator_ae_title=originator[0] if originator else None,
+                       move_originator_message_id=originator[1] if originator else None)
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout) as deadline:
 
