@@ -332,17 +332,10 @@ def _key(parser: _Parser, ds: Dataset, tag: int) -> ReturnKey | None:
 def _sequence_key(parser: _Parser, ds: Dataset, tag: int,
                   key_level: QueryLevel | None) -> ReturnKey:
     """PS3.4 C.2.2.2.6: one item; its keys match item by item; no item key = universal."""
-    try:
-        items = list(ds[tag].value or ())
-    except Exception:
-        raise IdentifierError(Status.UNABLE_TO_PROCESS,
-                              f"cannot decode {describe_tag(tag)}", tag) from None
-    if len(items) > 1:
-        raise IdentifierError(Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
-                              f"{describe_tag(tag)} has more than one item", tag)
-    if not items:
+    item = _only_item(ds, tag)
+    if item is None:
         return ReturnKey(tag, "SQ")
-    item_keys, conditions = _item_keys(items[0], parser.encodings)
+    item_keys, conditions = _item_keys(item, parser.encodings)
     if conditions:
         level = key_level if key_level is not None else parser.level
         if _DEPTH[level] < _DEPTH[parser.level]:
@@ -353,6 +346,19 @@ def _sequence_key(parser: _Parser, ds: Dataset, tag: int,
         else:
             parser.unsupported.append(tag)
     return ReturnKey(tag, "SQ", tuple(item_keys) or None)
+
+
+def _only_item(ds: Dataset, tag: int) -> Dataset | None:
+    """The single item a sequence key may hold in an identifier (PS3.4 C.2.2.2.6), if any."""
+    try:
+        items = list(ds[tag].value or ())
+    except Exception:
+        raise IdentifierError(Status.UNABLE_TO_PROCESS,
+                              f"cannot decode {describe_tag(tag)}", tag) from None
+    if len(items) > 1:
+        raise IdentifierError(Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+                              f"{describe_tag(tag)} has more than one item", tag)
+    return items[0] if items else None
 
 
 def _item_keys(item: Dataset, encodings: list[str]
@@ -366,15 +372,8 @@ def _item_keys(item: Dataset, encodings: list[str]
         assert elem is not None
         vr = _vr_of(elem, tag)
         if vr == "SQ":
-            try:
-                nested = list(item[tag].value or ())
-            except Exception:
-                raise IdentifierError(Status.UNABLE_TO_PROCESS,
-                                      f"cannot decode {describe_tag(tag)}", tag) from None
-            if len(nested) > 1:
-                raise IdentifierError(Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
-                                      f"{describe_tag(tag)} has more than one item", tag)
-            sub_keys, sub_conditions = _item_keys(nested[0], encodings) if nested else ([], [])
+            nested = _only_item(item, tag)
+            sub_keys, sub_conditions = _item_keys(nested, encodings) if nested else ([], [])
             keys.append(ReturnKey(tag, "SQ", tuple(sub_keys) or None))
             if sub_conditions:
                 conditions.append(Condition(tag, "SQ", MatchKind.SEQUENCE,
