@@ -18,6 +18,9 @@ from ..ports import (
     InstanceRecord,
     QueryLevel,
 )
+
+# The normalized-service tables share Base.metadata: import them so it is complete.
+from . import models_commitment, models_mpps, models_worklist  # noqa: F401
 from .extract import ExtractLimits, read_attributes
 from .query import SqlQueryIndex
 from .retrieve import SqlRetrieveIndex

@@ -34,6 +34,7 @@ from .sop import (
     EXPLICIT_VR_BIG_ENDIAN,
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
+    NORMALIZED_SOP_CLASSES,
     QR_FIND_SOP_CLASSES,
     QR_GET_SOP_CLASSES,
     QR_MOVE_SOP_CLASSES,
@@ -106,7 +107,8 @@ def default_supported(extra_storage: Iterable[str] = ()) -> dict[str, frozenset[
     native = frozenset(UNCOMPRESSED_TRANSFER_SYNTAXES)
     storage = frozenset(STORAGE_TRANSFER_SYNTAXES)
     supported = {VERIFICATION: native}
-    for uid in (*QR_FIND_SOP_CLASSES, *QR_MOVE_SOP_CLASSES, *QR_GET_SOP_CLASSES):
+    for uid in (*QR_FIND_SOP_CLASSES, *QR_MOVE_SOP_CLASSES, *QR_GET_SOP_CLASSES,
+                *NORMALIZED_SOP_CLASSES):
         supported[uid] = native
     for uid in (*STORAGE_SOP_CLASSES, *extra_storage):
         supported[uid] = storage

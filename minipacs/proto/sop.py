@@ -36,6 +36,15 @@ QUERY_RETRIEVE_SOP_CLASSES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyT
     {"FIND": QR_FIND_SOP_CLASSES, "MOVE": QR_MOVE_SOP_CLASSES, "GET": QR_GET_SOP_CLASSES}
 )
 
+# -- Normalized services and the worklist (PS3.4 Annexes J, F, K)
+STORAGE_COMMITMENT_PUSH: Final = "1.2.840.10008.1.20.1"
+STORAGE_COMMITMENT_PUSH_INSTANCE: Final = "1.2.840.10008.1.20.1.1"  # well-known (J.3.5)
+MPPS: Final = "1.2.840.10008.3.1.2.3.3"  # Modality Performed Procedure Step
+MPPS_RETRIEVE: Final = "1.2.840.10008.3.1.2.3.4"  # N-GET of MPPS instances
+MODALITY_WORKLIST_FIND: Final = "1.2.840.10008.5.1.4.31"
+NORMALIZED_SOP_CLASSES: Final = (STORAGE_COMMITMENT_PUSH, MPPS, MPPS_RETRIEVE,
+                                 MODALITY_WORKLIST_FIND)
+
 # -- Native (uncompressed) transfer syntaxes (PS3.5 A.1, A.2, A.5, A.3)
 IMPLICIT_VR_LITTLE_ENDIAN: Final = str(_uid.ImplicitVRLittleEndian)
 EXPLICIT_VR_LITTLE_ENDIAN: Final = str(_uid.ExplicitVRLittleEndian)

@@ -267,6 +267,6 @@ def test_revisions(tmp_path: Path) -> None:
     try:
         assert current_revision(engine) is None
         upgrade(url)
-        assert current_revision(engine) == head_revision(engine) == "0002_find"
+        assert current_revision(engine) == head_revision(engine) == "0005_worklist"
     finally:
         engine.dispose()

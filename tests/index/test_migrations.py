@@ -18,7 +18,7 @@ def test_upgrade_head_matches_the_models(engine: Engine, db_url: str) -> None:
     head = ScriptDirectory.from_config(alembic_config(db_url)).get_current_head()
     with engine.connect() as conn:
         context = MigrationContext.configure(conn)
-        assert context.get_current_revision() == head == "0002_find"
+        assert context.get_current_revision() == head == "0005_worklist"
         assert compare_metadata(context, Base.metadata) == []
     indexes = {ix["name"]: ix for ix in inspect(engine).get_indexes("patient")}
     assert indexes["uq_patient_identity"]["unique"]

@@ -226,9 +226,11 @@ class TestContexts:
         for group in sop.QUERY_RETRIEVE_SOP_CLASSES.values():
             for uid in group:
                 assert supported[uid] == native
+        for uid in sop.NORMALIZED_SOP_CLASSES:
+            assert supported[uid] == native
         for uid in sop.STORAGE_SOP_CLASSES:
             assert supported[uid] == frozenset(sop.STORAGE_TRANSFER_SYNTAXES)
-        assert len(supported) == 1 + 6 + len(sop.STORAGE_SOP_CLASSES)
+        assert len(supported) == 1 + 6 + 4 + len(sop.STORAGE_SOP_CLASSES)
 
 
 class TestTransferSyntaxChoice:
