@@ -18,6 +18,8 @@ from typing import Final
 from ..ports import AssociationClosed, AssociationInfo, Reply, Request
 from ..proto.association import (
     NEED_DATA,
+    PDV_OVERHEAD,
+    UNLIMITED_PDV,
     Aborted,
     Association,
     AssociationAccepted,
@@ -233,7 +235,7 @@ class Connection:
             try:
                 self.assoc.send_command(context_id, message)
                 if isinstance(dataset, bytes | bytearray | memoryview):
-                    self.assoc.send_data(context_id, dataset, last=True)
+                    self._send_data(context_id, dataset, last=True)
                 elif dataset is not None:
                     try:
                         await self._send_stream(context_id, dataset)
@@ -259,11 +261,30 @@ class Connection:
             if not chunk:
                 continue
             if held is not None:
-                self.assoc.send_data(context_id, held, last=False)
-                self._flush()
+                self._send_data(context_id, held, last=False)
                 await self._writer.drain()
             held = chunk
-        self.assoc.send_data(context_id, held or b"", last=True)
+        self._send_data(context_id, held or b"", last=True)
+
+    def _send_data(self, context_id: int, data: bytes | bytearray | memoryview, *,
+                   last: bool) -> None:
+        """Frame `data` one PDU at a time and write the PDUs as they are (with any command).
+
+        `data_to_send()` joins what is queued into one object: for a data set that is one
+        more copy of every byte (~20 us per 512 KiB, measured). Framing one PDU's worth at
+        a time keeps each PDU as it was encoded; `writelines` hands them over together
+        (uvloop writes them with one writev).
+        """
+        peer_max = self.assoc.peer_max_pdu
+        step = max(peer_max - PDV_OVERHEAD, 1) if peer_max else UNLIMITED_PDV
+        view = memoryview(data).cast("B")
+        parts = [self.assoc.data_to_send()]
+        for offset in range(0, max(len(view), 1), step):
+            final = offset + step >= len(view)
+            self.assoc.send_data(context_id, view[offset:offset + step], last=last and final)
+            parts.append(self.assoc.data_to_send())
+        if not self._writer.is_closing():
+            self._writer.writelines([part for part in parts if part])
 
     async def request(self, context_id: int, message: DimseMessage,
                       dataset: bytes | AsyncIterable[bytes] | None = None

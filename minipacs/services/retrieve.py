@@ -2,19 +2,22 @@
 
 C-GET sends its sub-operations on the requestor's own association, over the contexts it
 proposed with the SCP role (PS3.7 D.3.3.4); C-MOVE opens a new association to the Move
-Destination (C.4.2.3), one context per (SOP class, stored transfer syntax), at most 128 per
-association. Data sets stream from the file as stored, never decoded (DESIGN 7): an
-instance no accepted context carries in its stored syntax fails. Counts go out in pending
-responses at a bounded rate; the final status follows C.4.2.1.5 / C.4.3.1.5 (see
-docs/conformance.md "C-MOVE and C-GET").
+Destination (C.4.2.3) proposing one context per (SOP class, stored transfer syntax) plus
+Explicit and Implicit VR LE per SOP class, at most 128 per association (retrieve_routes).
+Data sets stream from the file as stored, never decoded (DESIGN 7), when a context carries
+the stored syntax; otherwise they are converted in memory in a worker thread (transcode),
+and an instance no context can carry fails. Counts go out in pending responses at a
+bounded rate; the final status follows C.4.2.1.5 / C.4.3.1.5 (see docs/conformance.md
+"C-MOVE and C-GET").
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO, Final
 
@@ -36,14 +39,16 @@ from ..ports import (
     StorageError,
 )
 from ..proto.dimse import CGetRQ, CMoveRQ
-from ..proto.negotiation import MAX_PRESENTATION_CONTEXTS, Negotiated, find_context
+from ..proto.negotiation import MAX_PRESENTATION_CONTEXTS, Negotiated
 from ..proto.sop import dataset_encoding, name_of
 from ..proto.status import Status, StatusCategory, category, describe
 from .dispatcher import Outcome, response_for
 from .identifier import MAX_IDENTIFIER_BYTES, decode_identifier
 from .matching import IdentifierError, describe_tag
 from .retrieve_keys import RETRIEVE_MODELS, RetrieveSelection, parse_retrieve_identifier
-from .store_scu import ChunkReader, store_instance
+from .retrieve_routes import Key, MovePlan, Route, no_route_reason, plan_move, route
+from .store_scu import CHUNK_SIZE, ChunkReader, store_instance
+from .transcode import TranscodeError, convert
 
 __all__ = [
     "ISSUER_RULES",
@@ -63,8 +68,6 @@ MAX_COUNT: Final = 1 << 40  # "no cap" when counting the instances to send
 ISSUER_RULES: Final = ("all", "refuse")  # retrieve.patient_issuers
 TAG_FAILED_SOP_INSTANCE_UID_LIST: Final = 0x00080058
 MAX_SHORT_VALUE: Final = 0xFFFE  # explicit VR UI: a 16-bit, even value length (PS3.5 7.1.2)
-
-Key = tuple[str, str]  # (SOP Class UID, Transfer Syntax UID)
 
 
 class _Lost(Exception):
@@ -156,8 +159,7 @@ def _no_context_reason(negotiated: Negotiated, sop_class: str, transfer_syntax: 
     with_role = [c for c in contexts if c.scp_role]
     if not with_role:
         return f"{name} was proposed without the SCP role (role selection, PS3.7 D.3.3.4)"
-    offered = ", ".join(sorted({name_of(c.transfer_syntax) for c in with_role}))
-    return f"{name} accepted in {offered} only; stored as {name_of(transfer_syntax)}"
+    return no_route_reason(with_role, sop_class, transfer_syntax)
 
 
 class _Run:
@@ -175,6 +177,7 @@ class _Run:
         self.cancelled = False
         self.lost: str | None = None  # why nothing more can be sent
         self.missing: set[Key] = set()  # (class, syntax) pairs already logged as unusable
+        self.routes: dict[Key, Route | None] = {}  # per (class, stored syntax), on this channel
 
     async def pending(self, *, force: bool = False) -> None:
         """A pending response (0xFF00) with the counts, at most one per `interval`."""
@@ -247,30 +250,40 @@ class RetrieveService:
         if run.tally.total:
             await run.pending(force=True)
         negotiated = channel.info.negotiated
-        async for loc in self._each(query):
-            if request.cancelled.is_set():  # PS3.4 C.4.3.3.1: stop, answer Cancel
-                run.cancelled = True
-                break
-            if run.lost is not None:
-                run.fail(loc, run.lost)
-                continue
-            ctx = find_context(negotiated, loc.sop_class_uid, loc.transfer_syntax_uid,
-                               we_are_scu=True, local_is_requestor=False)
-            if ctx is None:
-                key = (loc.sop_class_uid, loc.transfer_syntax_uid)
-                reason = _no_context_reason(negotiated, *key)
-                if key not in run.missing:
-                    run.missing.add(key)
-                    log.warning("C-GET from %s: cannot send %s in %s: %s", channel.info.calling_ae,
-                                name_of(key[0]), name_of(key[1]), reason)
-                run.fail(loc, "no context: " + reason)
-            else:
-                try:
-                    await self._sub_operation(run, channel, ctx.context_id, loc, None)
-                except TimeoutError:
-                    run.lost = f"no C-STORE response for {self.timeout:g} s"
+        try:
+            async for loc in self._each(query):
+                if request.cancelled.is_set():  # PS3.4 C.4.3.3.1: stop, answer Cancel
+                    run.cancelled = True
+                    break
+                if run.lost is not None:
                     run.fail(loc, run.lost)
-            await run.pending()
+                    continue
+                key = (loc.sop_class_uid, loc.transfer_syntax_uid)
+                if key not in run.routes:  # PS3.7 D.3.3.4: only contexts with the SCP role
+                    run.routes[key] = route((c for c in negotiated.contexts.values() if c.scp_role),
+                                            *key)
+                found = run.routes[key]
+                if found is None:
+                    reason = _no_context_reason(negotiated, *key)
+                    if key not in run.missing:
+                        run.missing.add(key)
+                        log.warning("C-GET from %s: cannot send %s in %s: %s",
+                                    channel.info.calling_ae, name_of(key[0]), name_of(key[1]),
+                                    reason)
+                    run.fail(loc, "no context: " + reason)
+                else:
+                    try:
+                        await self._sub_operation(run, channel, found, loc, None)
+                    except TimeoutError:
+                        run.lost = f"no C-STORE response for {self.timeout:g} s"
+                        run.fail(loc, run.lost)
+                await run.pending()
+        except AssociationClosed:
+            # The requestor went away mid-get: still log the one summary line (issue 5,
+            # diagnosis), then let the dispatcher end the operation.
+            run.lost = "the requestor's association ended"
+            self._finish(run, selection, "same association (ended)", started)
+            raise
         return self._finish(run, selection, "same association", started)
 
     async def move(self, channel: Channel, request: Request) -> Outcome:
@@ -297,20 +310,19 @@ class RetrieveService:
         await run.pending(force=True)
         kinds = await self.index.instance_kinds(query)
         originator = (channel.info.calling_ae, message.message_id)
-        for first in range(0, len(kinds), self.max_contexts):
-            group = kinds[first:first + self.max_contexts]
+        for plan in plan_move(kinds, self.max_contexts):
             if run.cancelled:
                 break
             if run.lost is not None:
-                await self._fail_group(run, query, frozenset(group))
+                await self._fail_group(run, query, plan.members)
                 continue
             try:
-                async with self.peers.connect(destination, group) as sub:
-                    await self._move_group(run, sub, query, group, destination, originator)
+                async with self.peers.connect(destination, plan.contexts) as sub:
+                    await self._move_group(run, sub, query, plan, destination, originator)
             except PeerUnreachable as exc:
                 run.lost = f"{destination}: {exc}"
                 log.warning("C-MOVE from %s to %s: %s", channel.info.calling_ae, where, exc)
-                await self._fail_group(run, query, frozenset(group))
+                await self._fail_group(run, query, plan.members)
             except _Lost:
                 pass  # counted in _move_group; the association was aborted on the way out
         return self._finish(run, selection, where, started)
@@ -365,21 +377,35 @@ class RetrieveService:
                 return
             after = page.after
 
-    async def _sub_operation(self, run: _Run, channel: Channel, context_id: int,
+    async def _sub_operation(self, run: _Run, channel: Channel, found: Route,
                              loc: InstanceLocation, originator: tuple[str, int] | None) -> None:
         """One C-STORE sub-operation, counted. Raises TimeoutError or AssociationClosed."""
+        chunks: ChunkReader | None = None
+        data: AsyncIterable[bytes]
         try:
-            chunks = await ChunkReader.open(lambda: self._open(loc))
+            if found.convert:  # CPU work on the whole data set: off the event loop
+                converted = await asyncio.to_thread(self._converted, loc,
+                                                    found.transfer_syntax)
+                data = _slices(converted)
+            else:
+                data = chunks = await ChunkReader.open(lambda: self._open(loc))
         except (OSError, StorageError) as exc:
             log.error("%s: cannot read %s (%s): %s", run.service, loc.sop_instance_uid,
                       loc.storage_key, exc)
             run.fail(loc, "cannot read the stored file")
             return
+        except TranscodeError as exc:
+            log.warning("%s: cannot convert %s from %s to %s: %s", run.service,
+                        loc.sop_instance_uid, name_of(loc.transfer_syntax_uid),
+                        name_of(found.transfer_syntax), exc)
+            run.fail(loc, f"conversion failed: {exc}")
+            return
         try:
-            status, comment = await store_instance(channel, context_id, loc, chunks,
+            status, comment = await store_instance(channel, found.context_id, loc, data,
                                                    timeout=self.timeout, originator=originator)
         finally:
-            chunks.close()
+            if chunks is not None:
+                chunks.close()
         kind = category(status)
         if kind not in (StatusCategory.SUCCESS, StatusCategory.WARNING):
             kind = StatusCategory.FAILURE  # PS3.4 B.2.3: anything else means not stored
@@ -392,17 +418,27 @@ class RetrieveService:
     def _open(self, loc: InstanceLocation) -> BinaryIO:
         return self.storage.open_dataset(loc.storage_key, loc.dataset_offset)
 
+    def _converted(self, loc: InstanceLocation, transfer_syntax: str) -> bytes:
+        """The stored data set in `transfer_syntax` (in a worker thread; whole, in memory)."""
+        with self._open(loc) as fp:
+            return convert(fp, loc.transfer_syntax_uid, transfer_syntax)
+
     async def _move_group(self, run: _Run, sub: Channel, query: FindQuery,
-                          group: tuple[Key, ...], destination: str,
+                          plan: MovePlan, destination: str,
                           originator: tuple[str, int]) -> None:
-        """The instances of `group`'s pairs over one sub-association. Raises _Lost."""
-        members = frozenset(group)
-        accepted = {(c.abstract_syntax, c.transfer_syntax): c.context_id
-                    for c in sub.info.negotiated.contexts.values() if c.scu_role}
-        for key in group:
-            if key not in accepted:
-                log.warning("C-MOVE to %s: %s in %s was not accepted; those instances fail "
-                            "(no conversion)", destination, name_of(key[0]), name_of(key[1]))
+        """The instances of `plan`'s pairs over one sub-association. Raises _Lost."""
+        members = plan.members
+        accepted = [c for c in sub.info.negotiated.contexts.values() if c.scu_role]
+        routes: dict[Key, Route | None] = {}
+        for key in sorted(members):
+            routes[key] = found = route(accepted, *key)
+            if found is None:
+                log.warning("C-MOVE to %s: cannot send %s in %s: %s; those instances fail",
+                            destination, name_of(key[0]), name_of(key[1]),
+                            no_route_reason(accepted, *key))
+            elif found.convert:
+                log.info("C-MOVE to %s: %s stored in %s is converted to %s", destination,
+                         name_of(key[0]), name_of(key[1]), name_of(found.transfer_syntax))
         async for loc in self._each(query):
             key = (loc.sop_class_uid, loc.transfer_syntax_uid)
             if key not in members:
@@ -413,12 +449,13 @@ class RetrieveService:
             if run.lost is not None:
                 run.fail(loc, run.lost)
                 continue
-            context_id = accepted.get(key)
-            if context_id is None:
-                run.fail(loc, f"{destination} rejected {name_of(key[0])} in {name_of(key[1])}")
+            found = routes[key]
+            if found is None:
+                run.fail(loc, f"{destination} accepted no context for {name_of(key[0])} "
+                              f"in {name_of(key[1])} or a syntax it converts to")
             else:
                 try:
-                    await self._sub_operation(run, sub, context_id, loc, originator)
+                    await self._sub_operation(run, sub, found, loc, originator)
                 except (TimeoutError, AssociationClosed) as exc:
                     run.lost = (f"association to {destination} lost: "
                                 f"{exc or 'no response in time'}")
@@ -452,3 +489,9 @@ class RetrieveService:
 
 def _instances(selection: RetrieveSelection) -> FindQuery:
     return FindQuery(QueryLevel.IMAGE, selection.query.conditions)
+
+
+async def _slices(data: bytes) -> AsyncIterator[bytes]:
+    """A converted data set in CHUNK_SIZE pieces, so the writer drains between them."""
+    for first in range(0, len(data), CHUNK_SIZE):
+        yield data[first:first + CHUNK_SIZE]

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import (
+    UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -206,26 +207,48 @@ async def test_getscu_study_level_gets_byte_identical_data_sets(tmp_path: Path,
         assert "PatientID" in " ".join(lines)  # the ignored key is logged
 
 
-async def test_getscu_implicit_instances_need_an_implicit_context(tmp_path: Path) -> None:
+def same_elements(got: Dataset, want: Dataset) -> None:
+    """Element for element: the same tags with the same values (VRs may be resolved)."""
+    assert [e.tag for e in got] == [e.tag for e in want]
+    for a, b in zip(got, want, strict=True):
+        if a.VR == "SQ":
+            assert len(a.value) == len(b.value), a.tag
+            for x, y in zip(a.value, b.value, strict=True):
+                same_elements(x, y)
+        else:
+            assert a.value == b.value, a.tag
+
+
+def decoded(data: bytes, transfer_syntax: str) -> Dataset:
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import read_dataset
+
+    syntax = UID(transfer_syntax)
+    return read_dataset(DicomBytesIO(data), syntax.is_implicit_VR, syntax.is_little_endian)
+
+
+async def test_getscu_implicit_instances_are_converted(tmp_path: Path) -> None:
     """Study 2 is stored Implicit VR LE, and getscu 3.6.7 proposes its storage contexts so
-    that Explicit VR LE is accepted: nothing can be sent (no conversion yet), with one log
-    line naming the pair; pynetdicom with separate contexts gets them (test below)."""
+    that Explicit VR LE is accepted: the data sets are converted, element for element."""
+    from pydicom import dcmread
+
     async with retrieve_server(tmp_path) as server:
-        await populate(server.port, standard_data())
+        stored = await populate(server.port, standard_data())
         keys = ("-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid(2)}")
-        first = tmp_path / "first"
-        first.mkdir()
+        out = tmp_path / "got"
+        out.mkdir()
         with retrieve_log() as lines:
             result = await run_dcmtk("getscu", "-v", "-S", "-aec", SERVER_AE, *keys,
-                                     "-od", str(first), LOOPBACK, str(server.port))
-        assert list(first.iterdir()) == []
-        # getscu saw the failure (0xA702). It does not read the final response's data set
-        # (Failed SOP Instance UID List), so its A-RELEASE then fails: a getscu 3.6.7 quirk.
-        assert "OutOfResourcesSubOperations" in result.stdout + result.stderr
-        missing = [line for line in lines if "cannot send" in line]
-        assert len(missing) == 1, lines
-        assert "CT Image Storage" in missing[0] and "Implicit VR Little Endian" in missing[0]
-        assert any("0 completed, 2 failed" in line and "0xA702" in line for line in lines), lines
+                                     "-od", str(out), LOOPBACK, str(server.port))
+    assert result.returncode == 0, result.stdout + result.stderr
+    files = {str(ds.SOPInstanceUID): ds for ds in map(dcmread, out.iterdir())}
+    assert sorted(files) == [f"{ROOT}.2.1.1", f"{ROOT}.2.1.2"]
+    for uid, ds in files.items():
+        assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert stored[uid].transfer_syntax == ImplicitVRLittleEndian
+        same_elements(ds, decoded(stored[uid].data, ImplicitVRLittleEndian))
+    assert not [line for line in lines if "cannot send" in line], lines
+    assert any("2 completed, 0 failed" in line and "0x0000" in line for line in lines), lines
 
 
 # --- C-GET with pynetdicom ---------------------------------------------------------------------
@@ -323,18 +346,36 @@ async def test_pynetdicom_get_every_level(tmp_path: Path, sop_class: str, level:
         assert data == stored[uid].data
 
 
-async def test_pynetdicom_get_with_one_syntax_fails_the_others_with_b000(tmp_path: Path) -> None:
+async def test_pynetdicom_get_with_one_syntax_converts_the_others(tmp_path: Path) -> None:
+    async with retrieve_server(tmp_path) as server:
+        stored = await populate(server.port, standard_data())
+        result = await asyncio.to_thread(pynetdicom_get, server.port,
+                                         ident("PATIENT", PatientID="RET-1"),
+                                         syntaxes=[ExplicitVRLittleEndian])
+    final = check_counts(result, 7)
+    assert final.Status == Status.SUCCESS
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (7, 0)
+    assert len(result.stored) == 7
+    for uid, data in result.stored.items():
+        if stored[uid].transfer_syntax == ExplicitVRLittleEndian:
+            assert data == stored[uid].data  # streamed as stored
+        else:
+            same_elements(decoded(data, ExplicitVRLittleEndian),
+                          decoded(stored[uid].data, ImplicitVRLittleEndian))
+
+
+async def test_pynetdicom_get_without_a_class_fails_it_with_b000(tmp_path: Path) -> None:
     async with retrieve_server(tmp_path) as server:
         await populate(server.port, standard_data())
         result = await asyncio.to_thread(pynetdicom_get, server.port,
                                          ident("PATIENT", PatientID="RET-1"),
-                                         syntaxes=[ExplicitVRLittleEndian])
+                                         storage=[CTImageStorage])
     final = check_counts(result, 7)
     assert final.Status == Status.SUBOPERATIONS_COMPLETE_WITH_FAILURES
     assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (5, 2)
     failed = result.identifiers[-1]
     assert failed is not None
-    assert sorted(failed.FailedSOPInstanceUIDList) == [f"{ROOT}.2.1.1", f"{ROOT}.2.1.2"]
+    assert sorted(failed.FailedSOPInstanceUIDList) == [f"{ROOT}.1.2.1", f"{ROOT}.1.2.2"]
     assert len(result.stored) == 5
 
 
@@ -418,12 +459,14 @@ def pynetdicom_move(port: int, identifier: Dataset, destination: str,
 
 
 @contextlib.contextmanager
-def pynetdicom_scp(port: int, syntaxes: Sequence[str]) -> Iterator[dict[str, tuple[bytes, Any]]]:
-    """A pynetdicom storage SCP accepting CT/MR in `syntaxes` only."""
+def pynetdicom_scp(port: int, syntaxes: Sequence[str],
+                   classes: Sequence[str] = (CTImageStorage, MRImageStorage)
+                   ) -> Iterator[dict[str, tuple[bytes, Any]]]:
+    """A pynetdicom storage SCP accepting `classes` (CT/MR) in `syntaxes` only."""
     from pynetdicom import evt
 
     ae = pynetdicom_ae("PYDEST")
-    for uid in (CTImageStorage, MRImageStorage):
+    for uid in classes:
         ae.add_supported_context(uid, list(syntaxes))
     got: dict[str, tuple[bytes, Any]] = {}
 
@@ -443,9 +486,10 @@ def pynetdicom_scp(port: int, syntaxes: Sequence[str]) -> Iterator[dict[str, tup
 
 
 async def test_move_counts_originator_and_syntax_rules(tmp_path: Path) -> None:
-    """A destination accepting Explicit LE only: the Implicit LE study fails (no conversion)."""
+    """A destination accepting CT only: the MR series fails; the Implicit LE study goes."""
     port = free_port()
-    with pynetdicom_scp(port, [ExplicitVRLittleEndian]) as got:
+    with pynetdicom_scp(port, [ExplicitVRLittleEndian, ImplicitVRLittleEndian],
+                        [CTImageStorage]) as got:
         async with retrieve_server(tmp_path, {"PYDEST": port}) as server:
             stored = await populate(server.port, standard_data())
             responses = await asyncio.to_thread(
@@ -459,7 +503,7 @@ async def test_move_counts_originator_and_syntax_rules(tmp_path: Path) -> None:
     assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (5, 2)
     assert "NumberOfRemainingSuboperations" not in final
     assert failed is not None
-    assert sorted(failed.FailedSOPInstanceUIDList) == [f"{ROOT}.2.1.1", f"{ROOT}.2.1.2"]
+    assert sorted(failed.FailedSOPInstanceUIDList) == [f"{ROOT}.1.2.1", f"{ROOT}.1.2.2"]
     assert len(got) == 5
     for uid, (data, originator) in got.items():
         assert data == stored[uid].data

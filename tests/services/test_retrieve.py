@@ -35,6 +35,7 @@ from minipacs.proto.negotiation import AcceptedContext, Negotiated
 from minipacs.proto.sop import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
+    MPEG2_MPML,
     PATIENT_ROOT_QR_GET,
     PATIENT_ROOT_QR_MOVE,
     STORAGE_SOP_CLASSES,
@@ -110,10 +111,13 @@ class FakeIndex:
 
 
 class FakeStorage:
+    def __init__(self, files: dict[str, bytes] | None = None) -> None:
+        self.files = files or {}  # storage key -> data set; others hold filler bytes
+
     def open_dataset(self, key: str, dataset_offset: int | None = None) -> BinaryIO:
         if key.endswith(".missing"):
             raise FileNotFoundError(key)
-        return io.BytesIO(key.encode() * 3)
+        return io.BytesIO(self.files.get(key, key.encode() * 3))
 
 
 Responder = Callable[[CStoreRQ], int]
@@ -227,11 +231,12 @@ class Stream:
         return None
 
 
-def service(rows: Sequence[Row], peers: FakePeers | None = None, **kw: Any) -> RetrieveService:
+def service(rows: Sequence[Row], peers: FakePeers | None = None,
+            files: dict[str, bytes] | None = None, **kw: Any) -> RetrieveService:
     kw.setdefault("pending_interval", 0.0)
     kw.setdefault("page_size", 2)
-    return RetrieveService(FakeIndex(rows), FakeStorage(), peers or FakePeers(),  # type: ignore[arg-type]
-                           ae_title="MINIPACS", **kw)
+    return RetrieveService(FakeIndex(rows), FakeStorage(files),  # type: ignore[arg-type]
+                           peers or FakePeers(), ae_title="MINIPACS", **kw)
 
 
 async def run_get(svc: RetrieveService, channel: FakeChannel, identifier: Dataset,
@@ -356,7 +361,7 @@ async def test_get_without_matches_is_success_with_zero_counts() -> None:
 
 async def test_get_statuses_warning_failure_and_missing_context(
         caplog: pytest.LogCaptureFixture) -> None:
-    rows = [row(0), row(1), row(2), row(3, ts=IMPLICIT), row(4, ts=IMPLICIT),
+    rows = [row(0), row(1), row(2), row(3, ts=MPEG2_MPML), row(4, ts=MPEG2_MPML),
             row(5, sop_class=MR)]
     outcomes = {rows[1].uid: 0xB000, rows[2].uid: 0xA700}
     channel = FakeChannel(storage_contexts((CT, EXPLICIT), (MR, EXPLICIT)),
@@ -370,7 +375,8 @@ async def test_get_statuses_warning_failure_and_missing_context(
     assert failed_list(data) == [rows[2].uid, rows[3].uid, rows[4].uid, rows[5].uid]
     missing = [r.getMessage() for r in caplog.records if "cannot send" in r.getMessage()]
     assert len(missing) == 2  # one line per (class, syntax), not per instance
-    assert "Implicit VR Little Endian" in missing[0] and "Explicit VR Little Endian" in missing[0]
+    assert "MPEG2 Main Profile" in missing[0] and "Explicit VR Little Endian" in missing[0]
+    assert "no pixel data decoder exists" in missing[0]  # nothing converts it
     assert "without the SCP role" in missing[1]
 
 
@@ -453,12 +459,13 @@ async def test_move_unknown_destination_is_a801() -> None:
 
 
 async def test_move_sends_with_originator_and_counts() -> None:
-    rows = [row(n) for n in range(3)] + [row(9, ts=IMPLICIT)]
+    rows = [row(n) for n in range(3)] + [row(9, ts=MPEG2_MPML)]
     peers = FakePeers(accept=lambda key: key[1] == EXPLICIT)
     channel = FakeChannel(storage_contexts(qr=STUDY_ROOT_QR_MOVE))
     final, data = await run_move(service(rows, peers), channel,
                                  ident("STUDY", StudyInstanceUID="1.1"))
-    assert peers.proposed == [((CT, EXPLICIT), (CT, IMPLICIT))]  # one pair per context
+    # One pair per context: the stored ones, then the fallback Implicit VR LE.
+    assert peers.proposed == [((CT, EXPLICIT), (CT, MPEG2_MPML), (CT, IMPLICIT))]
     (sub,) = peers.channels
     assert [(rq.move_originator_ae_title, rq.move_originator_message_id)
             for rq, _ in sub.stores] == [("CALLER", 9)] * 3
