@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from minipacs import __version__
+from minipacs import __version__, cli_worklist
 from minipacs.config import (
     MAX_PDU_LENGTH,
     MIN_PDU_LENGTH,
@@ -171,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     store.set_defaults(handler=_cmd_store)
     _add_find_command(commands)
     _add_ops_commands(commands)
+    cli_worklist.add_commands(commands)
+    from minipacs import cli_retrieve  # here: it imports this module's helpers
+
+    cli_retrieve.add_commands(commands)
+    from minipacs import cli_commit  # here too: it imports this module's helpers
+
+    cli_commit.add_commands(commands)
     return parser
 
 

@@ -155,6 +155,25 @@ class RetrieveConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CommitmentConfig:
+    """Storage Commitment SCP (PS3.4 J.3.3): where and how long reports are delivered.
+
+    `same_association`: report on the requestor's association while it is still open;
+    otherwise (and when it has gone) on a new association to its `peers` entry. A failed
+    delivery is retried after `retry_delay` seconds, doubled each time up to
+    `max_retry_delay`, until `max_attempts` attempts or `give_up_after` seconds (0: no time
+    limit) since the request. `timeout` bounds the wait for the N-EVENT-REPORT response.
+    """
+
+    same_association: bool = False
+    retry_delay: float = 10.0
+    max_retry_delay: float = 600.0
+    max_attempts: int = 20
+    give_up_after: float = 86400.0
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole, validated configuration of one minipacs instance."""
 
@@ -170,6 +189,7 @@ class Config:
     source: Path | None = None
     query: QueryConfig = QueryConfig()
     retrieve: RetrieveConfig = RetrieveConfig()
+    commitment: CommitmentConfig = CommitmentConfig()
 
     def peer(self, ae_title: str) -> PeerConfig | None:
         """The known peer with this AE title (spaces are not significant, PS3.5 Table 6.2-1)."""
@@ -269,7 +289,7 @@ def _parse_yaml(text: str, name: str) -> object:
 
 _TOP_KEYS = (
     "ae_title", "listen", "storage", "database", "peers",
-    "security", "limits", "sop_classes", "logging", "query", "retrieve",
+    "security", "limits", "sop_classes", "logging", "query", "retrieve", "commitment",
 )  # fmt: skip
 
 
@@ -292,6 +312,7 @@ def _build(data: Mapping[Any, Any], base: Path, source: Path | None) -> Config:
         source=source,
         query=_query(top.get("query"), "query"),
         retrieve=_retrieve(top.get("retrieve"), "retrieve"),
+        commitment=_commitment(top.get("commitment"), "commitment"),
     )
 
 
@@ -443,6 +464,32 @@ def _retrieve(raw: object, where: str) -> RetrieveConfig:
         timeout=_seconds(data.get("timeout", defaults.timeout), f"{where}.timeout",
                          zero_allowed=False),
         patient_issuers=rule,
+    )
+
+
+def _commitment(raw: object, where: str) -> CommitmentConfig:
+    keys = ("same_association", "retry_delay", "max_retry_delay", "max_attempts",
+            "give_up_after", "timeout")
+    data = _mapping(raw, where, keys)
+    defaults = CommitmentConfig()
+    retry_delay = _seconds(data.get("retry_delay", defaults.retry_delay),
+                           f"{where}.retry_delay", zero_allowed=False)
+    max_retry_delay = _seconds(data.get("max_retry_delay", defaults.max_retry_delay),
+                               f"{where}.max_retry_delay", zero_allowed=False)
+    if max_retry_delay < retry_delay:
+        raise ConfigError(f"{where}.max_retry_delay",
+                          f"{max_retry_delay:g} is less than retry_delay ({retry_delay:g})")
+    return CommitmentConfig(
+        same_association=_bool(data.get("same_association", defaults.same_association),
+                               f"{where}.same_association"),
+        retry_delay=retry_delay,
+        max_retry_delay=max_retry_delay,
+        max_attempts=_int(data.get("max_attempts", defaults.max_attempts),
+                          f"{where}.max_attempts", 1, 1_000_000),
+        give_up_after=_seconds(data.get("give_up_after", defaults.give_up_after),
+                               f"{where}.give_up_after", zero_allowed=True),
+        timeout=_seconds(data.get("timeout", defaults.timeout), f"{where}.timeout",
+                         zero_allowed=False),
     )
 
 

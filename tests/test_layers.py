@@ -78,6 +78,8 @@ def layer_of(module: str) -> str:
         return "ports"
     if parts[1] == "__main__":
         return "main"
+    if parts[1].startswith("cli_"):  # cli_<topic>.py: commands split out of cli.py
+        return "cli"
     return parts[1]
 
 

@@ -12,8 +12,11 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..config import Config
 from ..index import SqlIndex
+from ..index.commitment import SqlCommitmentIndex
 from ..index.engine import make_engine
 from ..index.migrate import upgrade
+from ..index.mpps import SqlMppsIndex
+from ..index.worklist import SqlWorklist
 from ..net.peers import ConnectPolicy, NetPeers, PeerAddress
 from ..net.server import Server, ServerLimits
 from ..ports import (
@@ -25,18 +28,25 @@ from ..proto.negotiation import AcceptorPolicy, default_supported
 from ..proto.sop import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
+    MODALITY_WORKLIST_FIND,
+    MPPS,
+    MPPS_RETRIEVE,
     QR_FIND_SOP_CLASSES,
     QR_GET_SOP_CLASSES,
     QR_MOVE_SOP_CLASSES,
+    STORAGE_COMMITMENT_PUSH,
     STORAGE_SOP_CLASSES,
     VERIFICATION,
 )
+from ..services.commitment import CommitmentPolicy, CommitmentService
 from ..services.dispatcher import Dispatcher
 from ..services.echo import handle_echo
 from ..services.find import EXTENDED_NEGOTIATION as FIND_EXTENDED_NEGOTIATION
 from ..services.find import FindService
+from ..services.mpps import MppsService
 from ..services.retrieve import RetrieveService
 from ..services.store import StoreService
+from ..services.worklist import WorklistService
 from ..storage import FilesystemStorage
 from . import loop_factory
 
@@ -61,7 +71,10 @@ def build_policy(config: Config) -> AcceptorPolicy:
         supported=default_supported(config.sop_classes.extra_storage),
         max_pdu_length=config.limits.max_pdu_length,
         async_ops_limit=config.limits.async_ops_window,
-        scu_role_classes=storage_classes(config),
+        # PS3.7 D.3.3.4: the requestor's SCP role for Storage Commitment (it may receive the
+        # N-EVENT-REPORT there) is accepted only when reports go on the same association.
+        scu_role_classes=storage_classes(config) | (
+            {STORAGE_COMMITMENT_PUSH} if config.commitment.same_association else set()),
         extended=FIND_EXTENDED_NEGOTIATION,  # PS3.4 C.5.1.1 relational, combined date-time
     )
 
@@ -90,7 +103,20 @@ def build_peers(config: Config) -> NetPeers:
     )
 
 
-def build_dispatcher(config: Config, storage: Storage, index: SqlIndex) -> Dispatcher:
+def build_commitment(config: Config, storage: Storage, index: SqlIndex) -> CommitmentService:
+    """The Storage Commitment SCP (PS3.4 Annex J) and its report worker (not started)."""
+    settings = config.commitment
+    return CommitmentService(
+        SqlCommitmentIndex(index.engine), storage, build_peers(config),
+        ae_title=config.ae_title, storage_classes=storage_classes(config),
+        policy=CommitmentPolicy(
+            same_association=settings.same_association, retry_delay=settings.retry_delay,
+            max_retry_delay=settings.max_retry_delay, max_attempts=settings.max_attempts,
+            give_up_after=settings.give_up_after, timeout=settings.timeout))
+
+
+def build_dispatcher(config: Config, storage: Storage, index: SqlIndex,
+                     commitment: CommitmentService | None = None) -> Dispatcher:
     dispatcher = Dispatcher()
     dispatcher.register(CommandField.C_ECHO_RQ, [VERIFICATION], handle_echo)
     dispatcher.register(CommandField.C_STORE_RQ, storage_classes(config),
@@ -103,6 +129,17 @@ def build_dispatcher(config: Config, storage: Storage, index: SqlIndex) -> Dispa
                                timeout=config.retrieve.timeout)
     dispatcher.register(CommandField.C_GET_RQ, QR_GET_SOP_CLASSES, retrieve.get)
     dispatcher.register(CommandField.C_MOVE_RQ, QR_MOVE_SOP_CLASSES, retrieve.move)
+    if commitment is not None:
+        dispatcher.register(CommandField.N_ACTION_RQ, [STORAGE_COMMITMENT_PUSH],
+                            commitment.handle)
+    worklist = SqlWorklist(index.engine)
+    dispatcher.register(CommandField.C_FIND_RQ, [MODALITY_WORKLIST_FIND],
+                        WorklistService(worklist))
+    # PS3.4 F.7.2.2: an MPPS that ends marks its scheduled steps in the worklist.
+    mpps = MppsService(SqlMppsIndex(index.engine), on_step_ended=worklist.mark_steps)
+    dispatcher.register(CommandField.N_CREATE_RQ, [MPPS], mpps.create)
+    dispatcher.register(CommandField.N_SET_RQ, [MPPS], mpps.set)
+    dispatcher.register(CommandField.N_GET_RQ, [MPPS_RETRIEVE], mpps.get)
     return dispatcher
 
 
@@ -136,19 +173,22 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
     engine = make_engine(config.database.url)
     index = SqlIndex(engine, duplicate_policy=DuplicatePolicy(config.storage.duplicates))
     await index.start()
+    commitment = build_commitment(config, storage, index)
     limits = config.limits
     server = Server(
         build_policy(config),
-        build_dispatcher(config, storage, index),
+        build_dispatcher(config, storage, index, commitment),
         ServerLimits(max_associations=limits.max_associations,
                      artim_timeout=limits.artim_timeout, idle_timeout=limits.idle_timeout,
                      association_timeout=limits.association_timeout),
     )
+    await commitment.start()  # reloads the reports still owed (PS3.4 J.3.3)
     try:
         await server.start(config.listen.host, config.listen.port)
         yield server
     finally:
         await server.shutdown(0)
+        await commitment.aclose()
         await index.aclose()
         engine.dispose()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Final
 
 from ..proto.association import AssociationAccepted, AssociationRejected
@@ -77,8 +78,10 @@ async def associate(
         raise AssociationError(f"cannot connect to {host}:{port}: timed out after "
                                f"{connect_timeout:g} s") from None
     except OSError as exc:
-        raise AssociationError(f"cannot connect to {host}:{port}: "
-                               f"{exc.strerror or exc}") from None
+        # A refusal in the same words on every loop (asyncio's says "Connect call failed").
+        reason = os.strerror(exc.errno) if isinstance(exc, ConnectionError) and exc.errno \
+            else exc.strerror or exc
+        raise AssociationError(f"cannot connect to {host}:{port}: {reason}") from None
     max_pdu = request.user_information.max_length or 0
     conn = Connection(reader, writer, requestor=True, max_pdu_length=max_pdu,
                       artim_timeout=artim_timeout, idle_timeout=idle_timeout)

@@ -18,7 +18,7 @@ from typing import Final
 
 from ..ports import Channel, PeerUnreachable
 from ..proto.negotiation import build_associate_rq
-from ..proto.pdu import RejectResult
+from ..proto.pdu import RejectResult, RoleSelection
 from .client import AssociationError, AssociationRejectedError, associate
 from .connection import Connection
 
@@ -66,7 +66,8 @@ class NetPeers:
         return None if peer is None else f"{peer.host}:{peer.port}"
 
     @contextlib.asynccontextmanager
-    async def connect(self, ae_title: str, contexts: Sequence[tuple[str, str]]
+    async def connect(self, ae_title: str, contexts: Sequence[tuple[str, str]], *,
+                      roles: Sequence[RoleSelection] = (), calling_ae: str | None = None
                       ) -> AsyncIterator[Channel]:
         title = ae_title.strip(" ")
         peer = self.peers.get(title)
@@ -74,7 +75,7 @@ class NetPeers:
             raise PeerUnreachable(f"{title!r} is not a configured peer")
         slots = self._slots.setdefault(title, asyncio.Semaphore(self.policy.max_per_peer))
         async with slots:
-            conn = await self._open(title, peer, contexts)
+            conn = await self._open(title, peer, contexts, roles, calling_ae or self.ae_title)
             try:
                 yield conn
             except BaseException:
@@ -82,14 +83,14 @@ class NetPeers:
                 raise
             await conn.release(RELEASE_TIMEOUT)
 
-    async def _open(self, title: str, peer: PeerAddress,
-                    contexts: Sequence[tuple[str, str]]) -> Connection:
+    async def _open(self, title: str, peer: PeerAddress, contexts: Sequence[tuple[str, str]],
+                    roles: Sequence[RoleSelection], calling_ae: str) -> Connection:
         policy = self.policy
         # One transfer syntax per context: a context's list is not a preference order, the
         # acceptor may pick any (PS3.8 §7.1.1.13), so each pair is proposed on its own.
-        request = build_associate_rq(self.ae_title, title,
+        request = build_associate_rq(calling_ae, title,
                                      [(sop_class, [ts]) for sop_class, ts in contexts],
-                                     max_pdu_length=policy.max_pdu_length)
+                                     max_pdu_length=policy.max_pdu_length, roles=roles)
         delay = policy.backoff
         for attempt in range(1, policy.attempts + 1):
             try:

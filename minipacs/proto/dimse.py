@@ -372,6 +372,8 @@ class NCreateRSP(_NResponse):
     """PS3.7 §10.3.5.2 N-CREATE-RSP."""
 
     command_field: ClassVar[CommandField] = CommandField.N_CREATE_RSP
+    # PS3.7 C.4: the tags a 0105H/0120H/0121H failure is about.
+    attribute_identifier_list: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

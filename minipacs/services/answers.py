@@ -40,7 +40,16 @@ from .identifier import (
 )
 from .matching import CHARSET_VRS, ISO2022_DEFAULT, describe_tag
 
-__all__ = ["UTF8", "IdentifierWriter", "answer_charset", "encode_answer", "encode_dataset"]
+__all__ = [
+    "UTF8",
+    "AnswerValues",
+    "IdentifierWriter",
+    "answer_charset",
+    "answer_values",
+    "encode_answer",
+    "encode_dataset",
+    "encode_values",
+]
 
 log = logging.getLogger("minipacs.find")
 
@@ -119,17 +128,39 @@ def encode_answer(answer: JsonDataset, parsed: ParsedQuery, ae_title: str,
     none), the Query/Retrieve Level, our Retrieve AE Title and the unique keys; text in the
     query's character set when it fits, else UTF-8, with (0008,0005) saying which.
     """
-    values: dict[int, tuple[str, Any]] = {}
-    degraded = False
-    for key in parsed.return_keys:
-        vr, value, ok = _value(key, answer.get(f"{key.tag:08X}"))
-        values[key.tag] = (vr, value)
-        degraded |= not ok
+    values, degraded = answer_values(answer, parsed.return_keys)
     values[TAG_QUERY_RETRIEVE_LEVEL] = ("CS", [parsed.query.level.value])
     values[TAG_RETRIEVE_AE_TITLE] = ("AE", [ae_title])
     if TAG_INSTANCE_AVAILABILITY in values and not values[TAG_INSTANCE_AVAILABILITY][1]:
         values[TAG_INSTANCE_AVAILABILITY] = ("CS", [INSTANCE_ONLINE])
-    charset = answer_charset(_texts(values.values()), parsed.charset)
+    data, unwritten = encode_values(values, parsed.charset, transfer_syntax)
+    return data, degraded or unwritten
+
+
+AnswerValues = dict[int, tuple[str, Any]]  # tag -> (VR, strings or a pydicom element)
+
+
+def answer_values(answer: JsonDataset, return_keys: Sequence[ReturnKey]
+                  ) -> tuple[AnswerValues, bool]:
+    """Each requested key's value in `answer` (None: zero length), and whether one was lost."""
+    values: AnswerValues = {}
+    degraded = False
+    for key in return_keys:
+        vr, value, ok = _value(key, answer.get(f"{key.tag:08X}"))
+        values[key.tag] = (vr, value)
+        degraded |= not ok
+    return values, degraded
+
+
+def encode_values(values: AnswerValues, query_charset: Sequence[str],
+                  transfer_syntax: str) -> tuple[bytes, bool]:
+    """An identifier of exactly `values`, with the Specific Character Set it needs.
+
+    Returns the bytes and whether an element had to be sent empty.
+    """
+    values = dict(values)
+    degraded = False
+    charset = answer_charset(_texts(values.values()), query_charset)
     if charset:
         values[TAG_SPECIFIC_CHARACTER_SET] = ("CS", list(charset))
     writer = IdentifierWriter(transfer_syntax, charset)
@@ -150,7 +181,7 @@ def encode_answer(answer: JsonDataset, parsed: ParsedQuery, ae_title: str,
 
 def encode_dataset(ds: Dataset, transfer_syntax: str) -> bytes:
     """A pydicom data set in a transfer syntax, deflated when it says so (PS3.5 §10, A.5)."""
-    charset = ds.get("SpecificCharacterSet")
+    charset = ds.get(TAG_SPECIFIC_CHARACTER_SET)  # the element (by keyword: only its value)
     terms = [] if charset is None else list(charset.value) if charset.VM > 1 else [charset.value]
     writer = IdentifierWriter(transfer_syntax, terms)
     for element in ds:

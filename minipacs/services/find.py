@@ -11,10 +11,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Final
 
-from ..ports import AssociationClosed, Channel, DataSetError, QueryIndex, Request
-from ..proto.dimse import CFindRQ
+from ..ports import (
+    AssociationClosed,
+    Channel,
+    DataSetError,
+    FindPage,
+    JsonDataset,
+    QueryIndex,
+    Request,
+)
+from ..proto.dimse import CFindRQ, DimseMessage
 from ..proto.sop import QR_FIND_SOP_CLASSES
 from ..proto.status import Status
 from .answers import encode_answer
@@ -36,6 +45,8 @@ __all__ = [
     "FindService",
     "answer_extended_negotiation",
     "negotiated_options",
+    "refused",
+    "stream_answers",
 ]
 
 log = logging.getLogger("minipacs.find")
@@ -96,12 +107,12 @@ class FindService:
         message = request.message
         assert isinstance(message, CFindRQ)
         if request.data is None:  # PS3.7 §9.1.2.1: the identifier is mandatory
-            return _refused(message, IdentifierError(Status.UNABLE_TO_PROCESS,
+            return refused(message, IdentifierError(Status.UNABLE_TO_PROCESS,
                                                      "C-FIND request without identifier"))
         try:
             data = await request.data.read_all(MAX_IDENTIFIER_BYTES)
         except ValueError:
-            return _refused(message, IdentifierError(
+            return refused(message, IdentifierError(
                 Status.UNABLE_TO_PROCESS, f"identifier larger than {MAX_IDENTIFIER_BYTES} bytes"))
         sop_class = request.context.abstract_syntax
         relational, combined = negotiated_options(channel, sop_class)
@@ -111,7 +122,7 @@ class FindService:
                                       matchable=self.index.matchable, relational=relational,
                                       combined_datetime=combined)
         except IdentifierError as exc:
-            return _refused(message, exc)
+            return refused(message, exc)
         started = time.perf_counter()
         outcome, sent = await self._answer(channel, request, parsed)
         log.debug("C-FIND %s %s from %s: %d match(es), %s in %.1f ms", parsed.model.value,
@@ -124,48 +135,77 @@ class FindService:
                       parsed: ParsedQuery) -> tuple[Outcome, int]:
         message = request.message
         assert isinstance(message, CFindRQ)
-        cancelled = Outcome(response_for(message, Status.CANCEL))
-        sent = 0
         try:
             if self.max_results:
                 count = await self.index.count(parsed.query, cap=self.max_results)
                 if count > self.max_results:  # refused before any pending (documented A700)
-                    return _refused(message, IdentifierError(
+                    return refused(message, IdentifierError(
                         Status.OUT_OF_RESOURCES,
                         f"more than {self.max_results} matches; refine the query")), 0
-            pending = Status.PENDING_WARNING if parsed.unsupported else Status.PENDING
-            transfer_syntax = request.context.transfer_syntax
-            after: object | None = None
-            while True:
-                if request.cancelled.is_set():
-                    return cancelled, sent
-                page = await self.index.find(parsed.query, after=after, limit=self.page_size)
-                for answer in page.answers:
-                    if request.cancelled.is_set():  # C-CANCEL (PS3.7 §9.3.2.3): stop, FE00H
-                        return cancelled, sent
-                    data, degraded = encode_answer(answer, parsed, self.ae_title,
-                                                   transfer_syntax)
-                    status = Status.PENDING_WARNING if degraded else pending
-                    await channel.send(request.context.context_id,
-                                       response_for(message, status, has_dataset=True), data)
-                    sent += 1
-                    # Let the reader see a C-CANCEL (and other associations run) mid-page.
-                    await asyncio.sleep(0)
-                if page.after is None:
-                    return Outcome(response_for(message, Status.SUCCESS)), sent
-                after = page.after
-        except AssociationClosed:
-            raise
         except DataSetError as exc:  # the index refused a condition: Unable to process
-            return _refused(message, IdentifierError(Status.UNABLE_TO_PROCESS,
-                                                     exc.comment)), sent
+            return refused(message, IdentifierError(Status.UNABLE_TO_PROCESS, exc.comment)), 0
         except Exception as exc:  # a database error: this operation fails, not the association
-            log.exception("C-FIND failed after %d answer(s)", sent)
-            return _refused(message, IdentifierError(
-                Status.UNABLE_TO_PROCESS, f"query failed: {type(exc).__name__}")), sent
+            log.exception("C-FIND count failed")
+            return refused(message, IdentifierError(
+                Status.UNABLE_TO_PROCESS, f"query failed: {type(exc).__name__}")), 0
+        transfer_syntax = request.context.transfer_syntax
+
+        def encode(answer: JsonDataset) -> tuple[bytes, bool]:
+            return encode_answer(answer, parsed, self.ae_title, transfer_syntax)
+
+        def pages(after: object | None) -> Awaitable[FindPage]:
+            return self.index.find(parsed.query, after=after, limit=self.page_size)
+
+        return await stream_answers(channel, request, pages, encode,
+                                    warning=bool(parsed.unsupported))
 
 
-def _refused(message: CFindRQ, error: IdentifierError) -> Outcome:
+async def stream_answers(channel: Channel, request: Request,
+                         pages: Callable[[object | None], Awaitable[FindPage]],
+                         encode: Callable[[JsonDataset], tuple[bytes, bool]], *,
+                         warning: bool) -> tuple[Outcome, int]:
+    """One pending C-FIND response per answer, page by page, then the final response.
+
+    PS3.4 C.4.1.2.3 / K.4.1.2.3: Pending (FF00H), or FF01H when a key was not supported
+    (`warning`) or an answer lost a value; Cancel (FE00H) as soon as a C-CANCEL arrived
+    (PS3.7 §9.3.2.3); an index error ends the operation with C000H, never the association.
+    Returns the final outcome and how many answers were sent.
+    """
+    message = request.message
+    cancelled = Outcome(response_for(message, Status.CANCEL))
+    pending = Status.PENDING_WARNING if warning else Status.PENDING
+    sent = 0
+    try:
+        after: object | None = None
+        while True:
+            if request.cancelled.is_set():
+                return cancelled, sent
+            page = await pages(after)
+            for answer in page.answers:
+                if request.cancelled.is_set():  # C-CANCEL (PS3.7 §9.3.2.3): stop, FE00H
+                    return cancelled, sent
+                data, degraded = encode(answer)
+                status = Status.PENDING_WARNING if degraded else pending
+                await channel.send(request.context.context_id,
+                                   response_for(message, status, has_dataset=True), data)
+                sent += 1
+                # Let the reader see a C-CANCEL (and other associations run) mid-page.
+                await asyncio.sleep(0)
+            if page.after is None:
+                return Outcome(response_for(message, Status.SUCCESS)), sent
+            after = page.after
+    except AssociationClosed:
+        raise
+    except DataSetError as exc:  # the index refused a condition: Unable to process
+        return refused(message, IdentifierError(Status.UNABLE_TO_PROCESS, exc.comment)), sent
+    except Exception as exc:  # a database error: this operation fails, not the association
+        log.exception("C-FIND failed after %d answer(s)", sent)
+        return refused(message, IdentifierError(
+            Status.UNABLE_TO_PROCESS, f"query failed: {type(exc).__name__}")), sent
+
+
+def refused(message: DimseMessage, error: IdentifierError) -> Outcome:
+    """The final C-FIND response refusing a query: its status, comment and offending key."""
     log.warning("C-FIND refused: 0x%04X %s", error.status, error.comment)
     offending = (error.tag,) if error.tag is not None else None
     return Outcome(response_for(message, error.status, error.comment,

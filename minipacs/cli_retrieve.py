@@ -1,0 +1,303 @@
+"""Command line of retrieval: `minipacs peers check`, `minipacs move`, `minipacs get`.
+
+Part of the command line (cli.py builds the parser and calls `add_commands`); exit codes as
+there: 0 success, 1 the operation failed, 2 usage or configuration error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, TextIO
+
+from minipacs.cli import (
+    _DEFAULT_MAX_PDU,
+    DEFAULT_CALLED_AE,
+    DEFAULT_CALLING_AE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    FIND_LEVELS,
+    FIND_ROOTS,
+    PROGRESS_INTERVAL,
+    _ae_title,
+    _find_key,
+    _max_pdu,
+    _port,
+    _setup_logging,
+    _timeout,
+)
+from minipacs.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from minipacs.app.retrieve_scu import PeerCheck, RetrieveOutcome, RetrieveProgress
+
+DEFAULT_RETRIEVE_TIMEOUT: Final = 60.0
+MAX_FAILED_SHOWN: Final = 5  # Failed SOP Instance UIDs printed in the summary line
+MEGABYTE: Final = 1e6
+
+Commands = argparse._SubParsersAction  # type: ignore[type-arg]
+
+
+def add_commands(commands: Commands) -> None:
+    """Add `peers`, `move` and `get` to the `minipacs` parser."""
+    peers = commands.add_parser("peers", help="configured peers: check that each is reachable")
+    actions = peers.add_subparsers(dest="action", metavar="ACTION", required=True)
+    check = actions.add_parser(
+        "check", help="C-ECHO each configured peer from our AE title (exit 1 if one fails)",
+        description="C-ECHO each configured peer (or AE only) as C-MOVE would reach it: our "
+                    "AE title, retrieve.connect_timeout, one attempt.")
+    check.add_argument("ae", metavar="AE", nargs="?", help="check only this configured peer")
+    check.add_argument("--config", metavar="FILE",
+                       help="YAML configuration (default: embedded defaults)")
+    check.add_argument("--json", action="store_true", help="print one JSON object per peer")
+    check.set_defaults(handler=_cmd_peers_check)
+
+    move = commands.add_parser(
+        "move", help="ask a peer to send instances to an AE with C-MOVE",
+        description="C-MOVE: the peer sends the selected instances to --dest (an AE it knows).")
+    _retrieve_arguments(move)
+    move.add_argument("--dest", required=True, type=_ae_title, metavar="AE",
+                      help="the Move Destination: an AE title the peer has configured")
+    move.set_defaults(handler=_cmd_move)
+
+    get = commands.add_parser(
+        "get", help="fetch instances from a peer with C-GET into a folder",
+        description="C-GET: the instances come back on the same association and are "
+                    "written as DIR/<SOP Instance UID>.dcm (data sets as received).")
+    _retrieve_arguments(get)
+    get.add_argument("--out", required=True, type=Path, metavar="DIR",
+                     help="folder for the received files (created if missing)")
+    get.add_argument("--sop-class", dest="sop_classes", action="append", default=[],
+                     metavar="UID",
+                     help="also accept this storage SOP class (repeatable; common ones are "
+                          "built in)")
+    get.set_defaults(handler=_cmd_get)
+
+
+def _retrieve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("host", metavar="HOST", help="peer host name or address")
+    parser.add_argument("port", metavar="PORT", type=_port, help="peer TCP port")
+    parser.add_argument(
+        "-k", "--key", dest="keys", action="append", type=_find_key, default=[],
+        metavar="KEY=VALUE",
+        help="a unique key as keyword or gggg,eeee, e.g. StudyInstanceUID=1.2.3 (repeatable; "
+             "backslash separates a list of UIDs)",
+    )  # fmt: skip
+    parser.add_argument("--level", type=str.upper, choices=FIND_LEVELS, default="STUDY",
+                        help="Query/Retrieve Level (default STUDY)")
+    parser.add_argument("--root", choices=FIND_ROOTS, default="study",
+                        help="information model: patient or study root (default study)")
+    parser.add_argument(
+        "--aet", type=_ae_title, default=DEFAULT_CALLING_AE,
+        help=f"our (calling) AE title (default {DEFAULT_CALLING_AE})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--aec", type=_ae_title, default=DEFAULT_CALLED_AE,
+        help=f"the peer's (called) AE title (default {DEFAULT_CALLED_AE})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--timeout", type=_timeout, default=DEFAULT_RETRIEVE_TIMEOUT, metavar="SECONDS",
+        help="give up on a connection, or when no response or sub-operation came for this "
+             f"many seconds (default {DEFAULT_RETRIEVE_TIMEOUT:g})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-pdu", type=_max_pdu, default=_DEFAULT_MAX_PDU, metavar="N",
+        help=f"maximum PDU length we advertise (default {_DEFAULT_MAX_PDU})",
+    )  # fmt: skip
+
+
+# --- peers check --------------------------------------------------------------------------------
+
+
+def _cmd_peers_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    _setup_logging("WARNING")
+    from minipacs.app import retrieve_scu as app
+
+    if not config.peers:
+        source = config.source or "the embedded defaults"
+        print(f"minipacs peers check: no peers configured in {source}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        results = app.peers_check(config, args.ae)
+    except app.RetrieveUsageError as exc:
+        print(f"minipacs peers check: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        for result in results:
+            print(json.dumps({"ae_title": result.ae_title, "host": result.host,
+                              "port": result.port, "ok": result.ok,
+                              "associate_ms": _round(result.associate_ms),
+                              "echo_ms": _round(result.echo_ms), "problem": result.problem}))
+    else:
+        for line in _peer_lines(results):
+            print(line)
+    return EXIT_OK if all(result.ok for result in results) else EXIT_FAILED
+
+
+def _round(ms: float | None) -> float | None:
+    return None if ms is None else round(ms, 2)
+
+
+def _peer_lines(results: list[PeerCheck]) -> list[str]:
+    addresses = [f"{r.host}:{r.port}" for r in results]
+    ae_width = max(len(r.ae_title) for r in results)
+    address_width = max(map(len, addresses))
+    lines = []
+    for result, address in zip(results, addresses, strict=True):
+        if result.ok:
+            outcome = (f"OK      association {result.associate_ms:.1f} ms, "
+                       f"C-ECHO {result.echo_ms:.1f} ms")
+        else:
+            outcome = f"FAILED  {result.problem}"
+        lines.append(f"{result.ae_title.ljust(ae_width)}  {address.ljust(address_width)}  "
+                     f"{outcome}")
+    return lines
+
+
+# --- move and get -------------------------------------------------------------------------------
+
+
+def _checked_keys(args: argparse.Namespace, name: str) -> str | None:
+    """A usage error in words, or None when level, root and keys make a retrieve."""
+    # pydicom warns about odd values it reads; the summary line says what matters.
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    from minipacs.app import retrieve_scu as app
+    from minipacs.app import scu
+
+    try:
+        scu.check_level(args.root, args.level)
+        app.check_keys(args.level, args.keys)
+    except ValueError as exc:
+        return f"minipacs {name}: error: {exc}"
+    return None
+
+
+def _cmd_move(args: argparse.Namespace) -> int:
+    _setup_logging("WARNING")
+    from minipacs.app import retrieve_scu as app
+
+    problem = _checked_keys(args, "move")
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    display = _RetrieveDisplay(sys.stderr, "C-MOVE")
+    try:
+        outcome = app.move(args.host, args.port, args.keys, level=args.level, root=args.root,
+                           destination=args.dest, calling_ae=args.aet, called_ae=args.aec,
+                           timeout=args.timeout, max_pdu=args.max_pdu, progress=display,
+                           notify=display.notice)
+    finally:
+        display.clear()
+    return _finish(outcome, f"C-MOVE {args.aec}@{args.host}:{args.port} to {args.dest}", None)
+
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    _setup_logging("WARNING")
+    from minipacs.app import retrieve_scu as app
+
+    problem = _checked_keys(args, "get")
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    display = _RetrieveDisplay(sys.stderr, "C-GET")
+    try:
+        outcome = app.get(args.host, args.port, args.keys, args.out, level=args.level,
+                          root=args.root, extra_classes=args.sop_classes, calling_ae=args.aet,
+                          called_ae=args.aec, timeout=args.timeout, max_pdu=args.max_pdu,
+                          progress=display, notify=display.notice)
+    except app.RetrieveUsageError as exc:
+        print(f"minipacs get: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        display.clear()
+    return _finish(outcome, f"C-GET {args.aec}@{args.host}:{args.port}", args.out)
+
+
+def _finish(outcome: RetrieveOutcome, where: str, out: Path | None) -> int:
+    line = _summary_line(outcome, where, out)
+    print(line, file=sys.stdout if outcome.ok else sys.stderr)
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if outcome.ok else EXIT_FAILED
+
+
+def _counts(outcome: RetrieveOutcome | RetrieveProgress) -> str:
+    parts = [(outcome.completed, "completed"), (outcome.failed, "failed"),
+             (outcome.warning, "warning"), (outcome.remaining, "remaining")]
+    return ", ".join(f"{n} {word}" for n, word in parts if n is not None)
+
+
+def _summary_line(outcome: RetrieveOutcome, where: str, out: Path | None) -> str:
+    from minipacs.app import retrieve_scu as app
+
+    counts = _counts(outcome)
+    if outcome.status is None:  # no final response: why, and the last counts if any
+        suffix = f" ({counts} at the last pending response)" if counts else ""
+        line = f"{where}: {outcome.error}{suffix}"
+    else:
+        comment = f" ({outcome.error_comment})" if outcome.error_comment else ""
+        line = f"{where}: {app.describe_status(outcome)}{comment}"
+        if counts:
+            line += f": {counts}"
+        line += f" in {outcome.elapsed:.2f} s"
+        if outcome.ok and not any((outcome.completed, outcome.failed, outcome.warning)):
+            line += " (nothing matched the keys)"
+    if outcome.failed_uids:
+        shown = ", ".join(outcome.failed_uids[:MAX_FAILED_SHOWN])
+        more = len(outcome.failed_uids) - MAX_FAILED_SHOWN
+        line += f"; failed SOP instances ({len(outcome.failed_uids)}): {shown}"
+        if more > 0:
+            line += f" and {more} more"
+    if out is not None and (outcome.files or outcome.status is not None):
+        megabytes = outcome.bytes_written / MEGABYTE
+        rate = megabytes / outcome.elapsed if outcome.elapsed > 0 else 0.0
+        line += (f"; {outcome.files} file(s) written to {out} ({megabytes:.1f} MB, "
+                 f"{rate:.1f} MB/s)")
+        if outcome.write_failures:
+            line += f", {outcome.write_failures} could not be written"
+    return line
+
+
+class _RetrieveDisplay:
+    """On a terminal, one progress line redrawn from the pending responses; else nothing."""
+
+    def __init__(self, stream: TextIO, service: str) -> None:
+        self.stream = stream
+        self.service = service
+        self.tty = stream.isatty()
+        self._drawn = False
+        self._last = 0.0
+
+    def __call__(self, progress: RetrieveProgress) -> None:
+        now = time.monotonic()
+        if not self.tty or (self._drawn and now - self._last < PROGRESS_INTERVAL):
+            return
+        self._last = now
+        text = _counts(progress) or "waiting for the first response"
+        if progress.files:
+            text += f"; {progress.files} file(s), {progress.bytes_written / MEGABYTE:.1f} MB"
+        self.stream.write(f"\r\x1b[K{self.service}: {text}")
+        self.stream.flush()
+        self._drawn = True
+
+    def notice(self, message: str) -> None:
+        self.clear()
+        print(message, file=self.stream, flush=True)
+
+    def clear(self) -> None:
+        if self._drawn:
+            self.stream.write("\r\x1b[K")  # carriage return, erase to the end of the line
+            self.stream.flush()
+            self._drawn = False
+

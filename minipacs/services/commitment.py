@@ -1,0 +1,494 @@
+"""Storage Commitment Push Model SCP (PS3.4 Annex J): N-ACTION in, N-EVENT-REPORT out.
+
+The N-ACTION (Action Type ID 1) is checked, persisted and answered at once (J.3.2.1.3); a
+worker task then checks every referenced instance (in the index, its file present with the
+size and checksum recorded at ingest) and reports the result (J.3.3): on the requestor's
+association while it is open when so configured, else on a new association to its `peers`
+entry, proposing the SCP role (J.3.3.1.3). A failed delivery is retried with exponential
+backoff, bounded by attempts and time; pending transactions are reloaded at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from pydicom.dataset import Dataset
+
+from ..ports import (
+    AssociationClosed,
+    Channel,
+    CommitmentIndex,
+    CommitmentItem,
+    CommitmentState,
+    CommitmentTransaction,
+    Peers,
+    PeerUnreachable,
+    Request,
+    Storage,
+    StorageError,
+    StoredCopy,
+)
+from ..proto.dimse import NActionRQ, NEventReportRQ
+from ..proto.negotiation import AcceptedContext
+from ..proto.pdu import RoleSelection
+from ..proto.sop import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    STORAGE_COMMITMENT_PUSH,
+    STORAGE_COMMITMENT_PUSH_INSTANCE,
+)
+from ..proto.status import Status, StatusCategory, category, describe
+from .answers import encode_dataset
+from .dispatcher import Outcome, response_for
+from .identifier import IdentifierError, decode_identifier
+
+__all__ = [
+    "ACTION_REQUEST_COMMITMENT",
+    "EVENT_ALL_COMMITTED",
+    "EVENT_FAILURES_EXIST",
+    "ActionError",
+    "CommitmentPolicy",
+    "CommitmentService",
+    "FailureReason",
+    "build_report",
+    "describe_reason",
+    "file_intact",
+    "parse_action",
+]
+
+log = logging.getLogger("minipacs.commitment")
+
+ACTION_REQUEST_COMMITMENT: Final = 1  # PS3.4 J.3.2: Request Storage Commitment
+EVENT_ALL_COMMITTED: Final = 1  # PS3.4 J.3.3: Storage Commitment Request Successful
+EVENT_FAILURES_EXIST: Final = 2  # PS3.4 J.3.3: Storage Commitment Request Complete - Failures
+# The Action Information of one request; beyond this the N-ACTION is refused (0213H).
+MAX_ACTION_BYTES: Final = 16 << 20
+CHECKSUM_CHUNK: Final = 1 << 20
+_UID: Final = re.compile(r"[0-9]+(\.[0-9]+)*")  # PS3.5 §9.1
+_MAX_UID_LENGTH: Final = 64
+# The report goes out in whichever native syntax the requestor accepts (PS3.4 J.3.3).
+_REPORT_SYNTAXES: Final = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
+
+
+class FailureReason(enum.IntEnum):
+    """PS3.3 C.14.1.1 Failure Reason (0008,1197) values."""
+
+    PROCESSING_FAILURE = 0x0110
+    NO_SUCH_OBJECT_INSTANCE = 0x0112
+    CLASS_INSTANCE_CONFLICT = 0x0119
+    REFERENCED_SOP_CLASS_NOT_SUPPORTED = 0x0122
+    DUPLICATE_TRANSACTION_UID = 0x0131
+    RESOURCE_LIMITATION = 0x0213
+
+
+REASON_TEXT: Final[Mapping[int, str]] = {
+    0: "committed",
+    FailureReason.PROCESSING_FAILURE: "processing failure (file missing, unreadable or altered)",
+    FailureReason.NO_SUCH_OBJECT_INSTANCE: "no such object instance",
+    FailureReason.CLASS_INSTANCE_CONFLICT: "SOP class differs from the stored instance's",
+    FailureReason.REFERENCED_SOP_CLASS_NOT_SUPPORTED: "referenced SOP class not supported",
+    FailureReason.DUPLICATE_TRANSACTION_UID: "duplicate transaction UID",
+    FailureReason.RESOURCE_LIMITATION: "resource limitation",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CommitmentPolicy:
+    """Delivery of reports (the `commitment:` configuration section)."""
+
+    same_association: bool = False
+    retry_delay: float = 10.0
+    max_retry_delay: float = 600.0
+    max_attempts: int = 20
+    give_up_after: float = 86400.0  # seconds since the request; 0: no time limit
+    timeout: float = 30.0
+
+
+class ActionError(Exception):
+    """An N-ACTION refused with `status` (PS3.7 10.1.4.1.10); `comment` fits an LO."""
+
+    def __init__(self, status: Status, comment: str) -> None:
+        super().__init__(comment)
+        self.status = status
+        self.comment = comment[:64]
+
+
+class DeliveryError(Exception):
+    """One delivery attempt failed; str() is one line for the log."""
+
+
+def _is_uid(value: str) -> bool:
+    return 0 < len(value) <= _MAX_UID_LENGTH and _UID.fullmatch(value) is not None
+
+
+def _uid_of(ds: Dataset, keyword: str, where: str) -> str:
+    value = ds.get(keyword)
+    text = "" if value is None else str(value).strip("\0 ")
+    if not text:
+        raise ActionError(Status.INVALID_ARGUMENT_VALUE, f"{where}{keyword} missing")
+    if not _is_uid(text):
+        raise ActionError(Status.INVALID_ARGUMENT_VALUE, f"{where}{keyword} is not a UID")
+    return text
+
+
+def parse_action(data: bytes, transfer_syntax: str) -> tuple[str, tuple[CommitmentItem, ...]]:
+    """Transaction UID and references of a Storage Commitment Request (PS3.4 Table J.3-1).
+
+    Missing or malformed Action Information is an invalid argument value (0115H): PS3.7
+    10.1.4.1.10 names no missing-attribute status for N-ACTION.
+    """
+    try:
+        ds = decode_identifier(data, transfer_syntax)
+    except IdentifierError as exc:
+        raise ActionError(Status.INVALID_ARGUMENT_VALUE, str(exc)) from None
+    try:
+        transaction_uid = _uid_of(ds, "TransactionUID", "")
+        sequence = ds.get("ReferencedSOPSequence")
+        if not sequence:
+            raise ActionError(Status.INVALID_ARGUMENT_VALUE, "ReferencedSOPSequence empty")
+        items = tuple(
+            CommitmentItem(_uid_of(item, "ReferencedSOPClassUID", f"item {n}: "),
+                           _uid_of(item, "ReferencedSOPInstanceUID", f"item {n}: "))
+            for n, item in enumerate(sequence, 1))
+    except ActionError:
+        raise
+    except Exception as exc:  # a value pydicom cannot convert: the peer's bytes
+        raise ActionError(Status.INVALID_ARGUMENT_VALUE,
+                          f"cannot read Action Information: {type(exc).__name__}") from None
+    return transaction_uid, items
+
+
+def build_report(transaction: CommitmentTransaction, retrieve_ae: str,
+                 transfer_syntax: str) -> tuple[int, bytes]:
+    """Event Type ID and Event Information of a checked transaction (PS3.4 Table J.3-2)."""
+    committed = [i for i in transaction.items if i.failure_reason == 0]
+    failed = [i for i in transaction.items if i.failure_reason != 0]
+    ds = Dataset()
+    ds.TransactionUID = transaction.transaction_uid
+    if committed:
+        ds.RetrieveAETitle = retrieve_ae  # where the committed instances can be retrieved
+        ds.ReferencedSOPSequence = [_reference(i) for i in committed]
+    if failed:
+        items = []
+        for item in failed:
+            ref = _reference(item)
+            ref.FailureReason = item.failure_reason or FailureReason.PROCESSING_FAILURE
+            items.append(ref)
+        ds.FailedSOPSequence = items
+    event = EVENT_FAILURES_EXIST if failed else EVENT_ALL_COMMITTED
+    return event, encode_dataset(ds, transfer_syntax)
+
+
+def _reference(item: CommitmentItem) -> Dataset:
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = item.sop_class_uid
+    ref.ReferencedSOPInstanceUID = item.sop_instance_uid
+    return ref
+
+
+def file_intact(storage: Storage, copy: StoredCopy) -> bool:
+    """Whether a stored file still has the size and checksum recorded at ingest (blocking)."""
+    algorithm, _, digest = copy.checksum.partition(":")
+    try:
+        hasher = hashlib.new(algorithm)
+    except ValueError:
+        return False
+    try:
+        with storage.open_dataset(copy.storage_key, 0) as fp:
+            if fp.seek(0, os.SEEK_END) != copy.file_size:
+                return False
+            fp.seek(0)
+            while chunk := fp.read(CHECKSUM_CHUNK):
+                hasher.update(chunk)
+    except (StorageError, OSError):
+        return False
+    return hasher.hexdigest() == digest
+
+
+class CommitmentService:
+    """The N-ACTION handler and the worker that checks and reports transactions."""
+
+    def __init__(self, index: CommitmentIndex, storage: Storage, peers: Peers, *,
+                 ae_title: str, storage_classes: frozenset[str],
+                 policy: CommitmentPolicy | None = None) -> None:
+        self.index = index
+        self.storage = storage
+        self.peers = peers
+        self.ae_title = ae_title
+        self.storage_classes = storage_classes
+        self.policy = policy or CommitmentPolicy()
+        self._live: dict[str, tuple[Channel, int]] = {}  # transaction UID → its association
+        self._due: dict[str, float] = {}  # transaction UID → loop time of its next attempt
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the transactions still owed a report (each tried at once), start the worker."""
+        now = asyncio.get_running_loop().time()
+        for txn in await self.index.pending():
+            self._due[txn.transaction_uid] = now
+        if self._due:
+            log.info("storage commitment: %d pending transaction(s) loaded", len(self._due))
+        self._worker = asyncio.create_task(self._work(), name="commitment-worker")
+
+    async def aclose(self) -> None:
+        """Stop at once: transactions in progress stay pending and are retried at start."""
+        tasks = [t for t in (self._worker, *self._running.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._worker = None
+
+    # --- N-ACTION ---------------------------------------------------------------------------
+
+    async def handle(self, channel: Channel, request: Request) -> Outcome:
+        """Storage Commitment Request (PS3.4 J.3.2): validate, persist, answer at once."""
+        message = request.message
+        assert isinstance(message, NActionRQ)
+        try:
+            transaction_uid, items = await self._read_action(request)
+        except ActionError as exc:
+            log.warning("storage commitment N-ACTION from %s refused: %s (%s)",
+                        channel.info.calling_ae, exc.comment, describe(exc.status))
+            return Outcome(response_for(message, exc.status, exc.comment))
+        info = channel.info
+        txn = CommitmentTransaction(transaction_uid, info.calling_ae, info.called_ae, items,
+                                    datetime.now(UTC))
+        if not await self.index.add_transaction(txn):
+            known = await self.index.transaction(transaction_uid)
+            if not _same_request(known, txn):
+                # PS3.3 C.14.1.1 (0131H): the Transaction UID is already in use; the request
+                # is refused rather than answered with a report under someone else's UID.
+                return Outcome(response_for(message, Status.PROCESSING_FAILURE,
+                                            "Transaction UID already in use"))
+            log.info("storage commitment %s: request repeated, one report will follow",
+                     transaction_uid)
+        else:
+            log.info("storage commitment %s: %d instance(s) from %s", transaction_uid,
+                     len(items), info.calling_ae)
+        if self.policy.same_association:
+            self._live[transaction_uid] = (channel, request.context.context_id)
+        # Woken on the next loop turn: the dispatcher writes this handler's response without
+        # yielding, and the check needs thread hops first, so the N-ACTION-RSP goes first.
+        self._schedule(transaction_uid, 0.0)
+        return Outcome(response_for(message, Status.SUCCESS,
+                                    action_type_id=ACTION_REQUEST_COMMITMENT))
+
+    async def _read_action(self, request: Request) -> tuple[str, tuple[CommitmentItem, ...]]:
+        message = request.message
+        assert isinstance(message, NActionRQ)
+        if message.requested_sop_instance_uid.strip("\0 ") != STORAGE_COMMITMENT_PUSH_INSTANCE:
+            # PS3.4 J.3.5: the only instance is the well-known one.
+            raise ActionError(Status.NO_SUCH_SOP_INSTANCE,
+                              "not the well-known Storage Commitment instance")
+        if message.action_type_id != ACTION_REQUEST_COMMITMENT:
+            raise ActionError(Status.NO_SUCH_ACTION,
+                              f"Action Type ID {message.action_type_id} is not 1")
+        if request.data is None:
+            raise ActionError(Status.INVALID_ARGUMENT_VALUE, "no Action Information")
+        try:
+            data = await request.data.read_all(MAX_ACTION_BYTES)
+        except ValueError:
+            raise ActionError(Status.RESOURCE_LIMITATION,
+                              f"Action Information over {MAX_ACTION_BYTES >> 20} MiB") from None
+        return parse_action(data, request.context.transfer_syntax)
+
+    # --- the worker ---------------------------------------------------------------------------
+
+    def _schedule(self, transaction_uid: str, delay: float) -> None:
+        self._due[transaction_uid] = asyncio.get_running_loop().time() + delay
+        self._wake.set()
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            now = loop.time()
+            for uid, when in list(self._due.items()):
+                if when <= now and uid not in self._running:
+                    del self._due[uid]
+                    task = asyncio.create_task(self._attempt(uid), name=f"commitment-{uid}")
+                    self._running[uid] = task
+                    task.add_done_callback(lambda _t, uid=uid: self._finished(uid))
+            waiting = [when for uid, when in self._due.items() if uid not in self._running]
+            timeout = max(0.0, min(waiting) - now) if waiting else None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+
+    def _finished(self, transaction_uid: str) -> None:
+        self._running.pop(transaction_uid, None)
+        self._wake.set()  # a request repeated meanwhile may be due
+
+    async def _attempt(self, transaction_uid: str) -> None:
+        """One check-and-deliver; nothing escapes the task but cancellation."""
+        try:
+            await self._attempt_once(transaction_uid)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # e.g. the index could not record the outcome: try again later
+            log.exception("storage commitment %s: attempt failed; retrying", transaction_uid)
+            self._schedule(transaction_uid, self.policy.retry_delay)
+
+    async def _attempt_once(self, transaction_uid: str) -> None:
+        try:
+            txn = await self.index.transaction(transaction_uid)
+            if txn is None or txn.state is not CommitmentState.PENDING:
+                return
+            if not txn.checked:
+                txn = await self._check(txn)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("storage commitment %s: check failed; retrying", transaction_uid)
+            self._schedule(transaction_uid, self.policy.retry_delay)
+            return
+        attempts = txn.attempts + 1
+        try:
+            where = await self._deliver(txn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._failed(txn, attempts, str(exc) if isinstance(exc, DeliveryError)
+                               else f"internal error: {type(exc).__name__}: {exc}")
+            return
+        await self.index.record_attempt(transaction_uid, state=CommitmentState.DELIVERED,
+                                        attempts=attempts, next_attempt_at=None, error=None)
+        failed = sum(1 for item in txn.items if item.failure_reason)
+        log.info("storage commitment %s: report delivered to %s %s (attempt %d): "
+                 "%d committed, %d failed", transaction_uid, txn.requestor_ae_title, where,
+                 attempts, len(txn.items) - failed, failed)
+
+    async def _failed(self, txn: CommitmentTransaction, attempts: int, error: str) -> None:
+        policy = self.policy
+        uid = txn.transaction_uid
+        age = (datetime.now(UTC) - txn.received_at).total_seconds()
+        if attempts >= policy.max_attempts or (policy.give_up_after
+                                               and age >= policy.give_up_after):
+            await self.index.record_attempt(uid, state=CommitmentState.FAILED,
+                                            attempts=attempts, next_attempt_at=None,
+                                            error=error)
+            log.error("storage commitment %s: report to %s not delivered after %d attempt(s) "
+                      "in %.0f s, giving up: %s", uid, txn.requestor_ae_title, attempts, age,
+                      error)
+            return
+        delay = min(policy.retry_delay * 2 ** (attempts - 1), policy.max_retry_delay)
+        await self.index.record_attempt(
+            uid, state=CommitmentState.PENDING, attempts=attempts,
+            next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay), error=error)
+        log.warning("storage commitment %s: report to %s, attempt %d of %d failed: %s; "
+                    "retrying in %g s", uid, txn.requestor_ae_title, attempts,
+                    policy.max_attempts, error, delay)
+        self._schedule(uid, delay)
+
+    async def _check(self, txn: CommitmentTransaction) -> CommitmentTransaction:
+        """Each item's failure reason (PS3.3 C.14.1.1), recorded before any report."""
+        found = await self.index.locate([item.sop_instance_uid for item in txn.items])
+        reasons: list[int] = []
+        verified: dict[str, bool] = {}
+        for item in txn.items:
+            copy = found.get(item.sop_instance_uid)
+            if item.sop_class_uid not in self.storage_classes:
+                reason: int = FailureReason.REFERENCED_SOP_CLASS_NOT_SUPPORTED
+            elif copy is None:
+                reason = FailureReason.NO_SUCH_OBJECT_INSTANCE
+            elif copy.sop_class_uid != item.sop_class_uid:
+                reason = FailureReason.CLASS_INSTANCE_CONFLICT
+            else:
+                if item.sop_instance_uid not in verified:
+                    verified[item.sop_instance_uid] = await asyncio.to_thread(
+                        file_intact, self.storage, copy)
+                ok = verified[item.sop_instance_uid]
+                reason = 0 if ok else FailureReason.PROCESSING_FAILURE
+            reasons.append(int(reason))
+        await self.index.record_results(txn.transaction_uid, reasons)
+        items = tuple(CommitmentItem(i.sop_class_uid, i.sop_instance_uid, r)
+                      for i, r in zip(txn.items, reasons, strict=True))
+        return CommitmentTransaction(txn.transaction_uid, txn.requestor_ae_title,
+                                     txn.called_ae_title, items, txn.received_at, txn.state,
+                                     txn.attempts, txn.next_attempt_at, txn.last_error)
+
+    async def _deliver(self, txn: CommitmentTransaction) -> str:
+        """Send the report; returns where it went. Raises DeliveryError."""
+        live = self._live.pop(txn.transaction_uid, None)
+        if live is not None:
+            channel, context_id = live
+            context = channel.info.negotiated.contexts.get(context_id)
+            try:
+                if context is not None:
+                    await self._report(channel, context, txn)
+                    return "on the same association"
+            except AssociationClosed:
+                log.info("storage commitment %s: the requestor's association has ended; "
+                         "reporting on a new one", txn.transaction_uid)
+        if self.peers.address(txn.requestor_ae_title) is None:
+            raise DeliveryError(f"{txn.requestor_ae_title!r} is not a configured peer: "
+                                "add it under `peers` to receive its report")
+        contexts = [(STORAGE_COMMITMENT_PUSH, ts) for ts in _REPORT_SYNTAXES]
+        # PS3.4 J.3.3.1.3: as association requestor we propose the SCP role only.
+        roles = [RoleSelection(STORAGE_COMMITMENT_PUSH, scu_role=False, scp_role=True)]
+        try:
+            async with self.peers.connect(txn.requestor_ae_title, contexts, roles=roles,
+                                          calling_ae=txn.called_ae_title) as channel:
+                accepted = sorted(
+                    (c for c in channel.info.negotiated.contexts.values()
+                     if c.abstract_syntax == STORAGE_COMMITMENT_PUSH),
+                    key=lambda c: c.context_id)
+                if not accepted:
+                    raise DeliveryError("the requestor rejected the Storage Commitment context")
+                await self._report(channel, accepted[0], txn)
+        except PeerUnreachable as exc:
+            raise DeliveryError(exc.reason) from None
+        except AssociationClosed as exc:
+            raise DeliveryError(f"association lost: {exc}") from None
+        return f"at {self.peers.address(txn.requestor_ae_title)}"
+
+    async def _report(self, channel: Channel, context: AcceptedContext,
+                      txn: CommitmentTransaction) -> None:
+        """One N-EVENT-REPORT (PS3.4 J.3.3); raises DeliveryError unless answered Success."""
+        event, data = build_report(txn, self.ae_title, context.transfer_syntax)
+        message = NEventReportRQ(
+            message_id=channel.next_message_id(),
+            affected_sop_class_uid=STORAGE_COMMITMENT_PUSH,
+            affected_sop_instance_uid=STORAGE_COMMITMENT_PUSH_INSTANCE,
+            event_type_id=event, has_dataset=True)
+        status: int | None = None
+        try:
+            async with asyncio.timeout(self.policy.timeout):
+                async for reply in channel.request(context.context_id, message, data):
+                    status = reply.message.status
+        except TimeoutError:
+            raise DeliveryError(f"no N-EVENT-REPORT response within "
+                                f"{self.policy.timeout:g} s") from None
+        if status is None or category(status) is not StatusCategory.SUCCESS:
+            text = "none" if status is None else f"0x{status:04X} {describe(status)}"
+            raise DeliveryError(f"N-EVENT-REPORT answered with status {text}")
+
+
+def _same_request(known: CommitmentTransaction | None, new: CommitmentTransaction) -> bool:
+    """A repeated N-ACTION (e.g. after a lost response) of a transaction still pending."""
+    if known is None or known.state is not CommitmentState.PENDING:
+        return False
+    pairs = [(i.sop_class_uid, i.sop_instance_uid) for i in known.items]
+    return (known.requestor_ae_title == new.requestor_ae_title
+            and pairs == [(i.sop_class_uid, i.sop_instance_uid) for i in new.items])
+
+
+def describe_reason(reason: int) -> str:
+    """A Failure Reason in words (PS3.3 C.14.1.1)."""
+    return REASON_TEXT.get(reason, f"failure reason 0x{reason:04X}")
