@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -38,7 +35,15 @@ if str(REPO_ROOT) not in sys.path:
 from find_data import Population, Study, build, write_files  # noqa: E402
 from find_scu import FindQuery, FindTiming, QueryResult, measure_queries  # noqa: E402
 from find_servers import CLIENT_AE, MinipacsFind, OrthancFind, QrscpFind  # noqa: E402
-from ingest_servers import SERVER_AE, Running, ServerKind, dcmtk_env, stop  # noqa: E402
+from ingest_servers import (  # noqa: E402
+    SERVER_AE,
+    Running,
+    ServerKind,
+    dcmtk_env,
+    machine,
+    stop,
+    workspace,
+)
 from populate_index import load  # noqa: E402
 
 from minipacs.app import loop_factory  # noqa: E402
@@ -367,22 +372,6 @@ def print_targets(by_size: dict[int, list[ServerRun]], compare: int, big: int) -
 # --- main -----------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    load1, load5, _ = os.getloadavg()
-    return (f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
-            f"Linux {platform.release()}, Python {platform.python_version()}, "
-            f"load average {load1:.2f} {load5:.2f}")
-
-
-@contextlib.contextmanager
-def workspace(parent: str | None) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="findbench-", dir=parent))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def run_size(size: int, args: argparse.Namespace, root: Path,
              registry: list[Running]) -> list[ServerRun]:
     pop = build(size)
@@ -460,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     registry: list[Running] = []
     by_size: dict[int, list[ServerRun]] = {}
     try:
-        with workspace(args.tmpdir) as root:
+        with workspace(args.tmpdir, "findbench-") as root:
             for size in sizes:
                 by_size[size] = run_size(size, args, root, registry)
     finally:

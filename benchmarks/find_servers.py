@@ -6,14 +6,12 @@ fresh work folder; minipacs may instead be pointed at an index built by ``popula
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Final
 
-from ingest_servers import ORTHANC, REPO_ROOT, SERVER_AE, ServerKind, dcmtk_env, free_port
+from ingest_servers import SERVER_AE, Orthanc, ServerKind, free_port, minipacs_env
 
 __all__ = ["CLIENT_AE", "FIND_SERVER_KINDS", "MinipacsFind", "OrthancFind", "QrscpFind"]
 
@@ -46,54 +44,29 @@ class MinipacsFind(ServerKind):
             f"limits: {{max_pdu_length: {max_pdu}}}\n",
             encoding="utf-8",
         )
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-        return [sys.executable, "-m", "minipacs", "serve", "--config", str(config)], env
+        return ([sys.executable, "-m", "minipacs", "serve", "--config", str(config)],
+                minipacs_env())
 
     def count(self, workdir: Path) -> int:
         raise NotImplementedError  # counted over C-FIND by the benchmark
 
 
-class OrthancFind(ServerKind):
+class OrthancFind(Orthanc):
     """The Debian Orthanc with its defaults for C-FIND, our SCU allowed to query."""
 
-    name = "orthanc"
-
-    def available(self) -> str | None:
-        return None if Path(ORTHANC).exists() else f"{ORTHANC} not installed"
-
     def describe(self, max_pdu: int) -> str:
-        version = subprocess.run([ORTHANC, "--version"], capture_output=True, text=True,
-                                 timeout=30, check=False).stdout.splitlines()
-        return (f"{version[0].split('/')[-1] if version else 'Orthanc'} (Debian), "
+        return (f"{self.version().split('/')[-1]} (Debian), "
                 f"TCP_NODELAY=1, SQLite index, C-FIND defaults (StorageAccessOnFind Always, "
                 f"CaseSensitivePN false), SyncStorageArea false, HTTP off, no plugins")
 
-    def command(self, workdir: Path, port: int, max_pdu: int) -> tuple[list[str], dict[str, str]]:
-        config = {
+    def config(self, workdir: Path, port: int, max_pdu: int) -> dict[str, object]:
+        return {
+            **super().config(workdir, port, max_pdu),
             "Name": "findbench",
-            "StorageDirectory": str(workdir / "storage"),
-            "IndexDirectory": str(workdir / "index"),
-            "StorageCompression": False,
             "SyncStorageArea": False,  # loading speed only; C-FIND does not write
-            "Plugins": [],
-            "LuaScripts": [],
-            "HttpServerEnabled": False,
-            "HttpPort": free_port(),
-            "RemoteAccessAllowed": False,
-            "DicomServerEnabled": True,
-            "DicomAet": SERVER_AE,
-            "DicomPort": port,
-            "DicomCheckCalledAet": False,
-            "DicomAlwaysAllowStore": True,
             "DicomAlwaysAllowFind": True,
             "DicomModalities": {"bench": [CLIENT_AE, "127.0.0.1", free_port()]},
-            "MaximumPduLength": max_pdu,
         }
-        path = workdir / "orthanc.json"
-        path.write_text(json.dumps(config, indent=2), encoding="utf-8")
-        return [ORTHANC, str(path)], dcmtk_env()
 
     def count(self, workdir: Path) -> int:
         raise NotImplementedError
@@ -114,9 +87,9 @@ class QrscpFind(ServerKind):
         return (f"pynetdicom {pynetdicom.__version__} qrscp app (python -m pynetdicom qrscp), "
                 f"log_identifier False, log level error, max_pdu {max_pdu}")
 
-    def command(self, workdir: Path, port: int, max_pdu: int) -> tuple[list[str], dict[str, str]]:
-        config = workdir / "qrscp.ini"
-        config.write_text(
+    def ini(self, workdir: Path, port: int, max_pdu: int) -> str:
+        """The app's configuration file for a server on `port` keeping its data in `workdir`."""
+        return (
             "[DEFAULT]\n"
             f"  ae_title: {SERVER_AE}\n"
             f"  port: {port}\n"
@@ -125,9 +98,12 @@ class QrscpFind(ServerKind):
             "  bind_address: 127.0.0.1\n"
             f"  instance_location: {workdir / 'instances'}\n"
             f"  database_location: {workdir / 'instances.sqlite'}\n"
-            "  log_identifier: False\n",
-            encoding="utf-8",
+            "  log_identifier: False\n"
         )
+
+    def command(self, workdir: Path, port: int, max_pdu: int) -> tuple[list[str], dict[str, str]]:
+        config = workdir / "qrscp.ini"
+        config.write_text(self.ini(workdir, port, max_pdu), encoding="utf-8")
         return ([sys.executable, "-m", "pynetdicom", "qrscp", "-c", str(config), "-ll", "error"],
                 dict(os.environ))
 

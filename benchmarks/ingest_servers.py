@@ -10,12 +10,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -34,6 +38,31 @@ ORTHANC_INSTANCE_LEVEL: Final = 4
 def dcmtk_env() -> dict[str, str]:
     """The environment of every DCMTK-based process: Nagle off (DCMTK reads TCP_NODELAY)."""
     return {**os.environ, "TCP_NODELAY": "1"}
+
+
+def minipacs_env(root: Path = REPO_ROOT) -> dict[str, str]:
+    """The environment of a ``python -m minipacs`` process running the code in `root`."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def machine() -> str:
+    """The host, CPUs, kernel, Python and load average, for a report's header."""
+    load1, load5, _ = os.getloadavg()
+    return (f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
+            f"Linux {platform.release()}, Python {platform.python_version()}, "
+            f"load average {load1:.2f} {load5:.2f}")
+
+
+@contextlib.contextmanager
+def workspace(parent: str | None, prefix: str) -> Iterator[Path]:
+    """A fresh temporary folder under `parent`, removed with all it holds afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port() -> int:
@@ -159,9 +188,7 @@ class Minipacs(ServerKind):
             f"limits: {{max_pdu_length: {max_pdu}}}\n",
             encoding="utf-8",
         )
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        env = minipacs_env()
         profile_dir = os.environ.get("BENCH_PROFILE_MINIPACS")
         if profile_dir:  # cProfile the server, for diagnosis; the folder outlives the run
             Path(profile_dir).mkdir(parents=True, exist_ok=True)
@@ -180,21 +207,28 @@ class Minipacs(ServerKind):
 
 
 class Orthanc(ServerKind):
+    """The Debian Orthanc; the find and retrieve benchmarks adjust its `config`."""
+
     name = "orthanc"
 
     def available(self) -> str | None:
         return None if Path(ORTHANC).exists() else f"{ORTHANC} not installed"
 
+    def version(self) -> str:
+        """The first line of ``Orthanc --version`` (or "Orthanc")."""
+        lines = subprocess.run([ORTHANC, "--version"], capture_output=True, text=True,
+                               timeout=30, check=False).stdout.splitlines()
+        return lines[0] if lines else "Orthanc"
+
     def describe(self, max_pdu: int) -> str:
-        version = subprocess.run([ORTHANC, "--version"], capture_output=True, text=True,
-                                 timeout=30, check=False).stdout.splitlines()
-        return (f"{version[0] if version else 'Orthanc'} (Debian), TCP_NODELAY=1, "
+        return (f"{self.version()} (Debian), TCP_NODELAY=1, "
                 f"SyncStorageArea true (fdatasync of each file; no folder fsync, SQLite WAL "
                 f"not synced per commit), StorageCompression false, no plugins, HTTP off, "
                 f"MaximumPduLength {max_pdu}")
 
-    def command(self, workdir: Path, port: int, max_pdu: int) -> tuple[list[str], dict[str, str]]:
-        config = {
+    def config(self, workdir: Path, port: int, max_pdu: int) -> dict[str, object]:
+        """Orthanc's JSON configuration for a server on `port` keeping its data in `workdir`."""
+        return {
             "Name": "bench",
             "StorageDirectory": str(workdir / "storage"),
             "IndexDirectory": str(workdir / "index"),
@@ -214,8 +248,11 @@ class Orthanc(ServerKind):
             "DicomAlwaysAllowStore": True,
             "MaximumPduLength": max_pdu,
         }
+
+    def command(self, workdir: Path, port: int, max_pdu: int) -> tuple[list[str], dict[str, str]]:
         path = workdir / "orthanc.json"
-        path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+        path.write_text(json.dumps(self.config(workdir, port, max_pdu), indent=2),
+                        encoding="utf-8")
         return [ORTHANC, str(path)], dcmtk_env()
 
     def count(self, workdir: Path) -> int:

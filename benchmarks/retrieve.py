@@ -12,17 +12,13 @@ Everything runs on 127.0.0.1; every process started is stopped, the temp dir rem
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import platform
 import re
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -36,7 +32,9 @@ from ingest_servers import (
     Running,
     ServerKind,
     dcmtk_env,
+    machine,
     stop,
+    workspace,
 )
 from pydicom import dcmread
 from retrieve_servers import CLIENT_AE, DEST_AE, retrieve_kinds
@@ -268,22 +266,6 @@ def print_targets(results: dict[tuple[int, str], list[Row]]) -> None:
 # --- main -----------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    load1, load5, _ = os.getloadavg()
-    return (f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
-            f"Linux {platform.release()}, Python {platform.python_version()}, "
-            f"load average {load1:.2f} {load5:.2f}")
-
-
-@contextlib.contextmanager
-def workspace(parent: str | None) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="retrievebench-", dir=parent))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def study_uid(data: DataSet) -> str:
     first = next(p for g in data.groups for p in sorted(g.iterdir()))
     return str(dcmread(first, stop_before_pixels=True).StudyInstanceUID)
@@ -393,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
           f"CPU per instance")
     registry: list[Running] = []
     try:
-        with workspace(args.tmpdir) as root:
+        with workspace(args.tmpdir, "retrievebench-") as root:
             results = measure(args, root, registry)
     finally:
         for running in registry:

@@ -107,6 +107,36 @@ def _existing_path(text: str) -> Path:
     return path
 
 
+def add_max_pdu_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--max-pdu``: the maximum PDU length we advertise when we associate."""
+    parser.add_argument(
+        "--max-pdu", type=_max_pdu, default=_DEFAULT_MAX_PDU, metavar="N",
+        help=f"maximum PDU length we advertise (default {_DEFAULT_MAX_PDU})",
+    )  # fmt: skip
+
+
+def add_association_options(
+    parser: argparse.ArgumentParser, *, timeout: float, timeout_help: str
+) -> None:
+    """Add ``--aet``, ``--aec``, ``--timeout`` and ``--max-pdu``: how an SCU command associates.
+
+    `timeout_help` says what the timeout bounds; the default is appended to it.
+    """
+    parser.add_argument(
+        "--aet", type=_ae_title, default=DEFAULT_CALLING_AE,
+        help=f"our (calling) AE title (default {DEFAULT_CALLING_AE})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--aec", type=_ae_title, default=DEFAULT_CALLED_AE,
+        help=f"the peer's (called) AE title (default {DEFAULT_CALLED_AE})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--timeout", type=_timeout, default=timeout, metavar="SECONDS",
+        help=f"{timeout_help} (default {timeout:g})",
+    )  # fmt: skip
+    add_max_pdu_option(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``minipacs`` command."""
     parser = _Parser(prog="minipacs", description="An asyncio-native DICOM server.")
@@ -127,22 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     echo = commands.add_parser("echo", help="send a C-ECHO (verification) to a DICOM peer")
     echo.add_argument("host", metavar="HOST", help="peer host name or address")
     echo.add_argument("port", metavar="PORT", type=_port, help="peer TCP port")
-    echo.add_argument(
-        "--aet", type=_ae_title, default=DEFAULT_CALLING_AE,
-        help=f"our (calling) AE title (default {DEFAULT_CALLING_AE})",
-    )  # fmt: skip
-    echo.add_argument(
-        "--aec", type=_ae_title, default=DEFAULT_CALLED_AE,
-        help=f"the peer's (called) AE title (default {DEFAULT_CALLED_AE})",
-    )  # fmt: skip
-    echo.add_argument(
-        "--timeout", type=_timeout, default=DEFAULT_ECHO_TIMEOUT, metavar="SECONDS",
-        help=f"give up after this many seconds (default {DEFAULT_ECHO_TIMEOUT:g})",
-    )  # fmt: skip
-    echo.add_argument(
-        "--max-pdu", type=_max_pdu, default=_DEFAULT_MAX_PDU, metavar="N",
-        help=f"maximum PDU length we advertise (default {_DEFAULT_MAX_PDU})",
-    )  # fmt: skip
+    add_association_options(echo, timeout=DEFAULT_ECHO_TIMEOUT,
+                            timeout_help="give up after this many seconds")
     echo.set_defaults(handler=_cmd_echo)
 
     store = commands.add_parser(
@@ -151,23 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("port", metavar="PORT", type=_port, help="peer TCP port")
     store.add_argument("paths", metavar="PATH", nargs="+", type=_existing_path,
                        help="DICOM file or folder (searched recursively)")
-    store.add_argument(
-        "--aet", type=_ae_title, default=DEFAULT_CALLING_AE,
-        help=f"our (calling) AE title (default {DEFAULT_CALLING_AE})",
-    )  # fmt: skip
-    store.add_argument(
-        "--aec", type=_ae_title, default=DEFAULT_CALLED_AE,
-        help=f"the peer's (called) AE title (default {DEFAULT_CALLED_AE})",
-    )  # fmt: skip
-    store.add_argument(
-        "--timeout", type=_timeout, default=DEFAULT_STORE_TIMEOUT, metavar="SECONDS",
-        help="give up on a connection, or a transfer making no progress, after this many "
-             f"seconds (default {DEFAULT_STORE_TIMEOUT:g})",
-    )  # fmt: skip
-    store.add_argument(
-        "--max-pdu", type=_max_pdu, default=_DEFAULT_MAX_PDU, metavar="N",
-        help=f"maximum PDU length we advertise (default {_DEFAULT_MAX_PDU})",
-    )  # fmt: skip
+    add_association_options(
+        store, timeout=DEFAULT_STORE_TIMEOUT,
+        timeout_help="give up on a connection, or a transfer making no progress, after this "
+                     "many seconds")  # fmt: skip
     store.set_defaults(handler=_cmd_store)
     _add_find_command(commands)
     _add_ops_commands(commands)
@@ -336,23 +339,9 @@ def _add_find_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
                       help="information model: patient or study root (default study)")
     find.add_argument("--json", action="store_true",
                       help="print each answer as one line of DICOM JSON (PS3.18 F.2)")
-    find.add_argument(
-        "--aet", type=_ae_title, default=DEFAULT_CALLING_AE,
-        help=f"our (calling) AE title (default {DEFAULT_CALLING_AE})",
-    )  # fmt: skip
-    find.add_argument(
-        "--aec", type=_ae_title, default=DEFAULT_CALLED_AE,
-        help=f"the peer's (called) AE title (default {DEFAULT_CALLED_AE})",
-    )  # fmt: skip
-    find.add_argument(
-        "--timeout", type=_timeout, default=DEFAULT_FIND_TIMEOUT, metavar="SECONDS",
-        help=f"give up on a connection or a response after this many seconds "
-             f"(default {DEFAULT_FIND_TIMEOUT:g})",
-    )  # fmt: skip
-    find.add_argument(
-        "--max-pdu", type=_max_pdu, default=_DEFAULT_MAX_PDU, metavar="N",
-        help=f"maximum PDU length we advertise (default {_DEFAULT_MAX_PDU})",
-    )  # fmt: skip
+    add_association_options(
+        find, timeout=DEFAULT_FIND_TIMEOUT,
+        timeout_help="give up on a connection or a response after this many seconds")
     find.set_defaults(handler=_cmd_find)
 
 

@@ -12,16 +12,15 @@ import sys
 from typing import Final
 
 from minipacs.cli import (
-    _DEFAULT_MAX_PDU,
     DEFAULT_CALLED_AE,
     DEFAULT_CALLING_AE,
     EXIT_OK,
     _ae_title,
     _existing_path,
-    _max_pdu,
     _port,
     _setup_logging,
     _timeout,
+    add_max_pdu_option,
 )
 
 __all__ = ["add_commands"]
@@ -61,10 +60,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--listen-host", default=DEFAULT_LISTEN_HOST, metavar="HOST",
         help=f"address to listen on with --listen (default {DEFAULT_LISTEN_HOST})",
     )  # fmt: skip
-    commit.add_argument(
-        "--max-pdu", type=_max_pdu, default=_DEFAULT_MAX_PDU, metavar="N",
-        help=f"maximum PDU length we advertise (default {_DEFAULT_MAX_PDU})",
-    )  # fmt: skip
+    add_max_pdu_option(commit)
     commit.set_defaults(handler=_cmd_commit)
 
 

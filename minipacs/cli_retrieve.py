@@ -15,9 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
 from minipacs.cli import (
-    _DEFAULT_MAX_PDU,
-    DEFAULT_CALLED_AE,
-    DEFAULT_CALLING_AE,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -27,10 +24,9 @@ from minipacs.cli import (
     PROGRESS_INTERVAL,
     _ae_title,
     _find_key,
-    _max_pdu,
     _port,
     _setup_logging,
-    _timeout,
+    add_association_options,
 )
 from minipacs.config import ConfigError, load_config
 
@@ -93,23 +89,10 @@ def _retrieve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Query/Retrieve Level (default STUDY)")
     parser.add_argument("--root", choices=FIND_ROOTS, default="study",
                         help="information model: patient or study root (default study)")
-    parser.add_argument(
-        "--aet", type=_ae_title, default=DEFAULT_CALLING_AE,
-        help=f"our (calling) AE title (default {DEFAULT_CALLING_AE})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--aec", type=_ae_title, default=DEFAULT_CALLED_AE,
-        help=f"the peer's (called) AE title (default {DEFAULT_CALLED_AE})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--timeout", type=_timeout, default=DEFAULT_RETRIEVE_TIMEOUT, metavar="SECONDS",
-        help="give up on a connection, or when no response or sub-operation came for this "
-             f"many seconds (default {DEFAULT_RETRIEVE_TIMEOUT:g})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--max-pdu", type=_max_pdu, default=_DEFAULT_MAX_PDU, metavar="N",
-        help=f"maximum PDU length we advertise (default {_DEFAULT_MAX_PDU})",
-    )  # fmt: skip
+    add_association_options(
+        parser, timeout=DEFAULT_RETRIEVE_TIMEOUT,
+        timeout_help="give up on a connection, or when no response or sub-operation came for "
+                     "this many seconds")  # fmt: skip
 
 
 # --- peers check --------------------------------------------------------------------------------
@@ -168,8 +151,9 @@ def _peer_lines(results: list[PeerCheck]) -> list[str]:
 # --- move and get -------------------------------------------------------------------------------
 
 
-def _checked_keys(args: argparse.Namespace, name: str) -> str | None:
-    """A usage error in words, or None when level, root and keys make a retrieve."""
+def _checked_keys(args: argparse.Namespace, name: str) -> bool:
+    """Set up logging; True when level, root and keys make a retrieve, else say why."""
+    _setup_logging("WARNING")
     # pydicom warns about odd values it reads; the summary line says what matters.
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     from minipacs.app import retrieve_scu as app
@@ -179,18 +163,16 @@ def _checked_keys(args: argparse.Namespace, name: str) -> str | None:
         scu.check_level(args.root, args.level)
         app.check_keys(args.level, args.keys)
     except ValueError as exc:
-        return f"minipacs {name}: error: {exc}"
-    return None
+        print(f"minipacs {name}: error: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _cmd_move(args: argparse.Namespace) -> int:
-    _setup_logging("WARNING")
+    if not _checked_keys(args, "move"):
+        return EXIT_USAGE
     from minipacs.app import retrieve_scu as app
 
-    problem = _checked_keys(args, "move")
-    if problem is not None:
-        print(problem, file=sys.stderr)
-        return EXIT_USAGE
     display = _RetrieveDisplay(sys.stderr, "C-MOVE")
     try:
         outcome = app.move(args.host, args.port, args.keys, level=args.level, root=args.root,
@@ -203,13 +185,10 @@ def _cmd_move(args: argparse.Namespace) -> int:
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
-    _setup_logging("WARNING")
+    if not _checked_keys(args, "get"):
+        return EXIT_USAGE
     from minipacs.app import retrieve_scu as app
 
-    problem = _checked_keys(args, "get")
-    if problem is not None:
-        print(problem, file=sys.stderr)
-        return EXIT_USAGE
     display = _RetrieveDisplay(sys.stderr, "C-GET")
     try:
         outcome = app.get(args.host, args.port, args.keys, args.out, level=args.level,

@@ -41,6 +41,7 @@ from minipacs.proto.negotiation import build_associate_rq
 from minipacs.proto.pdu import Pdu
 from minipacs.proto.pdu_codec import decode_pdu, encode_pdu
 from minipacs.proto.sop import IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION
+from minipacs.proto.status import Status
 
 REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
@@ -425,6 +426,29 @@ def pynetdicom_ae(ae_title: str = "PYNETDICOM") -> Any:
     ae = AE(ae_title=ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = 5
     return ae
+
+
+def pynetdicom_find(assoc: Any, query: Dataset, sop_class: str, *, msg_id: int,
+                    context_id: int, cancel_after: int | None = None
+                    ) -> tuple[list[Any], list[int], Any]:
+    """One C-FIND on an established pynetdicom association: answers, pending statuses, final.
+
+    With `cancel_after`, a C-CANCEL follows that many pending answers.
+    """
+    answers: list[Any] = []
+    pending: list[int] = []
+    final = None
+    for status, identifier in assoc.send_c_find(query, sop_class, msg_id=msg_id):
+        assert status, "no C-FIND response"
+        if status.Status in (Status.PENDING, Status.PENDING_WARNING):
+            answers.append(identifier)
+            pending.append(int(status.Status))
+            if cancel_after is not None and len(pending) == cancel_after:
+                assoc.send_c_cancel(msg_id, context_id)
+        else:
+            final = status
+    assert final is not None
+    return answers, pending, final
 
 
 @dataclass(frozen=True, slots=True)

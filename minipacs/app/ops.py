@@ -117,6 +117,17 @@ class DeleteResult:
     recovered: int  # files of interrupted deletes removed first
 
 
+def unmigrated_reason(config: Config, engine: Engine) -> str | None:
+    """Why the index is not one `db upgrade` has made (missing, older revision), or None."""
+    path = maintenance.sqlite_path(config.database.url)
+    if path is not None and not path.exists():
+        return f"no index database at {path} (minipacs db upgrade creates it)"
+    if (rev := maintenance.current_revision(engine)) != (
+            head := maintenance.head_revision(engine)):
+        return f"index database at revision {rev or 'none'}, not {head}: run minipacs db upgrade"
+    return None
+
+
 @contextlib.contextmanager
 def _index_engine(config: Config, *, migrated: bool = True) -> Iterator[Engine]:
     """The index's engine; `migrated`: refuse a database that `db upgrade` has not made."""
@@ -126,13 +137,8 @@ def _index_engine(config: Config, *, migrated: bool = True) -> Iterator[Engine]:
         raise OpsFailed(f"cannot open {config.database.url}: {exc}") from exc
     try:
         with _failures():
-            path = maintenance.sqlite_path(config.database.url)
-            if migrated and path is not None and not path.exists():
-                raise OpsFailed(f"no index database at {path} (minipacs db upgrade creates it)")
-            if migrated and (rev := maintenance.current_revision(engine)) != (
-                    head := maintenance.head_revision(engine)):
-                raise OpsFailed(f"index database at revision {rev or 'none'}, not {head}: "
-                                "run minipacs db upgrade")
+            if migrated and (reason := unmigrated_reason(config, engine)) is not None:
+                raise OpsFailed(reason)
         yield engine
     finally:
         engine.dispose()

@@ -144,9 +144,7 @@ def move(host: str, port: int, keys: Sequence[FindKey], *, level: str, root: str
         return move_scu(conn, sop_class, QueryLevel(level), keys, destination, cancel=cancel,
                         timeout=timeout, progress=progress)
 
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(_retrieve("C-MOVE", host, port, request, operation, timeout,
-                                    notify or (lambda _: None)))
+    return _run_retrieve("C-MOVE", host, port, request, operation, timeout, notify)
 
 
 def get(host: str, port: int, keys: Sequence[FindKey], out: Path, *, level: str, root: str,
@@ -179,8 +177,15 @@ def get(host: str, port: int, keys: Sequence[FindKey], out: Path, *, level: str,
         return get_scu(conn, sop_class, QueryLevel(level), keys, files, cancel=cancel,
                        timeout=timeout, progress=progress)
 
+    return _run_retrieve("C-GET", host, port, request, operation, timeout, notify)
+
+
+def _run_retrieve(service: str, host: str, port: int, request: AAssociateRQ,
+                  operation: Callable[[Connection, asyncio.Event], Awaitable[RetrieveOutcome]],
+                  timeout: float, notify: Notify | None) -> RetrieveOutcome:
+    """Run `_retrieve` on a loop of its own (the command line's synchronous entry)."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(_retrieve("C-GET", host, port, request, operation, timeout,
+        return runner.run(_retrieve(service, host, port, request, operation, timeout,
                                     notify or (lambda _: None)))
 
 

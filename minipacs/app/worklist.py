@@ -26,6 +26,7 @@ from ..index import maintenance
 from ..index.engine import make_engine
 from ..index.models import normalize_date
 from ..index.worklist import SqlWorklist, StepSummary
+from .ops import unmigrated_reason
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -169,14 +170,8 @@ def _worklist(config: Config) -> Iterator[SqlWorklist]:
         raise WorklistFailed(f"cannot open {config.database.url}: {exc}") from exc
     try:
         with _failures():
-            path = maintenance.sqlite_path(config.database.url)
-            if path is not None and not path.exists():
-                raise WorklistFailed(
-                    f"no index database at {path} (minipacs db upgrade creates it)")
-            if (rev := maintenance.current_revision(engine)) != (
-                    head := maintenance.head_revision(engine)):
-                raise WorklistFailed(f"index database at revision {rev or 'none'}, not {head}: "
-                                     "run minipacs db upgrade")
+            if (reason := unmigrated_reason(config, engine)) is not None:
+                raise WorklistFailed(reason)
             yield SqlWorklist(engine)
     finally:
         engine.dispose()

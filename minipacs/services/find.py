@@ -45,6 +45,7 @@ __all__ = [
     "FindService",
     "answer_extended_negotiation",
     "negotiated_options",
+    "read_identifier",
     "refused",
     "stream_answers",
 ]
@@ -106,14 +107,10 @@ class FindService:
     async def __call__(self, channel: Channel, request: Request) -> Outcome:
         message = request.message
         assert isinstance(message, CFindRQ)
-        if request.data is None:  # PS3.7 §9.1.2.1: the identifier is mandatory
-            return refused(message, IdentifierError(Status.UNABLE_TO_PROCESS,
-                                                     "C-FIND request without identifier"))
         try:
-            data = await request.data.read_all(MAX_IDENTIFIER_BYTES)
-        except ValueError:
-            return refused(message, IdentifierError(
-                Status.UNABLE_TO_PROCESS, f"identifier larger than {MAX_IDENTIFIER_BYTES} bytes"))
+            data = await read_identifier(request)
+        except IdentifierError as exc:
+            return refused(message, exc)
         sop_class = request.context.abstract_syntax
         relational, combined = negotiated_options(channel, sop_class)
         try:
@@ -202,6 +199,17 @@ async def stream_answers(channel: Channel, request: Request,
         log.exception("C-FIND failed after %d answer(s)", sent)
         return refused(message, IdentifierError(
             Status.UNABLE_TO_PROCESS, f"query failed: {type(exc).__name__}")), sent
+
+
+async def read_identifier(request: Request) -> bytes:
+    """The C-FIND request's identifier; IdentifierError (0xC000) when missing or too large."""
+    if request.data is None:  # PS3.7 §9.1.2.1: the identifier is mandatory
+        raise IdentifierError(Status.UNABLE_TO_PROCESS, "C-FIND request without identifier")
+    try:
+        return await request.data.read_all(MAX_IDENTIFIER_BYTES)
+    except ValueError:
+        raise IdentifierError(Status.UNABLE_TO_PROCESS,
+                              f"identifier larger than {MAX_IDENTIFIER_BYTES} bytes") from None
 
 
 def refused(message: DimseMessage, error: IdentifierError) -> Outcome:

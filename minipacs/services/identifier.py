@@ -216,10 +216,7 @@ def parse_identifier(ds: Dataset, model: Model, *,
     that is not valid for its VR, or one too long; 0xC000 when text cannot be decoded.
     """
     charset = _charset_terms(ds)
-    try:
-        encodings = convert_encodings(list(charset) or None)
-    except Exception:  # an unknown term: pydicom falls back to the default repertoire
-        encodings = convert_encodings(None)
+    encodings = _encodings(charset)
     level = _level(ds, model)
     parser = _Parser(model, level, encodings, matchable, relational)
     return_keys: list[ReturnKey] = []
@@ -248,6 +245,14 @@ def parse_identifier(ds: Dataset, model: Model, *,
         unsupported=tuple(parser.unsupported),
         charset=charset,
     )
+
+
+def _encodings(charset: tuple[str, ...]) -> list[str]:
+    """Python codecs of Specific Character Set terms (the default repertoire for ())."""
+    try:
+        return convert_encodings(list(charset) or None)
+    except Exception:  # an unknown term: pydicom falls back to the default repertoire
+        return convert_encodings(None)
 
 
 def _charset_terms(ds: Dataset) -> tuple[str, ...]:

@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_has_tag
 from pydicom.dataset import Dataset
 
@@ -27,15 +26,15 @@ from ..proto.dimse import CFindRQ
 from ..proto.status import Status
 from .answers import answer_values, encode_values
 from .dispatcher import Outcome
-from .find import PAGE_SIZE, refused, stream_answers
+from .find import PAGE_SIZE, read_identifier, refused, stream_answers
 from .identifier import (
-    MAX_IDENTIFIER_BYTES,
     TAG_QUERY_RETRIEVE_LEVEL,
     TAG_RETRIEVE_AE_TITLE,
     TAG_SPECIFIC_CHARACTER_SET,
     IdentifierError,
     ReturnKey,
     _charset_terms,
+    _encodings,
     _item_keys,
     _only_item,
     _vr_of,
@@ -90,10 +89,7 @@ def parse_worklist_identifier(ds: Dataset, matchable: Matchable) -> WorklistQuer
     more than one item, or no key at all; 0xC000 for text that cannot be decoded.
     """
     charset = _charset_terms(ds)
-    try:
-        encodings = convert_encodings(list(charset) or None)
-    except Exception:  # an unknown term: pydicom falls back to the default repertoire
-        encodings = convert_encodings(None)
+    encodings = _encodings(charset)
     parse = _Parse(encodings, matchable)
     top = matchable(None)
     for tag in sorted(map(int, ds.keys())):
@@ -197,14 +193,10 @@ class WorklistService:
     async def __call__(self, channel: Channel, request: Request) -> Outcome:
         message = request.message
         assert isinstance(message, CFindRQ)
-        if request.data is None:  # PS3.7 §9.1.2.1: the identifier is mandatory
-            return refused(message, IdentifierError(Status.UNABLE_TO_PROCESS,
-                                                    "C-FIND request without identifier"))
         try:
-            data = await request.data.read_all(MAX_IDENTIFIER_BYTES)
-        except ValueError:
-            return refused(message, IdentifierError(
-                Status.UNABLE_TO_PROCESS, f"identifier larger than {MAX_IDENTIFIER_BYTES} bytes"))
+            data = await read_identifier(request)
+        except IdentifierError as exc:
+            return refused(message, exc)
         transfer_syntax = request.context.transfer_syntax
         try:
             parsed = parse_worklist_identifier(decode_identifier(data, transfer_syntax),

@@ -47,6 +47,7 @@ from tests.support import (
     encode_implicit_le,
     make_config,
     pynetdicom_ae,
+    pynetdicom_find,
     run_dcmtk,
 )
 
@@ -226,17 +227,9 @@ def pyn_find(port: int, query: Dataset, model: str = "S", *, extended: bytes | N
     assert assoc.is_established
     try:
         (context,) = [c for c in assoc.accepted_contexts if c.abstract_syntax == sop_class]
-        answers, pending, final = [], [], None
-        for status, identifier in assoc.send_c_find(query, sop_class, msg_id=7):
-            assert status, "no C-FIND response"
-            if status.Status in (Status.PENDING, Status.PENDING_WARNING):
-                answers.append(identifier)
-                pending.append(int(status.Status))
-                if cancel_after is not None and len(pending) == cancel_after:
-                    assoc.send_c_cancel(7, context.context_id)
-            else:
-                final = status
-        assert final is not None
+        answers, pending, final = pynetdicom_find(assoc, query, sop_class, msg_id=7,
+                                                  context_id=context.context_id,
+                                                  cancel_after=cancel_after)
         # The association survives whatever the C-FIND answered. (No C-ECHO to prove it:
         # pynetdicom's reactor may swallow a response that follows a C-FIND too closely,
         # logging "Received unexpected C-ECHO service message", pynetdicom issue #875.)

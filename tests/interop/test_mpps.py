@@ -24,6 +24,7 @@ from minipacs.index.mpps import SqlMppsIndex
 from minipacs.proto.sop import MPPS, MPPS_RETRIEVE
 from minipacs.proto.status import Status
 from minipacs.services.mpps import ERROR_ID_MAY_NO_LONGER_BE_UPDATED
+from tests.mpps_data import mpps_create, mpps_final, scheduled_step
 from tests.support import (
     LOOPBACK,
     TEST_LIMITS,
@@ -125,43 +126,18 @@ def tag_list(value: Any) -> list[int]:
 
 
 def create_ds(status: str = "IN PROGRESS") -> Dataset:
-    ds = Dataset()
-    step = Dataset()
-    step.StudyInstanceUID = STUDY
-    step.ScheduledProcedureStepID = "SPS-70"
-    step.AccessionNumber = "ACC-70"
-    other = Dataset()
-    other.StudyInstanceUID = f"{UID_ROOT}.71"
-    other.ScheduledProcedureStepID = "SPS-71"
-    ds.ScheduledStepAttributesSequence = [step, other]
-    ds.PatientName = "Test^Loopback"
-    ds.PatientID = "LOOP-1"
-    ds.PerformedProcedureStepID = "PPS-70"
-    ds.PerformedStationAETitle = "CT01"
-    ds.PerformedProcedureStepStartDate = "20240101"
-    ds.PerformedProcedureStepStartTime = "090000"
-    ds.PerformedProcedureStepStatus = status
-    ds.Modality = "CT"
-    ds.PerformedProcedureStepEndDate = None
-    ds.PerformedProcedureStepEndTime = None
-    ds.PerformedSeriesSequence = []
-    return ds
+    steps = (scheduled_step(STUDY, "SPS-70", "ACC-70"),
+             scheduled_step(f"{UID_ROOT}.71", "SPS-71"))
+    return mpps_create(steps, patient=("Test^Loopback", "LOOP-1"), pps_id="PPS-70",
+                       start=("20240101", "090000"), status=status)
 
 
 def final_ds(status: str = "COMPLETED") -> Dataset:
-    ds = Dataset()
-    ds.PerformedProcedureStepStatus = status
-    ds.PerformedProcedureStepEndDate = "20240101"
-    ds.PerformedProcedureStepEndTime = "093000"
-    series = Dataset()
-    series.ProtocolName = "Chest"
-    series.SeriesInstanceUID = f"{UID_ROOT}.2"
     image = Dataset()
     image.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
     image.ReferencedSOPInstanceUID = f"{UID_ROOT}.3.1"
-    series.ReferencedImageSequence = [image]
-    ds.PerformedSeriesSequence = [series]
-    return ds
+    return mpps_final(status, end=("20240101", "093000"), series_uid=f"{UID_ROOT}.2",
+                      images=[image])
 
 
 def store_ct(port: int) -> None:

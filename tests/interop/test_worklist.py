@@ -23,7 +23,15 @@ from minipacs.index.engine import make_engine
 from minipacs.index.worklist import SqlWorklist
 from minipacs.proto.sop import MODALITY_WORKLIST_FIND
 from minipacs.proto.status import Status
-from tests.support import LOOPBACK, TEST_LIMITS, WAIT, make_config, pynetdicom_ae, run_dcmtk
+from tests.support import (
+    LOOPBACK,
+    TEST_LIMITS,
+    WAIT,
+    make_config,
+    pynetdicom_ae,
+    pynetdicom_find,
+    run_dcmtk,
+)
 
 SERVER_AE: Final = "MINIPACS"
 STUDY_1: Final = "1.2.826.0.1.3680043.8.498.77.1"
@@ -117,17 +125,9 @@ def pyn_mwl(port: int, query: Dataset, *, cancel_after: int | None = None) -> Fo
     assert assoc.is_established
     try:
         (context,) = assoc.accepted_contexts
-        answers, pending, final = [], [], None
-        for status, identifier in assoc.send_c_find(query, MODALITY_WORKLIST_FIND, msg_id=9):
-            assert status, "no C-FIND response"
-            if status.Status in (Status.PENDING, Status.PENDING_WARNING):
-                answers.append(identifier)
-                pending.append(int(status.Status))
-                if cancel_after is not None and len(pending) == cancel_after:
-                    assoc.send_c_cancel(9, context.context_id)
-            else:
-                final = status
-        assert final is not None
+        answers, pending, final = pynetdicom_find(assoc, query, MODALITY_WORKLIST_FIND,
+                                                  msg_id=9, context_id=context.context_id,
+                                                  cancel_after=cancel_after)
         assert assoc.is_established
     finally:
         assoc.release()

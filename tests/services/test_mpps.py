@@ -17,6 +17,7 @@ from minipacs.proto.sop import EXPLICIT_VR_LITTLE_ENDIAN, MPPS, MPPS_RETRIEVE
 from minipacs.proto.status import Status
 from minipacs.services.identifier import decode_identifier
 from minipacs.services.mpps import ERROR_ID_MAY_NO_LONGER_BE_UPDATED, MppsService
+from tests.mpps_data import mpps_create, mpps_final, scheduled_step
 from tests.support import encode_implicit_le
 
 TS: Final = "1.2.840.10008.1.2"  # Implicit VR Little Endian
@@ -83,40 +84,15 @@ def request(message: Any, ds: Dataset | None, sop_class: str = MPPS,
 
 def create_ds(status: str = "IN PROGRESS", steps: tuple[tuple[str, str], ...] = (
         (STUDY, "SPS-1"), (STUDY, "SPS-2"))) -> Dataset:
-    ds = Dataset()
+    ds = mpps_create([scheduled_step(study, sps) for study, sps in steps],
+                     patient=("Müller^Jürgen", "PID-61"), pps_id="PPS-61",
+                     start=("20240105", "101500"), status=status)
     ds.SpecificCharacterSet = "ISO_IR 100"
-    items = []
-    for study, sps in steps:
-        item = Dataset()
-        item.StudyInstanceUID = study
-        item.ScheduledProcedureStepID = sps
-        items.append(item)
-    ds.ScheduledStepAttributesSequence = items
-    ds.PatientName = "Müller^Jürgen"
-    ds.PatientID = "PID-61"
-    ds.PerformedProcedureStepID = "PPS-61"
-    ds.PerformedStationAETitle = "CT01"
-    ds.PerformedProcedureStepStartDate = "20240105"
-    ds.PerformedProcedureStepStartTime = "101500"
-    ds.PerformedProcedureStepStatus = status
-    ds.Modality = "CT"
-    ds.PerformedProcedureStepEndDate = None
-    ds.PerformedProcedureStepEndTime = None
-    ds.PerformedSeriesSequence = []
     return ds
 
 
 def completion(status: str = "COMPLETED") -> Dataset:
-    ds = Dataset()
-    ds.PerformedProcedureStepStatus = status
-    ds.PerformedProcedureStepEndDate = "20240105"
-    ds.PerformedProcedureStepEndTime = "103000"
-    series = Dataset()
-    series.ProtocolName = "Chest"
-    series.SeriesInstanceUID = f"{STUDY}.1"
-    series.ReferencedImageSequence = []
-    ds.PerformedSeriesSequence = [series]
-    return ds
+    return mpps_final(status, end=("20240105", "103000"), series_uid=f"{STUDY}.1")
 
 
 class Hook:
