@@ -1,0 +1,99 @@
+"""Storage port: the filesystem store as services see it (spool, commit, read, delete)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+
+class StorageError(Exception):
+    """The store could not write, rename, read or delete a file."""
+
+
+class OutOfResources(StorageError):
+    """Disk full, file too large or below the free-space watermark (PS3.4 B.2.3: 0xA700)."""
+
+
+# --- Storage --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileMeta:
+    """Per-instance fields of the Part 10 File Meta Information (PS3.10 §7.1)."""
+
+    sop_class_uid: str  # (0002,0002) from the C-STORE command's Affected SOP Class UID
+    sop_instance_uid: str  # (0002,0003) from the command's Affected SOP Instance UID
+    transfer_syntax_uid: str  # (0002,0010) of the presentation context
+    sending_ae_title: str  # (0002,0017) the calling AE title
+    receiving_ae_title: str  # (0002,0018) the called AE title
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A committed file: where it is and what was written.
+
+    ``size`` and ``checksum`` cover the whole file, header included, so a check is a plain
+    hash of the file; ``checksum`` is ``"<algorithm>:<hex digest>"``.
+    """
+
+    key: str  # "ab/cd/<uuid4 hex>.dcm", never derived from a received value
+    size: int
+    checksum: str
+    dataset_offset: int  # first byte after the File Meta Information
+
+
+class Spool(Protocol):
+    """A file being received; blocking methods, meant for ``asyncio.to_thread``.
+
+    Hand it large pieces (~1 MiB): one thread hop per PDV costs more than it saves
+    (DESIGN principle 14). Not thread-safe: one caller at a time.
+    """
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far, header included."""
+        ...
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append data-set bytes. Raises OutOfResources (spool removed) or StorageError."""
+        ...
+
+    def commit(self) -> StoredFile:
+        """Make the file durable and give it its final key (fsync, rename, fsync dirs)."""
+        ...
+
+    def discard(self) -> None:
+        """Remove the spool file; idempotent, never raises for a missing file."""
+        ...
+
+
+class Storage(Protocol):
+    """The store of Part 10 files; blocking methods, meant for ``asyncio.to_thread``."""
+
+    def check_free_space(self) -> None:
+        """Raise OutOfResources when free space is under the configured watermark."""
+        ...
+
+    def open_spool(self, meta: FileMeta) -> Spool:
+        """Create a spool file and write its Part 10 header (PS3.10 §7.1)."""
+        ...
+
+    def store(self, meta: FileMeta, data: bytes) -> StoredFile:
+        """A whole data set in one call: free-space check, spool, write, commit.
+
+        For a data set already in memory, so it costs one thread hop (DESIGN principle 14).
+        Raises OutOfResources or StorageError, leaving nothing behind.
+        """
+        ...
+
+    def open_dataset(self, key: str, dataset_offset: int | None = None) -> BinaryIO:
+        """Open a stored file positioned at its data set (read from the header if None)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove a stored file; a missing file is not an error."""
+        ...
+
+    def cleanup_spool(self) -> int:
+        """Remove leftover spool files (call at start, before serving); returns the count."""
+        ...
