@@ -174,6 +174,16 @@ class CommitmentConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """DICOMweb, /metrics and /health over HTTP (minipacs/web); off unless `http:` is set."""
+
+    host: str = DEFAULT_HOST
+    port: int = 8042
+    cors_origins: tuple[str, ...] = ()  # origins a browser may call us from; "*" = any
+    viewer_root: Path | None = None  # a static web viewer (OHIF) served at "/"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole, validated configuration of one minipacs instance."""
 
@@ -190,6 +200,7 @@ class Config:
     query: QueryConfig = QueryConfig()
     retrieve: RetrieveConfig = RetrieveConfig()
     commitment: CommitmentConfig = CommitmentConfig()
+    http: HttpConfig | None = None
 
     def peer(self, ae_title: str) -> PeerConfig | None:
         """The known peer with this AE title (spaces are not significant, PS3.5 Table 6.2-1)."""
@@ -289,7 +300,7 @@ def _parse_yaml(text: str, name: str) -> object:
 
 _TOP_KEYS = (
     "ae_title", "listen", "storage", "database", "peers",
-    "security", "limits", "sop_classes", "logging", "query", "retrieve", "commitment",
+    "security", "limits", "sop_classes", "logging", "query", "retrieve", "commitment", "http",
 )  # fmt: skip
 
 
@@ -313,6 +324,7 @@ def _build(data: Mapping[Any, Any], base: Path, source: Path | None) -> Config:
         query=_query(top.get("query"), "query"),
         retrieve=_retrieve(top.get("retrieve"), "retrieve"),
         commitment=_commitment(top.get("commitment"), "commitment"),
+        http=_http(top["http"], "http", base) if "http" in top else None,
     )
 
 
@@ -491,6 +503,27 @@ def _commitment(raw: object, where: str) -> CommitmentConfig:
         timeout=_seconds(data.get("timeout", defaults.timeout), f"{where}.timeout",
                          zero_allowed=False),
     )
+
+
+_ORIGIN = re.compile(r"^(\*|https?://[A-Za-z0-9.\-\[\]:]+)$")
+_HTTP_RULES: dict[str, Callable[[object, str, Path], Any]] = {
+    "host": lambda v, w, b: _host(v, w),
+    "port": lambda v, w, b: _int(v, w, 0, PORT_MAX),
+    "cors_origins": lambda v, w, b: tuple(
+        o if _ORIGIN.match(o := _str(x, f"{w}[{i}]").rstrip("/")) else _bad(f"{w}[{i}]", x)
+        for i, x in enumerate(v if isinstance(v, list) else _bad(w, v))),
+    "viewer_root": lambda v, w, b: _resolve_path(_str(v, w), b),
+}
+
+
+def _bad(where: str, value: object) -> Any:
+    raise ConfigError(where, f"{_describe(value)} is not valid here")
+
+
+def _http(raw: object, where: str, base: Path) -> HttpConfig:
+    data = _mapping(raw, where, tuple(_HTTP_RULES))
+    return HttpConfig(**{key: rule(data[key], f"{where}.{key}", base)
+                         for key, rule in _HTTP_RULES.items() if key in data})
 
 
 def _logging(raw: object, where: str) -> LoggingConfig:

@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = "minipacs"
 
 # Which minipacs layers each layer may import. "root" is minipacs/__init__.py (__version__).
-_EVERY_LAYER = {"root", "proto", "ports", "net", "services", "index", "storage", "config"}
+_EVERY_LAYER = {"root", "proto", "ports", "net", "services", "index", "storage", "config",
+                "web"}
 ALLOWED_LAYERS: dict[str, set[str]] = {
     "root": set(),
     "proto": {"proto"},  # sans-I/O core: no other minipacs package
@@ -23,6 +24,9 @@ ALLOWED_LAYERS: dict[str, set[str]] = {
     "net": {"net", "proto", "ports", "root"},
     "services": {"services", "proto", "ports", "root"},
     "index": {"index", "ports", "root"},
+    # The HTTP adapter beside net/: over the same services and ports, never the concrete
+    # index, storage or network classes (only app/ wires those).
+    "web": {"web", "services", "ports", "proto", "root"},
     "storage": {"storage", "ports", "root"},
     "migrations": {"migrations", "index", "ports", "root"},
     "config": {"config", "root"},
@@ -40,6 +44,7 @@ FORBIDDEN_MODULES: dict[str, set[str]] = {
     "services": _SQL | {"socket", "selectors", "ssl"},
     "storage": _SQL | {"socket", "selectors", "ssl"},
     "index": {"socket", "selectors", "ssl"},
+    "web": _SQL,
 }
 FORBIDDEN_EVERYWHERE = {"pynetdicom"}  # a test peer only, never a dependency
 PROTO_THIRD_PARTY = {"pydicom"}  # proto: stdlib + pydicom only
@@ -213,6 +218,10 @@ def test_checker_accepts_a_clean_tree(tmp_path: Path) -> None:
         ("config.py", "from minipacs.cli import main\n", "config imports minipacs.cli"),
         ("services/find.py", "import logging\nlogging.basicConfig()\n", "configures logging"),
         ("weird/thing.py", "", "layer 'weird' has no import rules"),
+        ("web/routes.py", "from minipacs.index import SqlIndex\n", "(a index module)"),
+        ("web/routes.py", "from ..storage import files\n", "(a storage module)"),
+        ("web/routes.py", "from minipacs.net import server\n", "(a net module)"),
+        ("web/routes.py", "import sqlalchemy\n", "web must not use sqlalchemy"),
     ],
 )
 def test_checker_catches(tmp_path: Path, name: str, source: str, expected: str) -> None:

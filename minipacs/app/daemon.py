@@ -49,9 +49,10 @@ from ..services.store import StoreService
 from ..services.worklist import WorklistService
 from ..storage import FilesystemStorage
 from . import loop_factory
+from .web import build_http_server
 
 if TYPE_CHECKING:
-    pass
+    from ..web.server import HttpServer
 
 log = logging.getLogger("minipacs")
 
@@ -182,11 +183,17 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
                      artim_timeout=limits.artim_timeout, idle_timeout=limits.idle_timeout,
                      association_timeout=limits.association_timeout),
     )
+    http = build_http_server(config, storage, index)
+    server.http = http  # type: ignore[attr-defined]
     await commitment.start()  # reloads the reports still owed (PS3.4 J.3.3)
     try:
         await server.start(config.listen.host, config.listen.port)
+        if http is not None:
+            await http.start()
         yield server
     finally:
+        if http is not None:
+            await http.shutdown(0)
         await server.shutdown(0)
         await commitment.aclose()
         await index.aclose()
@@ -201,6 +208,14 @@ async def _serve(config: Config, storage: FilesystemStorage) -> int:
         log.error("cannot listen on %s:%d: %s", config.listen.host, config.listen.port,
                   exc.strerror or exc)
         return 1
+
+
+async def _shutdown_both(server: Server, http: HttpServer | None, grace: float) -> None:
+    """The DIMSE and HTTP listeners stop together, each within `grace` seconds."""
+    if http is None:
+        await server.shutdown(grace)
+    else:
+        await asyncio.gather(server.shutdown(grace), http.shutdown(grace))
 
 
 async def _run_until_signal(config: Config, server: Server) -> int:
@@ -224,6 +239,9 @@ async def _run_until_signal(config: Config, server: Server) -> int:
     log.info("minipacs %s listening on %s:%d as AE %s (loop: %s)", __version__,
              config.listen.host, server.port, config.ae_title,
              type(asyncio.get_running_loop()).__module__.split(".")[0])
+    http = getattr(server, "http", None)
+    if http is not None and config.http is not None:
+        log.info("DICOMweb at http://%s:%d/dicom-web", config.http.host, http.port)
     log.info("store %s (fsync %s), index %s", config.storage.root,
              "on" if config.storage.fsync else "off", config.database.url)
     if not config.security.check_called_ae_title:
@@ -232,11 +250,12 @@ async def _run_until_signal(config: Config, server: Server) -> int:
         log.warning("security.known_calling_aes_only is off: any calling AE may associate")
     try:
         await stop.wait()
-        shutdown = asyncio.create_task(server.shutdown(limits.shutdown_grace))
+        http = getattr(server, "http", None)
+        shutdown = asyncio.create_task(_shutdown_both(server, http, limits.shutdown_grace))
         forced = asyncio.create_task(force.wait())
         await asyncio.wait({shutdown, forced}, return_when=asyncio.FIRST_COMPLETED)
         if not shutdown.done():
-            await server.shutdown(0)
+            await _shutdown_both(server, http, 0)
         forced.cancel()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -28,6 +28,7 @@ from .index import (
     InstanceAttributes,
     InstanceRecord,
 )
+from .metrics import NO_METRICS, Metrics, NoMetrics
 from .normalized import (
     CommitmentIndex,
     CommitmentItem,
@@ -50,6 +51,7 @@ from .query import (
     QueryLevel,
     RetrieveIndex,
 )
+from .security import AllowAll, Operation, Permissions, Principal
 from .storage import (
     FileMeta,
     OutOfResources,
@@ -60,8 +62,10 @@ from .storage import (
 )
 
 __all__ = [
+    "NO_METRICS",
     "AddOutcome",
     "AddResult",
+    "AllowAll",
     "AssociationClosed",
     "AssociationInfo",
     "Channel",
@@ -84,11 +88,16 @@ __all__ = [
     "InstanceRecord",
     "JsonDataset",
     "MatchKind",
+    "Metrics",
     "MppsIndex",
     "MppsRecord",
+    "NoMetrics",
+    "Operation",
     "OutOfResources",
     "PeerUnreachable",
     "Peers",
+    "Permissions",
+    "Principal",
     "QueryIndex",
     "QueryLevel",
     "Reply",

@@ -1,0 +1,1 @@
+"""DICOMweb, metrics and health over HTTP."""

@@ -1,0 +1,76 @@
+"""What every DICOMweb route shares: the ports it uses, the permission check, error answers."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Final
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..ports import (
+    Operation,
+    Permissions,
+    Principal,
+    QueryIndex,
+    RetrieveIndex,
+    Storage,
+)
+
+__all__ = [
+    "DICOM_JSON",
+    "PREFIX",
+    "WebBackend",
+    "allow",
+    "base_url",
+    "dicom_json",
+    "problem",
+]
+
+log = logging.getLogger("minipacs.web")
+
+PREFIX: Final = "/dicom-web"  # as Orthanc serves it: a client's base URL ends with it
+DICOM_JSON: Final = "application/dicom+json"
+
+
+@dataclass(frozen=True, slots=True)
+class WebBackend:
+    """The ports the HTTP layer works on; the composition root builds it (DESIGN §9)."""
+
+    query: QueryIndex
+    retrieve: RetrieveIndex
+    storage: Storage
+    permissions: Permissions
+    ingest: Any = None  # services.store.Ingest; Any keeps this module free of services
+
+
+def principal(request: Request) -> Principal:
+    """Who is asking: the peer address; users arrive with the security work."""
+    client = request.client
+    return Principal(peer_host=client.host if client else "")
+
+
+def allow(request: Request, backend: WebBackend, operation: Operation) -> None:
+    """403 unless the policy lets this principal perform `operation`."""
+    if not backend.permissions.allowed(principal(request), operation):
+        log.warning("%s %s refused: %s not permitted", request.method, request.url.path,
+                    operation.value)
+        raise HTTPException(403, f"{operation.value} is not permitted")
+
+
+def base_url(request: Request) -> str:
+    """The DICOMweb base URL as the client reached us (for RetrieveURL, BulkDataURI)."""
+    return str(request.base_url).rstrip("/") + PREFIX
+
+
+def dicom_json(body: Any, status: int = 200) -> Response:
+    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return Response(data, status, media_type=DICOM_JSON)
+
+
+def problem(status: int, detail: str) -> Response:
+    """An error answer: the reason in one line of text (PS3.18 §8.6.3 leaves the body open)."""
+    return Response(detail + "\n", status, media_type="text/plain; charset=utf-8")
