@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .common import PREFIX, WebBackend, problem
+from .retrieve import retrieve_routes
 from .search import search_routes
 
 __all__ = ["WebSettings", "build_app"]
@@ -78,7 +79,7 @@ def build_app(backend: WebBackend, settings: WebSettings = WebSettings(), *,
               extra_routes: Sequence[BaseRoute] = (),
               middleware: Sequence[Middleware] = ()) -> Starlette:
     """The whole HTTP application over `backend`."""
-    dicomweb: list[BaseRoute] = [*search_routes(backend)]
+    dicomweb: list[BaseRoute] = [*search_routes(backend), *retrieve_routes(backend)]
     routes: list[BaseRoute] = [*extra_routes, Mount(PREFIX, routes=dicomweb)]
     stack = [Middleware(_DateHeader), *middleware]
     if settings.cors_origins:

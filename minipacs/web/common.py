@@ -62,8 +62,18 @@ def allow(request: Request, backend: WebBackend, operation: Operation) -> None:
 
 
 def base_url(request: Request) -> str:
-    """The DICOMweb base URL as the client reached us (for RetrieveURL, BulkDataURI)."""
-    return str(request.base_url).rstrip("/") + PREFIX
+    """The DICOMweb base URL as the client reached us (for RetrieveURL, BulkDataURI).
+
+    From the Host header; a client that names our address without the port (dicomweb-client
+    does) gets the port it connected to, a proxy's host name is left as it is.
+    """
+    url = request.base_url
+    server = request.scope.get("server")
+    if url.port is None and server and url.hostname == server[0]:
+        default = 443 if url.scheme == "https" else 80
+        if server[1] != default:
+            url = url.replace(netloc=f"{url.netloc}:{server[1]}")
+    return str(url).rstrip("/") + PREFIX
 
 
 def dicom_json(body: Any, status: int = 200) -> Response:

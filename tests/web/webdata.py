@@ -104,11 +104,13 @@ class WebServer:
     def client(self, **options: Any) -> DICOMwebClient:
         return DICOMwebClient(self.url, **options)
 
-    async def store(self, datasets: Sequence[Dataset]) -> None:
+    async def store(self, datasets: Sequence[Dataset], syntaxes: Sequence[str] = ()) -> None:
         """C-STORE the data sets (pynetdicom), each must succeed."""
         folder = self.directory / "sent"
         folder.mkdir(exist_ok=True)
-        paths = [write(ds, folder / f"{ds.SOPInstanceUID}.dcm") for ds in datasets]
+        syntaxes = list(syntaxes) or [ExplicitVRLittleEndian] * len(datasets)
+        paths = [write(ds, folder / f"{ds.SOPInstanceUID}.dcm", syntax)
+                 for ds, syntax in zip(datasets, syntaxes, strict=True)]
         results = await asyncio.to_thread(pynetdicom_store, self.server.port, paths)
         assert all(status == 0 for status, _ in results), results
 
