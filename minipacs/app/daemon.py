@@ -183,7 +183,7 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
                      artim_timeout=limits.artim_timeout, idle_timeout=limits.idle_timeout,
                      association_timeout=limits.association_timeout),
     )
-    http = build_http_server(config, storage, index)
+    http = build_http_server(config, storage, index, storage_classes=storage_classes(config))
     server.http = http  # type: ignore[attr-defined]
     await commitment.start()  # reloads the reports still owed (PS3.4 J.3.3)
     try:

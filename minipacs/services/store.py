@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
@@ -25,6 +27,8 @@ from ..ports import (
     Index,
     InstanceAttributes,
     InstanceRecord,
+    Metrics,
+    NoMetrics,
     Request,
     Spool,
     Storage,
@@ -41,12 +45,27 @@ log = logging.getLogger("minipacs.store")
 SPOOL_BUFFER: Final = 1 << 20
 
 
-class StoreService:
-    """The C-STORE handler; one instance serves every association."""
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """The outcome of one ingest, whatever carried the data set (C-STORE, STOW-RS)."""
 
-    def __init__(self, storage: Storage, index: Index) -> None:
+    status: Status
+    comment: str = ""
+    attributes: InstanceAttributes | None = None  # what was stored, on success
+
+
+class StoreService:
+    """The C-STORE handler; one instance serves every association.
+
+    `ingest` is its transport-independent core (File Meta + a stream of data-set bytes in,
+    a status out): STOW-RS feeds it too, with the same durability, duplicates policy and
+    bounded memory.
+    """
+
+    def __init__(self, storage: Storage, index: Index, metrics: Metrics | None = None) -> None:
         self.storage = storage
         self.index = index
+        self.metrics = metrics or NoMetrics()
 
     async def __call__(self, channel: Channel, request: Request) -> Outcome:
         message = request.message
@@ -59,28 +78,35 @@ class StoreService:
             sending_ae_title=info.calling_ae,
             receiving_ae_title=info.called_ae,
         )
+        done = await self.ingest(meta, request.data)
+        return Outcome(response_for(message, done.status, done.comment or None))
+
+    async def ingest(self, meta: FileMeta, data: AsyncIterable[bytes], *,
+                     study: str | None = None) -> Ingested:
+        """Store one data set whose SOP class and instance `meta` announces (DESIGN §10);
+        with `study`, only if it belongs to that study (STOW-RS to /studies/{study})."""
         try:
-            whole, spool = await self._receive(request, meta)
+            whole, spool = await self._receive(data, meta)
         except StorageError as exc:  # below the watermark, disk full or I/O error; the
             # spool is gone, and the dispatcher drains the rest of the message (PS3.4 B.2.3)
-            return self._fail(message, Status.OUT_OF_RESOURCES, str(exc))
+            return self._fail(meta, Status.OUT_OF_RESOURCES, str(exc))
         # The whole message is here: finishing must survive an A-ABORT or a cancellation
         # (no row without a file, no file half-renamed).
         if spool is None:
-            return await asyncio.shield(self._finish_in_memory(message, meta, whole))
-        return await asyncio.shield(self._finish_spooled(message, meta, spool, whole))
+            return await asyncio.shield(self._finish_in_memory(meta, whole, study))
+        return await asyncio.shield(self._finish_spooled(meta, spool, whole, study))
 
-    async def _receive(self, request: Request, meta: FileMeta) -> tuple[bytes, Spool | None]:
+    async def _receive(self, data: AsyncIterable[bytes], meta: FileMeta
+                       ) -> tuple[bytes, Spool | None]:
         """Gather the data set; past `SPOOL_BUFFER` bytes, stream it into a spool.
 
         Returns the data set (spool None) when it fit in the buffer, else the spool and the
         bytes not yet written to it. A failure or cancellation removes the spool.
         """
-        assert request.data is not None
         buffer = bytearray()
         spool: Spool | None = None
         try:
-            async for chunk in request.data:
+            async for chunk in data:
                 buffer += chunk
                 if len(buffer) >= SPOOL_BUFFER:
                     if spool is None:
@@ -112,7 +138,8 @@ class StoreService:
                 await asyncio.to_thread(spool.discard)
             raise
 
-    async def _finish_in_memory(self, message: CStoreRQ, meta: FileMeta, data: bytes) -> Outcome:
+    async def _finish_in_memory(self, meta: FileMeta, data: bytes,
+                                study: str | None) -> Ingested:
         """Parse, check, store and commit in one thread hop, then index (DESIGN §10, §14).
 
         Parsing first means a data set refused with A900 or C000 never reaches the disk.
@@ -120,21 +147,21 @@ class StoreService:
 
         def parse_and_store() -> tuple[InstanceAttributes, StoredFile]:
             attributes = self.index.parse_attributes(data, meta.transfer_syntax_uid)
-            _check(message, attributes)
+            _check(meta, attributes, study)
             return attributes, self.storage.store(meta, data)
 
         try:
             attributes, stored = await asyncio.to_thread(parse_and_store)
         except StorageError as exc:
-            return self._fail(message, Status.OUT_OF_RESOURCES, str(exc))
+            return self._fail(meta, Status.OUT_OF_RESOURCES, str(exc))
         except _Refused as exc:
-            return self._fail(message, exc.status, exc.comment)
+            return self._fail(meta, exc.status, exc.comment)
         except DataSetError as exc:
-            return self._fail(message, Status.CANNOT_UNDERSTAND, exc.comment)
-        return await self._index(message, meta, stored, attributes)
+            return self._fail(meta, Status.CANNOT_UNDERSTAND, exc.comment)
+        return await self._index(meta, stored, attributes)
 
-    async def _finish_spooled(self, message: CStoreRQ, meta: FileMeta, spool: Spool,
-                              tail: bytes) -> Outcome:
+    async def _finish_spooled(self, meta: FileMeta, spool: Spool, tail: bytes,
+                              study: str | None) -> Ingested:
         """Write the last piece, commit, parse back from the file (one hop), then index."""
 
         def commit() -> StoredFile:
@@ -145,28 +172,28 @@ class StoreService:
         def parse(stored: StoredFile) -> InstanceAttributes:
             with self.storage.open_dataset(stored.key, stored.dataset_offset) as fp:
                 attributes = self.index.parse_attributes(fp, meta.transfer_syntax_uid)
-            _check(message, attributes)
+            _check(meta, attributes, study)
             return attributes
 
         try:
             stored = await asyncio.to_thread(commit)
         except StorageError as exc:
             await asyncio.to_thread(spool.discard)
-            return self._fail(message, Status.OUT_OF_RESOURCES, str(exc))
+            return self._fail(meta, Status.OUT_OF_RESOURCES, str(exc))
         try:
             attributes = await asyncio.to_thread(parse, stored)
         except Exception as exc:  # _Refused, DataSetError, StorageError or a bug
             await self._delete_unreferenced(stored.key)
             if isinstance(exc, _Refused):
-                return self._fail(message, exc.status, exc.comment)
+                return self._fail(meta, exc.status, exc.comment)
             if isinstance(exc, DataSetError):
-                return self._fail(message, Status.CANNOT_UNDERSTAND, exc.comment)
-            log.exception("parsing %s failed", message.affected_sop_instance_uid)
-            return self._fail(message, Status.OUT_OF_RESOURCES, "cannot read the stored file")
-        return await self._index(message, meta, stored, attributes)
+                return self._fail(meta, Status.CANNOT_UNDERSTAND, exc.comment)
+            log.exception("parsing %s failed", meta.sop_instance_uid)
+            return self._fail(meta, Status.OUT_OF_RESOURCES, "cannot read the stored file")
+        return await self._index(meta, stored, attributes)
 
-    async def _index(self, message: CStoreRQ, meta: FileMeta, stored: StoredFile,
-                     attributes: InstanceAttributes) -> Outcome:
+    async def _index(self, meta: FileMeta, stored: StoredFile,
+                     attributes: InstanceAttributes) -> Ingested:
         """Commit the index row, then answer; a file no row keeps is removed (DESIGN §10)."""
         try:
             result = await self.index.add_instance(InstanceRecord(
@@ -179,15 +206,16 @@ class StoreService:
             ))
         except Exception:  # IndexWriteError, OutOfResources (database full) or a bug
             await self._delete_unreferenced(stored.key)
-            log.exception("indexing %s failed", message.affected_sop_instance_uid)
-            return self._fail(message, Status.OUT_OF_RESOURCES, "index write failed")
+            log.exception("indexing %s failed", meta.sop_instance_uid)
+            return self._fail(meta, Status.OUT_OF_RESOURCES, "index write failed")
         if result.outcome is AddOutcome.REPLACED and result.replaced_key:
             await self._delete_unreferenced(result.replaced_key)
         elif result.outcome is AddOutcome.KEPT_FIRST:
             await self._delete_unreferenced(stored.key)
-        log.debug("stored %s from %s (%d bytes, %s)", message.affected_sop_instance_uid,
+        log.debug("stored %s from %s (%d bytes, %s)", meta.sop_instance_uid,
                   meta.sending_ae_title, stored.size, result.outcome)
-        return Outcome(response_for(message, Status.SUCCESS))
+        self.metrics.instance_stored(stored.size)
+        return Ingested(Status.SUCCESS, attributes=attributes)
 
     async def _delete_unreferenced(self, key: str) -> None:
         """Remove a file no row points to; failing here must not fail a durable store."""
@@ -197,10 +225,9 @@ class StoreService:
             log.warning("cannot delete unreferenced file %s: %s", key, exc)
 
     @staticmethod
-    def _fail(message: CStoreRQ, status: Status, comment: str) -> Outcome:
-        log.warning("C-STORE %s refused: %s (%s)", message.affected_sop_instance_uid,
-                    status.name, comment)
-        return Outcome(response_for(message, status, comment))
+    def _fail(meta: FileMeta, status: Status, comment: str) -> Ingested:
+        log.warning("C-STORE %s refused: %s (%s)", meta.sop_instance_uid, status.name, comment)
+        return Ingested(status, comment)
 
 
 class _Refused(Exception):
@@ -210,11 +237,15 @@ class _Refused(Exception):
         self.comment = comment
 
 
-def _check(message: CStoreRQ, attributes: InstanceAttributes) -> None:
-    """PS3.4 B.2.3 A900: the data set's SOP Class/Instance UID differ from the command's."""
-    if attributes.sop_instance_uid != message.affected_sop_instance_uid:
+def _check(meta: FileMeta, attributes: InstanceAttributes, study: str | None) -> None:
+    """PS3.4 B.2.3 A900: the data set's SOP Class/Instance UID differ from the command's
+    (PS3.18 §10.5: or its Study Instance UID from the one the request names)."""
+    if study is not None and attributes.study_instance_uid != study:
+        raise _Refused(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                       "Study Instance UID differs from the request")
+    if attributes.sop_instance_uid != meta.sop_instance_uid:
         raise _Refused(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
                        "SOP Instance UID differs from the command")
-    if attributes.sop_class_uid != message.affected_sop_class_uid:
+    if attributes.sop_class_uid != meta.sop_class_uid:
         raise _Refused(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
                        "SOP Class UID differs from the command")

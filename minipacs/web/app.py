@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .common import PREFIX, WebBackend, problem
 from .retrieve import retrieve_routes
 from .search import search_routes
+from .stow import stow_routes
 
 __all__ = ["WebSettings", "build_app"]
 
@@ -79,7 +80,8 @@ def build_app(backend: WebBackend, settings: WebSettings = WebSettings(), *,
               extra_routes: Sequence[BaseRoute] = (),
               middleware: Sequence[Middleware] = ()) -> Starlette:
     """The whole HTTP application over `backend`."""
-    dicomweb: list[BaseRoute] = [*search_routes(backend), *retrieve_routes(backend)]
+    dicomweb: list[BaseRoute] = [*search_routes(backend), *retrieve_routes(backend),
+                                 *stow_routes(backend)]
     routes: list[BaseRoute] = [*extra_routes, Mount(PREFIX, routes=dicomweb)]
     stack = [Middleware(_DateHeader), *middleware]
     if settings.cors_origins:

@@ -19,6 +19,7 @@ from ..ports import (
     RetrieveIndex,
     Storage,
 )
+from ..services.store import StoreService
 
 __all__ = [
     "DICOM_JSON",
@@ -44,7 +45,9 @@ class WebBackend:
     retrieve: RetrieveIndex
     storage: Storage
     permissions: Permissions
-    ingest: Any = None  # services.store.Ingest; Any keeps this module free of services
+    ingest: StoreService | None = None  # STOW-RS: the C-STORE ingest path
+    ae_title: str = "MINIPACS"  # (0002,0018) of files stored through STOW-RS
+    storage_classes: frozenset[str] = frozenset()  # the Storage SOP classes accepted
 
 
 def principal(request: Request) -> Principal:

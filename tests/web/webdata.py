@@ -76,13 +76,18 @@ def image(study: int, series: int, number: int, *, modality: str = "CT",
     return ds
 
 
-def write(ds: Dataset, path: Path, syntax: str = ExplicitVRLittleEndian) -> Path:
+def with_meta(ds: Dataset, syntax: str = ExplicitVRLittleEndian) -> Dataset:
+    """`ds` with the File Meta Information a Part 10 writer needs."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = syntax
     ds.file_meta = meta
-    ds.save_as(path, enforce_file_format=True)
+    return ds
+
+
+def write(ds: Dataset, path: Path, syntax: str = ExplicitVRLittleEndian) -> Path:
+    with_meta(ds, syntax).save_as(path, enforce_file_format=True)
     return path
 
 
@@ -117,6 +122,7 @@ class WebServer:
 
 @contextlib.asynccontextmanager
 async def web_server(directory: Path, **sections: Any) -> AsyncIterator[WebServer]:
+    directory.mkdir(parents=True, exist_ok=True)
     http = {"host": LOOPBACK, "port": 0, **sections.pop("http", {})}
     config = make_config(directory, http=http, **sections)
     async with running_server(config) as server:
