@@ -20,7 +20,9 @@ from ..index.worklist import SqlWorklist
 from ..net.peers import ConnectPolicy, NetPeers, PeerAddress
 from ..net.server import Server, ServerLimits
 from ..ports import (
+    NO_METRICS,
     DuplicatePolicy,
+    Metrics,
     Storage,
 )
 from ..proto.dimse import CommandField
@@ -49,7 +51,7 @@ from ..services.store import StoreService
 from ..services.worklist import WorklistService
 from ..storage import FilesystemStorage
 from . import loop_factory
-from .web import build_http_server
+from .web import build_http_server, build_metrics
 
 if TYPE_CHECKING:
     from ..web.server import HttpServer
@@ -117,11 +119,12 @@ def build_commitment(config: Config, storage: Storage, index: SqlIndex) -> Commi
 
 
 def build_dispatcher(config: Config, storage: Storage, index: SqlIndex,
-                     commitment: CommitmentService | None = None) -> Dispatcher:
-    dispatcher = Dispatcher()
+                     commitment: CommitmentService | None = None,
+                     metrics: Metrics = NO_METRICS) -> Dispatcher:
+    dispatcher = Dispatcher(metrics)
     dispatcher.register(CommandField.C_ECHO_RQ, [VERIFICATION], handle_echo)
     dispatcher.register(CommandField.C_STORE_RQ, storage_classes(config),
-                        StoreService(storage, index))
+                        StoreService(storage, index, metrics))
     dispatcher.register(CommandField.C_FIND_RQ, QR_FIND_SOP_CLASSES,
                         FindService(index, ae_title=config.ae_title,
                                     max_results=config.query.max_results))
@@ -176,14 +179,17 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
     await index.start()
     commitment = build_commitment(config, storage, index)
     limits = config.limits
+    metrics = build_metrics(config)
     server = Server(
         build_policy(config),
-        build_dispatcher(config, storage, index, commitment),
+        build_dispatcher(config, storage, index, commitment, metrics),
         ServerLimits(max_associations=limits.max_associations,
                      artim_timeout=limits.artim_timeout, idle_timeout=limits.idle_timeout,
                      association_timeout=limits.association_timeout),
+        metrics,
     )
-    http = build_http_server(config, storage, index, storage_classes=storage_classes(config))
+    http = build_http_server(config, storage, index, storage_classes=storage_classes(config),
+                             metrics=metrics)
     server.http = http  # type: ignore[attr-defined]
     await commitment.start()  # reloads the reports still owed (PS3.4 J.3.3)
     try:

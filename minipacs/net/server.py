@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ..ports import Channel
+from ..ports import NO_METRICS, Channel, Metrics
 from ..proto.association import AssociationRequested
 from ..proto.negotiation import (
     AcceptorPolicy,
@@ -44,10 +44,12 @@ class ServerLimits:
 class Server:
     """Accepts associations and hands each established one to `service`."""
 
-    def __init__(self, policy: AcceptorPolicy, service: Service, limits: ServerLimits) -> None:
+    def __init__(self, policy: AcceptorPolicy, service: Service, limits: ServerLimits,
+                 metrics: Metrics = NO_METRICS) -> None:
         self.policy = policy
         self.service = service
         self.limits = limits
+        self.metrics = metrics
         self._server: asyncio.Server | None = None
         self._connections: set[Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -100,6 +102,7 @@ class Server:
                           artim_timeout=limits.artim_timeout, idle_timeout=limits.idle_timeout)
         over_limit = len(self._connections) >= limits.max_associations
         self._connections.add(conn)
+        self.metrics.association_started()
         started = time.monotonic()
         try:
             async with asyncio.timeout(limits.association_timeout or None):
@@ -158,3 +161,5 @@ class Server:
             len(accepted), proposed, ", ".join(syntaxes), duration,
             conn.messages, conn.outcome, f" ({conn.detail})" if conn.detail else "",
         )
+        self.metrics.association_ended(rq.calling_ae_title if rq else "-", conn.outcome,
+                                       duration)

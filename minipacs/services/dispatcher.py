@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from ..ports import AssociationClosed, Channel, Request
+from ..ports import NO_METRICS, AssociationClosed, Channel, Metrics, Request
 from ..proto.dimse import MESSAGE_TYPES, RESPONSE_BIT, CommandField, DimseMessage
 from ..proto.sop import name_of
 from ..proto.status import Status
@@ -67,7 +68,8 @@ def response_for(request: DimseMessage, status: int, comment: str | None = None,
 class Dispatcher:
     """A `Callable[[Channel], Awaitable[None]]` the server runs for each association."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics = NO_METRICS) -> None:
+        self.metrics = metrics
         self._routes: dict[tuple[CommandField, str], Handler] = {}
         self._commands: set[CommandField] = set()
 
@@ -113,6 +115,7 @@ class Dispatcher:
 
     async def _run(self, channel: Channel, request: Request,
                    slots: asyncio.Semaphore) -> None:
+        started = time.perf_counter()
         try:
             route = self._route(request)
             try:
@@ -126,6 +129,9 @@ class Dispatcher:
             if request.data is not None:
                 await request.data.drain()  # PS3.4 B.2.3: take the whole message, then answer
             await channel.send(request.context.context_id, outcome.message, outcome.dataset)
+            self.metrics.dimse_operation(CommandField(request.message.command_field).name,
+                                         int(getattr(outcome.message, "status", 0)),
+                                         time.perf_counter() - started)
         except AssociationClosed:
             pass
         finally:

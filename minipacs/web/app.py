@@ -24,6 +24,13 @@ from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .common import PREFIX, WebBackend, problem
+from .metrics import (
+    HttpMetricsMiddleware,
+    Probes,
+    PrometheusMetrics,
+    health_routes,
+    metrics_routes,
+)
 from .retrieve import retrieve_routes
 from .search import search_routes
 from .stow import stow_routes
@@ -77,13 +84,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def build_app(backend: WebBackend, settings: WebSettings = WebSettings(), *,
-              extra_routes: Sequence[BaseRoute] = (),
-              middleware: Sequence[Middleware] = ()) -> Starlette:
-    """The whole HTTP application over `backend`."""
+              metrics: PrometheusMetrics | None = None, probes: Probes | None = None,
+              extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The whole HTTP application over `backend` (metrics and health when given)."""
     dicomweb: list[BaseRoute] = [*search_routes(backend), *retrieve_routes(backend),
                                  *stow_routes(backend)]
     routes: list[BaseRoute] = [*extra_routes, Mount(PREFIX, routes=dicomweb)]
-    stack = [Middleware(_DateHeader), *middleware]
+    stack = [Middleware(_DateHeader)]
+    if metrics is not None:
+        stack.append(Middleware(HttpMetricsMiddleware, metrics=metrics))
+    if probes is not None:
+        routes += health_routes(probes)
+        if metrics is not None:
+            routes += metrics_routes(metrics, probes)
     if settings.cors_origins:
         stack.append(Middleware(
             CORSMiddleware, allow_origins=list(settings.cors_origins),
