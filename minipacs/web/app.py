@@ -31,6 +31,7 @@ from .metrics import (
     health_routes,
     metrics_routes,
 )
+from .rendered import rendered_routes
 from .retrieve import retrieve_routes
 from .search import search_routes
 from .stow import stow_routes
@@ -88,7 +89,7 @@ def build_app(backend: WebBackend, settings: WebSettings = WebSettings(), *,
               extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
     """The whole HTTP application over `backend` (metrics and health when given)."""
     dicomweb: list[BaseRoute] = [*search_routes(backend), *retrieve_routes(backend),
-                                 *stow_routes(backend)]
+                                 *rendered_routes(backend), *stow_routes(backend)]
     routes: list[BaseRoute] = [*extra_routes, Mount(PREFIX, routes=dicomweb)]
     stack = [Middleware(_DateHeader)]
     if metrics is not None:
