@@ -7,6 +7,7 @@ allowed unless configured), the Date header, error bodies, and the per-route met
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -35,8 +36,11 @@ from .rendered import rendered_routes
 from .retrieve import retrieve_routes
 from .search import search_routes
 from .stow import stow_routes
+from .viewer import viewer_routes
 
 __all__ = ["WebSettings", "build_app"]
+
+log = logging.getLogger("minipacs.web")
 
 # What a browser may send and read across origins (PS3.18 needs Accept, Content-Type and
 # Authorization; clients read Content-Type, Content-Location and Warning).
@@ -98,6 +102,10 @@ def build_app(backend: WebBackend, settings: WebSettings = WebSettings(), *,
         routes += health_routes(probes)
         if metrics is not None:
             routes += metrics_routes(metrics, probes)
+    if settings.viewer_root is not None:  # last: its SPA fallback takes every other path
+        if not (settings.viewer_root / "index.html").is_file():
+            log.warning("http.viewer_root %s has no index.html", settings.viewer_root)
+        routes += viewer_routes(settings.viewer_root)
     if settings.cors_origins:
         stack.append(Middleware(
             CORSMiddleware, allow_origins=list(settings.cors_origins),
