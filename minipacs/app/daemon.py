@@ -168,9 +168,15 @@ def serve(config: Config) -> int:
         return runner.run(_serve(config, storage))
 
 
+class DaemonServer(Server):
+    """The DIMSE listener, and the HTTP listener that starts and stops with it (or None)."""
+
+    http: HttpServer | None = None
+
+
 @contextlib.asynccontextmanager
 async def open_server(config: Config, storage: FilesystemStorage | None = None
-                      ) -> AsyncIterator[Server]:
+                      ) -> AsyncIterator[DaemonServer]:
     """The whole server, listening, in the running loop (the daemon, tests, embedding)."""
     if storage is None:
         storage = await asyncio.to_thread(prepare, config)
@@ -180,7 +186,7 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
     commitment = build_commitment(config, storage, index)
     limits = config.limits
     metrics = build_metrics(config)
-    server = Server(
+    server = DaemonServer(
         build_policy(config),
         build_dispatcher(config, storage, index, commitment, metrics),
         ServerLimits(max_associations=limits.max_associations,
@@ -188,9 +194,8 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
                      association_timeout=limits.association_timeout),
         metrics,
     )
-    http = build_http_server(config, storage, index, storage_classes=storage_classes(config),
-                             metrics=metrics)
-    server.http = http  # type: ignore[attr-defined]
+    http = server.http = build_http_server(
+        config, storage, index, storage_classes=storage_classes(config), metrics=metrics)
     await commitment.start()  # reloads the reports still owed (PS3.4 J.3.3)
     try:
         await server.start(config.listen.host, config.listen.port)
@@ -224,7 +229,7 @@ async def _shutdown_both(server: Server, http: HttpServer | None, grace: float) 
         await asyncio.gather(server.shutdown(grace), http.shutdown(grace))
 
 
-async def _run_until_signal(config: Config, server: Server) -> int:
+async def _run_until_signal(config: Config, server: DaemonServer) -> int:
     limits = config.limits
     stop = asyncio.Event()
     force = asyncio.Event()
@@ -245,7 +250,7 @@ async def _run_until_signal(config: Config, server: Server) -> int:
     log.info("minipacs %s listening on %s:%d as AE %s (loop: %s)", __version__,
              config.listen.host, server.port, config.ae_title,
              type(asyncio.get_running_loop()).__module__.split(".")[0])
-    http = getattr(server, "http", None)
+    http = server.http
     if http is not None and config.http is not None:
         log.info("DICOMweb at http://%s:%d/dicom-web", config.http.host, http.port)
     log.info("store %s (fsync %s), index %s", config.storage.root,
@@ -256,7 +261,6 @@ async def _run_until_signal(config: Config, server: Server) -> int:
         log.warning("security.known_calling_aes_only is off: any calling AE may associate")
     try:
         await stop.wait()
-        http = getattr(server, "http", None)
         shutdown = asyncio.create_task(_shutdown_both(server, http, limits.shutdown_grace))
         forced = asyncio.create_task(force.wait())
         await asyncio.wait({shutdown, forced}, return_when=asyncio.FIRST_COMPLETED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -12,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..ports import (
+    FindPage,
+    JsonDataset,
     Operation,
     Permissions,
     Principal,
@@ -28,6 +31,7 @@ __all__ = [
     "allow",
     "base_url",
     "dicom_json",
+    "json_array",
     "problem",
 ]
 
@@ -77,6 +81,32 @@ def base_url(request: Request) -> str:
         if server[1] != default:
             url = url.replace(netloc=f"{url.netloc}:{server[1]}")
     return str(url).rstrip("/") + PREFIX
+
+
+async def json_array(page: FindPage, next_page: Callable[[object], Awaitable[FindPage]],
+                     render: Callable[[JsonDataset], Any], *, skip: int = 0,
+                     limit: int | None = None) -> AsyncIterator[bytes]:
+    """A JSON array of the rendered answers, page by page from the index (flat memory)."""
+    separator = b"["
+    while True:
+        chunk = bytearray()
+        for answer in page.answers:
+            if skip:
+                skip -= 1
+                continue
+            if limit is not None:
+                if limit == 0:
+                    break
+                limit -= 1
+            chunk += separator + json.dumps(render(answer), separators=(",", ":"),
+                                            ensure_ascii=False).encode()
+            separator = b","
+        if chunk:
+            yield bytes(chunk)
+        if page.after is None or limit == 0:
+            break
+        page = await next_page(page.after)
+    yield b"[]" if separator == b"[" else b"]"
 
 
 def dicom_json(body: Any, status: int = 200) -> Response:

@@ -11,7 +11,6 @@ the file's pixel data only (`services.pixels`).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, BinaryIO, Final
 
@@ -33,8 +32,9 @@ from ..proto.sop import EXPLICIT_VR_LITTLE_ENDIAN
 from ..services.pixels import FRAME_MEDIA_TYPES, FrameError, part10_header, read_frames
 from ..services.transcode import TranscodeError, can_convert, convert
 from .accept import MediaRange, parse_accept
-from .common import DICOM_JSON, WebBackend, allow, base_url, problem
+from .common import DICOM_JSON, WebBackend, allow, base_url, json_array, problem
 from .multipart import new_boundary, part_header, trailer
+from .qido import TAG_SERIES_INSTANCE_UID, TAG_SOP_INSTANCE_UID, TAG_STUDY_INSTANCE_UID
 
 __all__ = ["retrieve_routes"]
 
@@ -44,9 +44,6 @@ MAX_FRAMES: Final = 10_000  # frame numbers in one request
 DICOM: Final = "application/dicom"
 OCTET_STREAM: Final = "application/octet-stream"
 ANY_SYNTAX: Final = "*"
-TAG_SOP_INSTANCE_UID: Final = 0x00080018
-TAG_STUDY_INSTANCE_UID: Final = 0x0020000D
-TAG_SERIES_INSTANCE_UID: Final = 0x0020000E
 TAG_ROWS: Final = "00280010"
 TAG_BITS_ALLOCATED: Final = "00280100"
 TAG_PIXEL_DATA: Final = "7FE00010"
@@ -131,11 +128,6 @@ class _Wado:
         self.backend = backend
         self.storage = backend.storage
 
-    async def _first_page(self, request: Request, query: FindQuery
-                          ) -> tuple[tuple[InstanceLocation, ...], object | None]:
-        page = await self.backend.retrieve.instances(query, after=None, limit=PAGE_SIZE)
-        return page.instances, page.after
-
     async def instances(self, request: Request) -> Response:
         """Study, series or instance as multipart/related; type="application/dicom"."""
         allow(request, self.backend, Operation.GET)
@@ -209,23 +201,10 @@ class _Wado:
                     f"{_uid(answer, TAG_SERIES_INSTANCE_UID)}/instances/"
                     f"{_uid(answer, TAG_SOP_INSTANCE_UID)}")
 
-        async def body() -> AsyncIterator[bytes]:
-            current, separator = page, b"["
-            while True:
-                chunk = bytearray()
-                for answer in current.answers:
-                    chunk += separator + json.dumps(
-                        with_bulk_uris(answer, url(answer)), separators=(",", ":"),
-                        ensure_ascii=False).encode()
-                    separator = b","
-                yield bytes(chunk)
-                if current.after is None:
-                    break
-                current = await self.backend.query.find(query, after=current.after,
-                                                        limit=PAGE_SIZE)
-            yield b"]"
-
-        return StreamingResponse(body(), media_type=DICOM_JSON)
+        body = json_array(page, lambda after: self.backend.query.find(
+            query, after=after, limit=PAGE_SIZE), lambda answer: with_bulk_uris(
+                answer, url(answer)))
+        return StreamingResponse(body, media_type=DICOM_JSON)
 
     async def frames(self, request: Request) -> Response:
         """PS3.18 §10.4.1.1.3: the listed frames, one part each, as stored or native."""
@@ -248,7 +227,7 @@ class _Wado:
     async def _frames(self, request: Request, numbers: list[int] | None) -> Response:
         query = selection(dict(request.path_params))
         try:
-            found, _ = await self._first_page(request, query)
+            found = (await self.backend.retrieve.instances(query, after=None, limit=1)).instances
         except DataSetError as exc:
             return problem(400, exc.comment)
         if not found:

@@ -7,8 +7,7 @@ goes out, so a refused condition is still a 400.
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Final
 
 from starlette.requests import Request
@@ -17,7 +16,7 @@ from starlette.routing import Route
 
 from ..ports import DataSetError, FindPage, JsonDataset, Operation, QueryLevel
 from .accept import parse_accept
-from .common import DICOM_JSON, WebBackend, allow, base_url, problem
+from .common import DICOM_JSON, WebBackend, allow, base_url, json_array, problem
 from .qido import (
     TAG_SERIES_INSTANCE_UID,
     TAG_SOP_INSTANCE_UID,
@@ -77,37 +76,14 @@ class _Search:
             headers["Warning"] = ('299 minipacs: "The fuzzymatching parameter is not '
                                   'supported. Only literal matching has been performed."')
         url = _retrieve_url(base_url(request), self.level)
-        body = self._stream(search, first, url)
+        body = json_array(first, lambda after: self._page(search, after),
+                          lambda answer: select_attributes(answer, search, url(answer)),
+                          skip=search.offset, limit=search.limit)
         return StreamingResponse(body, media_type=DICOM_JSON, headers=headers)
 
     async def _page(self, search: QidoSearch, after: object | None) -> FindPage:
         return await self.backend.query.find(search.parsed.query, after=after,
                                              limit=PAGE_SIZE)
-
-    async def _stream(self, search: QidoSearch, page: FindPage,
-                      url: Callable[[JsonDataset], str]) -> AsyncIterator[bytes]:
-        skip, left = search.offset, search.limit
-        separator = b"["
-        while True:
-            chunk = bytearray()
-            for answer in page.answers:
-                if skip:
-                    skip -= 1
-                    continue
-                if left is not None:
-                    if left == 0:
-                        break
-                    left -= 1
-                chunk += separator + json.dumps(
-                    select_attributes(answer, search, url(answer)),
-                    separators=(",", ":"), ensure_ascii=False).encode()
-                separator = b","
-            if chunk:
-                yield bytes(chunk)
-            if page.after is None or left == 0:
-                break
-            page = await self._page(search, page.after)
-        yield b"[]" if separator == b"[" else b"]"
 
 
 def search_routes(backend: WebBackend) -> list[Route]:

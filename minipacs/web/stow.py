@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Final
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -81,6 +81,9 @@ class _Stow:
                 results.append(await self._one(part.chunks(), part.content_type, study))
         except MultipartError as exc:
             return problem(400, str(exc))
+        except ClientDisconnect:  # what was complete is stored; the rest was discarded
+            log.info("STOW-RS: the client went away after %d part(s)", len(results))
+            return problem(400, "the request body ended early")
         if not results:
             return problem(400, "the request holds no DICOM part")
         return self._answer(request, results, study)
@@ -136,6 +139,7 @@ class _Stow:
         response = dicom_json(body, status)
         for result in failed[:MAX_WARNINGS]:  # the reasons in words (PS3.18 §8.6.3)
             text = f"{result.sop_instance_uid or 'part'}: {result.comment}".replace('"', "'")
+            text = text.encode("latin-1", "replace").decode("latin-1")  # a header's charset
             response.headers.append("Warning", f'299 minipacs "{text}"')
         if failed:
             log.warning("STOW-RS: %d of %d instance(s) refused", len(failed), len(results))

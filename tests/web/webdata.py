@@ -18,7 +18,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 
-from minipacs.net.server import Server
+from minipacs.app.daemon import DaemonServer
 from tests.interop.storecheck import pynetdicom_store
 from tests.support import LOOPBACK, UID_ROOT, WAIT, make_config, running_server
 
@@ -95,12 +95,13 @@ def write(ds: Dataset, path: Path, syntax: str = ExplicitVRLittleEndian) -> Path
 class WebServer:
     """A running minipacs with HTTP; `client` talks DICOMweb to it."""
 
-    server: Server
+    server: DaemonServer
     directory: Path
 
     @property
     def http_port(self) -> int:
-        return int(self.server.http.port)  # type: ignore[attr-defined]
+        assert self.server.http is not None
+        return self.server.http.port
 
     @property
     def url(self) -> str:
