@@ -17,7 +17,8 @@ C.6.2.1 keys. Every value is a bound parameter. Matching rules as implemented:
   covers the whole unit ("-12" ends at 12:59:59.999999). Combined date-time ranges
   (C.2.2.2.5.4) compare date||time; an entity with a date and no time matches when its
   day meets the range;
-- list of UIDs: IN, at most `MAX_LIST_VALUES` values;
+- lists (of UIDs, and of other values): any value matches, each by the rules above (PN
+  case and groups, wildcards); plain values as one IN, at most `MAX_LIST_VALUES` values;
 - empty value ("", C.2.2.2.7): no value, or a zero-length one;
 - multi-valued keys, ModalitiesInStudy, SOPClassesInStudy, OtherPatientIDs: an entity
   matches when any of its values does (EXISTS);

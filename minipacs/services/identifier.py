@@ -29,6 +29,7 @@ from .matching import (
     RangeForm,
     describe_tag,
     key_condition,
+    value_list,
 )
 
 __all__ = [
@@ -264,7 +265,7 @@ def _charset_terms(ds: Dataset) -> tuple[str, ...]:
         text = value.decode("ascii", "replace")
         terms = [term.strip(" \0") for term in text.split("\\")]
     else:
-        terms = [str(v).strip() for v in (value if isinstance(value, list | tuple) else [value])]
+        terms = [str(v).strip() for v in value_list(value)]
     # PS3.3 C.12.1.1.2: an empty first value is the default repertoire (ISO 2022 only).
     return tuple(terms) if any(terms) else ()
 

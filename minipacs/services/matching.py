@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from pydicom.datadict import dictionary_has_tag, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.multival import MultiValue
 from pydicom.values import convert_PN, convert_single_string, convert_text, convert_value
 
 from ..ports import Condition, MatchKind
@@ -31,6 +32,7 @@ __all__ = [
     "describe_tag",
     "key_condition",
     "refuse",
+    "value_list",
 ]
 
 MAX_KEY_BYTES: Final = 0xFFFF  # one key's value: a bigger one is refused, not matched
@@ -91,6 +93,15 @@ def refuse(tag: int, why: str) -> IdentifierError:
                            f"{describe_tag(tag)}: {why}", tag)
 
 
+def value_list(value: object) -> list[Any]:
+    """A decoded element value as a list of its values (VM > 1 or not).
+
+    pydicom 3 gives several text values as a `MultiValue`, which is neither a list nor a
+    tuple: testing for those two alone turns a list into one string.
+    """
+    return list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+
+
 def _values(tag: int, vr: str, elem: RawDataElement | DataElement,
             encodings: list[str]) -> list[str]:
     """The key's values as Unicode strings, padding removed; [] for zero length."""
@@ -98,8 +109,7 @@ def _values(tag: int, vr: str, elem: RawDataElement | DataElement,
     if raw is None or raw == b"" or raw == "":
         return []
     if not isinstance(raw, bytes):  # already converted by pydicom
-        items = list(raw) if isinstance(raw, list | tuple) else [raw]
-        return [str(v).strip() for v in items]
+        return [str(v).strip() for v in value_list(raw)]
     if len(raw) > MAX_KEY_BYTES:
         raise refuse(tag, f"value longer than {MAX_KEY_BYTES} bytes")
     try:
@@ -121,8 +131,7 @@ def _values(tag: int, vr: str, elem: RawDataElement | DataElement,
     except Exception:
         raise IdentifierError(Status.UNABLE_TO_PROCESS, f"cannot decode {describe_tag(tag)}",
                               tag) from None
-    items = list(decoded) if isinstance(decoded, list | tuple) else [decoded]
-    return [str(v).strip(" ") for v in items]
+    return [str(v).strip(" ") for v in value_list(decoded)]
 
 
 def key_condition(tag: int, vr: str, elem: RawDataElement | DataElement,
@@ -147,16 +156,27 @@ def key_condition(tag: int, vr: str, elem: RawDataElement | DataElement,
     return Condition(tag, vr, MatchKind.SINGLE, (_single(tag, vr, value),))  # C.2.2.2.1
 
 
-def _list(tag: int, vr: str, values: list[str]) -> Condition:
-    """C.2.2.2.2 list of UIDs; other VRs: any of the listed values (documented)."""
+def _list(tag: int, vr: str, values: list[str]) -> Condition | None:
+    """C.2.2.2.2 list of UIDs; other VRs: any of the listed values (documented extension).
+
+    Each value is checked and matched as a single value would be: with wildcards on the VRs
+    that allow them (C.2.2.2.4), PN with its case and component-group rules; a value of
+    only `*` matches everything, so the list is universal matching.
+    """
     if vr in ("TM", "DT"):
         raise refuse(tag, "lists of times are not supported")
     out: list[str] = []
     for value in values:
-        if not value or value == EMPTY_VALUE or any(w in value for w in WILDCARDS) or \
-                (vr == "DA" and "-" in value):
-            raise refuse(tag, "a list holds plain values only")
-        out.append(_single(tag, vr, value))
+        if not value or value == EMPTY_VALUE or (vr == "DA" and "-" in value):
+            raise refuse(tag, "a list holds no empty value or range")
+        if any(w in value for w in WILDCARDS):
+            if vr not in WILDCARD_VRS:
+                raise refuse(tag, f"no wildcards on VR {vr}")
+            if set(value) == {"*"}:
+                return None
+            out.append(value)
+        else:
+            out.append(_single(tag, vr, value))
     return Condition(tag, vr, MatchKind.LIST, tuple(dict.fromkeys(out)))
 
 

@@ -40,7 +40,7 @@ from .identifier import (
     UNIQUE_KEYS,
     Model,
 )
-from .matching import IdentifierError, describe_tag
+from .matching import IdentifierError, describe_tag, value_list
 
 __all__ = [
     "RETRIEVE_MODELS",
@@ -95,10 +95,8 @@ def _values(ds: Dataset, tag: int) -> list[str] | None:
                               f"cannot decode {describe_tag(tag)}", tag) from None
     if value is None or value == "" or value == b"":
         return []
-    items = list(value) if isinstance(value, list | tuple) or hasattr(value, "append") \
-        else [value]
     out = []
-    for item in items:
+    for item in value_list(value):
         text = item.decode("ascii", "replace") if isinstance(item, bytes) else str(item)
         out.append(text.strip(" \0"))
     return [v for v in out if v] if any(out) else []

@@ -82,6 +82,7 @@ STUDIES: Final = (
     Study("PID-4", JAPANESE, ISO2022_JP, 5, "20240310", "090000", (("CT", 1),)),
     Study(HOSTILE_ID, "O'Brien%_^Robert", None, 6, "20220101", "000000", (("CT", 1),)),
 )
+SERIES_DESCRIPTIONS: Final = ("Scout", "Thorax 1mm")  # by series number
 SOP_CLASSES: Final = {"CT": CTImageStorage, "MR": MRImageStorage, "US": UltrasoundImageStorage}
 
 
@@ -117,6 +118,7 @@ def make_instance(study: Study, series: int, modality: str, instance: int) -> Da
     ds.ReferringPhysicianName = ""
     ds.Modality = modality
     ds.SeriesNumber = series
+    ds.SeriesDescription = SERIES_DESCRIPTIONS[(series - 1) % len(SERIES_DESCRIPTIONS)]
     ds.InstanceNumber = instance
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian

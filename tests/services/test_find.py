@@ -405,6 +405,36 @@ async def test_each_matching_type_becomes_its_condition() -> None:
     assert TAG_ACCESSION not in got  # "*" alone is universal matching: no condition
 
 
+@pytest.mark.parametrize(("keyword", "vr", "value", "expected"), [
+    ("AccessionNumber", "SH", "A1\\A3 ", ("A1", "A3")),
+    ("PatientID", "LO", "P1\\ P2", ("P1", "P2")),
+    ("PatientName", "PN", "SMITH^JOHN^^\\doe*", ("SMITH^JOHN", "doe*")),
+    ("Modality", "CS", "CT\\MR\\CT", ("CT", "MR")),
+    ("RetrieveAETitle", "AE", "AE1\\AE2", None),  # never matched (C.4.1.1.3.1)
+    ("SeriesNumber", "IS", "1\\+2", ("1", "+2")),
+    ("PatientWeight", "DS", "70.5\\8E1", ("70.5", "8E1")),
+    ("StudyInstanceUID", "UI", f"{UID}.1\\{UID}.2", (f"{UID}.1", f"{UID}.2")),
+    ("StudyDate", "DA", "20240101\\2024.02.01", ("20240101", "20240201")),
+], ids=["SH", "LO", "PN", "CS", "AE", "IS", "DS", "UI", "DA"])
+async def test_value_lists_become_one_list_condition(keyword: str, vr: str, value: str,
+                                                     expected: tuple[str, ...] | None) -> None:
+    tag = Dataset()
+    setattr(tag, keyword, "")
+    (key,) = tag.keys()
+    matchable = {level: tags | {int(key)} for level, tags in MATCHABLE.items()}
+    index = FakeQueryIndex(matchable_tags=matchable)
+    level = "SERIES" if keyword in ("Modality", "SeriesNumber") else "STUDY"
+    extra = {"StudyInstanceUID": f"{UID}.1"} if level == "SERIES" else {}
+    result = await run_find(index, identifier(level, **extra, **{keyword: value}),
+                            extended=b"\x01")
+    assert result.final.status == Status.SUCCESS
+    got = conditions(index).get(int(key))
+    if expected is None:
+        assert got is None
+    else:
+        assert got == Condition(int(key), vr, MatchKind.LIST, expected)
+
+
 @pytest.mark.parametrize(("value", "expected"), [
     ("20240101-", ("20240101", "")), ("-20240101", ("", "20240101")),
     ("2024.01.01-2024.02.01", ("20240101", "20240201")),
@@ -513,7 +543,11 @@ async def test_bad_query_retrieve_level_is_a900(sop_class: str, level: str | Non
     ({"StudyInstanceUID": "1.2.*"}, "StudyInstanceUID"),
     ({"AccessionNumber": "A" * 70000}, "AccessionNumber"),
     ({"StudyDate": "20240101\\2024*"}, "StudyDate"),
-], ids=["wildcard-DA", "bad-DA", "bad-TM", "bad-UI", "wildcard-UI", "64KiB", "list-wildcard"])
+    ({"StudyDate": "20240101\\20240102-"}, "StudyDate"),
+    ({"StudyTime": "10\\11"}, "StudyTime"),
+    ({"AccessionNumber": "A1\\\"\""}, "AccessionNumber"),
+], ids=["wildcard-DA", "bad-DA", "bad-TM", "bad-UI", "wildcard-UI", "64KiB", "list-wildcard",
+        "list-range", "list-TM", "list-empty-value"])
 async def test_bad_values_are_a900_naming_the_key(keys: dict[str, str], named: str) -> None:
     index = FakeQueryIndex()
     result = await run_find(index, identifier("STUDY", **keys))
