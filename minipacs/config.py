@@ -134,9 +134,14 @@ class LoggingConfig:
 
 @dataclass(frozen=True, slots=True)
 class QueryConfig:
-    """C-FIND limits (PS3.4 C.4.1): max_results 0 = unlimited, else refused above (A700)."""
+    """C-FIND limits (PS3.4 C.4.1): max_results 0 = unlimited, else refused above (A700).
+
+    `strict_hierarchy` False answers what workstations send beyond the hierarchical rules
+    (unique keys above the level missing; PATIENT-level retrieve on Study Root).
+    """
 
     max_results: int = 0
+    strict_hierarchy: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,9 +446,12 @@ def _sop_classes(raw: object, where: str) -> SopClassesConfig:
 
 
 def _query(raw: object, where: str) -> QueryConfig:
-    data = _mapping(raw, where, ("max_results",))
+    data = _mapping(raw, where, ("max_results", "strict_hierarchy"))
+    defaults = QueryConfig()
     return QueryConfig(
         max_results=_int(data.get("max_results", 0), f"{where}.max_results", 0, MAX_RESULTS),
+        strict_hierarchy=_bool(data.get("strict_hierarchy", defaults.strict_hierarchy),
+                               f"{where}.strict_hierarchy"),
     )
 
 

@@ -174,6 +174,13 @@ def test_query_max_results_defaults_to_unlimited(tmp_path: Path) -> None:
     assert load_config(REPO / "config" / "minipacs.yaml").query.max_results == 0
 
 
+def test_query_strict_hierarchy_defaults_to_lenient(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "")).query.strict_hierarchy is False
+    strict = "query: {strict_hierarchy: true}"
+    assert load_config(write(tmp_path, strict)).query.strict_hierarchy is True
+    assert load_config(REPO / "config" / "minipacs.yaml").query.strict_hierarchy is False
+
+
 def test_listen_port_zero_means_ephemeral(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "listen: {port: 0}")).listen.port == 0
 
@@ -250,6 +257,8 @@ def test_listen_port_zero_means_ephemeral(tmp_path: Path) -> None:
         ("query: {max_results: -1}\n", "config error: query.max_results: -1 is out of range"),
         ('query: {max_results: "10"}\n', "config error: query.max_results: expected an integer"),
         ("query: {max_result: 10}\n", "config error: query.max_result: unknown key (did you"),
+        ("query: {strict_hierarchy: 1}\n",
+         "config error: query.strict_hierarchy: expected true or false"),
         # C-MOVE / C-GET
         ("retrieve: {patient_issuers: some}\n",
          "config error: retrieve.patient_issuers: 'some' is not one of all, refuse"),

@@ -155,6 +155,7 @@ class _Parser:
     encodings: list[str]
     matchable: Callable[[QueryLevel], frozenset[int]]
     relational: bool
+    strict: bool
     conditions: dict[int, Condition] = field(default_factory=dict)
     forms: dict[int, RangeForm] = field(default_factory=dict)
     unsupported: list[int] = field(default_factory=list)
@@ -210,16 +211,20 @@ def _check_parsed(ds: Dataset) -> None:
 
 def parse_identifier(ds: Dataset, model: Model, *,
                      matchable: Callable[[QueryLevel], frozenset[int]],
-                     relational: bool = False, combined_datetime: bool = False) -> ParsedQuery:
+                     relational: bool = False, combined_datetime: bool = False,
+                     strict_hierarchy: bool = True) -> ParsedQuery:
     """Check an identifier and build the index query (PS3.4 C.4.1.3, C.2.2.2).
 
+    Without `strict_hierarchy` (workstation leniency, documented), the unique keys above the
+    level may be missing or use any matching, as in a relational query; keys below the
+    level still need relational queries negotiated.
     Raises IdentifierError: 0xA900 for a level or key the model does not allow, a value
     that is not valid for its VR, or one too long; 0xC000 when text cannot be decoded.
     """
     charset = _charset_terms(ds)
     encodings = _encodings(charset)
     level = _level(ds, model)
-    parser = _Parser(model, level, encodings, matchable, relational)
+    parser = _Parser(model, level, encodings, matchable, relational, strict_hierarchy)
     return_keys: list[ReturnKey] = []
     for tag in sorted(map(int, ds.keys())):
         if tag in (TAG_SPECIFIC_CHARACTER_SET, TAG_QUERY_RETRIEVE_LEVEL) or tag & 0xFFFF == 0:
@@ -395,9 +400,10 @@ def _item_keys(item: Dataset, encodings: list[str]
 def _check_unique_keys(parser: _Parser) -> None:
     """PS3.4 C.4.1.3.1.1: each level above carries its unique key, one value, no wildcard.
 
-    With relational queries (C.4.1.3.2) they may be missing or carry any matching.
+    With relational queries (C.4.1.3.2), or when the hierarchy is not enforced, they may be
+    missing or carry any matching.
     """
-    if parser.relational:
+    if parser.relational or not parser.strict:
         return
     levels = MODEL_LEVELS[parser.model]
     for upper in levels[: levels.index(parser.level)]:

@@ -218,7 +218,8 @@ class RetrieveService:
                  pending_interval: float = PENDING_INTERVAL,
                  timeout: float = SUBOP_TIMEOUT,
                  max_contexts: int = MAX_PRESENTATION_CONTEXTS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 strict_hierarchy: bool = False) -> None:
         if patient_issuers not in ISSUER_RULES:
             raise ValueError(f"patient_issuers must be one of {', '.join(ISSUER_RULES)}")
         if page_size < 1 or not 0 < max_contexts <= MAX_PRESENTATION_CONTEXTS:
@@ -233,6 +234,7 @@ class RetrieveService:
         self.timeout = timeout
         self.max_contexts = max_contexts
         self.clock = clock
+        self.strict_hierarchy = strict_hierarchy  # False: PATIENT level on Study Root too
 
     # --- the two handlers ---------------------------------------------------------------
 
@@ -342,7 +344,11 @@ class RetrieveService:
                                       f"identifier over {MAX_IDENTIFIER_BYTES} bytes") from None
             identifier = decode_identifier(data, request.context.transfer_syntax)
             selection = parse_retrieve_identifier(
-                identifier, RETRIEVE_MODELS[request.context.abstract_syntax])
+                identifier, RETRIEVE_MODELS[request.context.abstract_syntax],
+                strict_hierarchy=self.strict_hierarchy)
+            if selection.nonstandard:
+                log.info("%s: non-standard level %s served on %s (query.strict_hierarchy: "
+                         "false)", service, selection.level.value, selection.model.value)
             if selection.ignored:
                 log.debug("%s identifier: ignored %s", service,
                           ", ".join(describe_tag(t) for t in selection.ignored))

@@ -328,11 +328,30 @@ async def test_dcmtk_every_transfer_syntax(pacs: int, tmp_path: Path, syntax: st
     assert got == [("Doe^John", "1"), ("Doe^John", "3")]
 
 
-async def test_hierarchical_violation_is_a900_over_the_wire(pacs: int) -> None:
-    found = await asyncio.to_thread(pyn_find, pacs, query("SERIES", Modality="CT"))
+async def test_hierarchical_violation_is_a900_when_strict(tmp_path: Path) -> None:
+    async with server(tmp_path, query={"strict_hierarchy": True}) as port:
+        await asyncio.to_thread(store_all, port, population()[:1])
+        found = await asyncio.to_thread(pyn_find, port, query("SERIES", Modality="CT"))
     assert found.status == Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
     assert "StudyInstanceUID" in str(found.final.ErrorComment)
     assert found.answers == []
+
+
+async def test_series_and_image_queries_across_studies_by_default(pacs: int,
+                                                                  tmp_path: Path) -> None:
+    # query.strict_hierarchy: false (default): the unique keys above may be missing.
+    found = await asyncio.to_thread(pyn_find, pacs, query("SERIES", Modality="MR",
+                                                          SeriesDescription="T*"))
+    assert found.status == Status.SUCCESS
+    assert found.values("SeriesInstanceUID") == [series_uid(1, 2)]
+    assert found.answers[0].StudyInstanceUID == S1
+    answers = await findscu(pacs, tmp_path / "rsp", "-S", "-k", "QueryRetrieveLevel=IMAGE",
+                            "-k", "SOPInstanceUID", "-k", "PatientID=PID-1")
+    assert sorted(str(a.SOPInstanceUID) for a in answers) == sorted(
+        [instance_uid(1, 1, 1), instance_uid(1, 1, 2), instance_uid(1, 2, 1),
+         instance_uid(2, 1, 1)])
+    patient = await asyncio.to_thread(pyn_find, pacs, query("PATIENT", PatientID=""))
+    assert patient.status == Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS  # no Study Root shape
 
 
 # --- extended negotiation -----------------------------------------------------------------

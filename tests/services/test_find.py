@@ -263,7 +263,7 @@ async def run_find(index: FakeQueryIndex, ident: Dataset | bytes, *,
                    sop_class: str = STUDY_ROOT_QR_FIND,
                    transfer_syntax: str = ExplicitVRLittleEndian, extended: bytes = b"",
                    cancel_after: int | None = None, max_results: int = 0,
-                   page_size: int = 100) -> Result:
+                   page_size: int = 100, strict_hierarchy: bool = False) -> Result:
     channel = FakeChannel(sop_class, transfer_syntax, extended, cancel_after)
     data = ident if isinstance(ident, bytes) else encode(ident, transfer_syntax)
     message = CFindRQ(message_id=11, affected_sop_class_uid=sop_class)
@@ -271,7 +271,7 @@ async def run_find(index: FakeQueryIndex, ident: Dataset | bytes, *,
                       FakeStream(data))
     channel.request = request
     service = FindService(index, ae_title=AE_TITLE, max_results=max_results,
-                          page_size=page_size)
+                          page_size=page_size, strict_hierarchy=strict_hierarchy)
     outcome = await service(channel, request)
     final = outcome.message
     assert isinstance(final, CFindRSP) and outcome.dataset is None
@@ -485,12 +485,32 @@ async def test_combined_date_time_needs_the_same_range_form() -> None:
     (STUDY_ROOT_QR_FIND, {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": ""},
      "StudyInstanceUID"),
 ], ids=["P-study", "P-series", "P-image", "S-series", "S-image", "wildcard", "list", "empty"])
-async def test_missing_unique_key_above_is_a900(sop_class: str, keys: dict[str, str],
-                                                named: str) -> None:
+async def test_missing_unique_key_above_is_a900_when_strict(sop_class: str, keys: dict[str, str],
+                                                            named: str) -> None:
     index = FakeQueryIndex([study_json(1)])
-    result = await run_find(index, identifier(None, **keys), sop_class=sop_class)
+    result = await run_find(index, identifier(None, **keys), sop_class=sop_class,
+                            strict_hierarchy=True)
     assert_refused(result, Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, named)
     assert index.queries == []
+
+
+async def test_lenient_hierarchy_answers_without_the_unique_keys_above() -> None:
+    # A workstation's series query across studies (Orthanc's REST /query sends it).
+    index = FakeQueryIndex([study_json(1, Modality="MR"), study_json(2, Modality="CT")])
+    result = await run_find(index, identifier("SERIES", Modality="MR", SeriesInstanceUID=""))
+    assert result.final.status == Status.SUCCESS
+    assert [str(a.StudyInstanceUID) for a in result.answers] == [f"{UID}.1"]
+    assert set(conditions(index)) == {TAG_MODALITY}
+    # A wildcard or a list above the level is matched as such (as if relational).
+    index = FakeQueryIndex([study_json(1), study_json(2), study_json(3)])
+    await run_find(index, identifier("IMAGE", StudyInstanceUID=f"{UID}.1\\{UID}.3",
+                                     SOPInstanceUID=""))
+    assert conditions(index)[TAG_STUDY_UID].kind is MatchKind.LIST
+    # Keys below the level still need relational queries; PATIENT on Study Root stays out.
+    below = await run_find(FakeQueryIndex(), identifier("STUDY", Modality="CT"))
+    assert_refused(below, Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "Modality")
+    patient = await run_find(FakeQueryIndex(), identifier("PATIENT", PatientID=""))
+    assert_refused(patient, Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "PATIENT")
 
 
 @pytest.mark.parametrize(("sop_class", "keys", "named"), [
