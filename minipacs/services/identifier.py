@@ -27,6 +27,7 @@ from ..proto.status import Status
 from .matching import (
     IdentifierError,
     RangeForm,
+    combine_date_time,
     describe_tag,
     key_condition,
     value_list,
@@ -418,14 +419,4 @@ def _check_unique_keys(parser: _Parser) -> None:
 def _combine_date_time(parser: _Parser) -> None:
     """PS3.4 C.2.2.2.5.4: a date and a time range of the same form match as one DT range."""
     for date_tag, time_tag in DATE_TIME_PAIRS.items():
-        day, hour = parser.conditions.get(date_tag), parser.conditions.get(time_tag)
-        if day is None or hour is None:
-            continue
-        form = parser.forms.get(date_tag)
-        if form is None or form is RangeForm.SINGLE or form is not parser.forms.get(time_tag):
-            continue
-        low = day.values[0] + hour.values[0] if day.values[0] else ""
-        high = day.values[1] + hour.values[1] if day.values[1] else ""
-        parser.conditions[date_tag] = Condition(date_tag, "DA", MatchKind.RANGE, (low, high),
-                                                combined_with=time_tag)
-        del parser.conditions[time_tag]
+        combine_date_time(parser.conditions, parser.forms, date_tag, time_tag, same_form=True)

@@ -29,6 +29,7 @@ __all__ = [
     "WILDCARD_VRS",
     "IdentifierError",
     "RangeForm",
+    "combine_date_time",
     "describe_tag",
     "key_condition",
     "refuse",
@@ -193,6 +194,26 @@ def _single(tag: int, vr: str, value: str) -> str:
         # Trailing empty components and groups are not significant (PS3.5 §6.2.1.2).
         return "=".join(group.rstrip("^ ") for group in value.split("=")).rstrip("=")
     return value
+
+
+def combine_date_time(conditions: dict[int, Condition], forms: dict[int, RangeForm],
+                      date_tag: int, time_tag: int, *, same_form: bool) -> None:
+    """A DA range and a TM range of one pair become one date-time range (C.2.2.2.5.4).
+
+    The period runs from the first date at the first time to the last date at the last
+    time; an open end of either key stays open (an open time end is the start or the end
+    of that day). With `same_form`, only ranges of one form are joined. In place.
+    """
+    day, hour = conditions.get(date_tag), conditions.get(time_tag)
+    day_form, hour_form = forms.get(date_tag), forms.get(time_tag)
+    if day is None or hour is None or day_form in (None, RangeForm.SINGLE) or \
+            hour_form in (None, RangeForm.SINGLE) or (same_form and day_form is not hour_form):
+        return
+    low = day.values[0] + hour.values[0] if day.values[0] else ""
+    high = day.values[1] + hour.values[1] if day.values[1] else ""
+    conditions[date_tag] = Condition(date_tag, "DA", MatchKind.RANGE, (low, high),
+                                     combined_with=time_tag)
+    del conditions[time_tag]
 
 
 def _date_time(tag: int, vr: str, value: str, forms: dict[int, RangeForm]) -> Condition | None:
