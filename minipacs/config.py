@@ -18,8 +18,8 @@ from types import MappingProxyType
 from typing import Any
 
 import yaml
-from pydicom import config as pydicom_config
-from pydicom.uid import UID
+
+from .proto.uid import is_valid_uid
 
 # PS3.5 §6.2 Table 6.2-1, VR AE: at most 16 characters of the default repertoire.
 AE_TITLE_MAX_LENGTH = 16
@@ -436,8 +436,7 @@ def _sop_classes(raw: object, where: str) -> SopClassesConfig:
     for index, item in enumerate(items):
         at = f"{here}[{index}]"
         uid = _str(item, at)
-        # PS3.5 §9.1: digits and dots, no leading zeros, at most 64 characters.
-        if not UID(uid, validation_mode=pydicom_config.IGNORE).is_valid:
+        if not is_valid_uid(uid):  # PS3.5 §9.1, the one grammar (proto/uid.py)
             raise ConfigError(at, f"{uid!r} is not a valid UID")
         if uid in uids:
             raise ConfigError(at, f"{uid!r} is listed twice")

@@ -238,8 +238,8 @@ def test_listen_port_zero_means_ephemeral(tmp_path: Path) -> None:
         ),
         # extra storage SOP class UIDs
         (
-            "sop_classes: {extra_storage: ['1.2.03']}\n",
-            "config error: sop_classes.extra_storage[0]: '1.2.03' is not a valid UID",
+            "sop_classes: {extra_storage: ['1..3']}\n",
+            "config error: sop_classes.extra_storage[0]: '1..3' is not a valid UID",
         ),
         (
             "sop_classes: {extra_storage: ['1.2.3', 'x.y']}\n",

@@ -19,6 +19,7 @@ from pydicom.values import convert_PN, convert_single_string, convert_text, conv
 
 from ..ports import Condition, MatchKind
 from ..proto.status import Status
+from ..proto.uid import is_valid_uid
 
 __all__ = [
     "ASCII_VRS",
@@ -49,8 +50,6 @@ WILDCARDS: Final = ("*", "?")
 EMPTY_VALUE: Final = '""'  # PS3.4 C.2.2.2.7: two QUOTATION MARK characters
 ISO2022_DEFAULT: Final = "ISO 2022 IR 6"
 
-_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
-_MAX_UID: Final = 64
 _DATE = re.compile(r"(\d{4})(\d{2})(\d{2})")
 _TIME = re.compile(r"(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,6}))?")
 _DATETIME = re.compile(
@@ -184,7 +183,7 @@ def _list(tag: int, vr: str, values: list[str]) -> Condition | None:
 def _single(tag: int, vr: str, value: str) -> str:
     """One plain value, checked against its VR and normalised as the index keeps it."""
     if vr == "UI":
-        if len(value) > _MAX_UID or not _UID.fullmatch(value):
+        if not is_valid_uid(value):  # PS3.5 §9.1, the one grammar (proto/uid.py)
             raise refuse(tag, "not a valid UID")
     elif vr == "DA":
         return _date(tag, value)

@@ -20,7 +20,6 @@ Failures are 0xA900 (Identifier does not match SOP class) with an Error Comment.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -36,6 +35,7 @@ from ..proto.sop import (
     STUDY_ROOT_QR_MOVE,
 )
 from ..proto.status import Status
+from ..proto.uid import is_valid_uid
 from .identifier import (
     MODEL_LEVELS,
     TAG_QUERY_RETRIEVE_LEVEL,
@@ -54,10 +54,6 @@ __all__ = [
 ]
 
 TAG_ISSUER_OF_PATIENT_ID: Final = 0x00100021
-# PS3.5 §9.1: digits and dots, at most 64 characters. Leading zeros are tolerated: what
-# was stored must stay retrievable by the UID it came with.
-_UID: Final = re.compile(r"[0-9]+(\.[0-9]+)*")
-_MAX_UID: Final = 64
 _WILDCARDS: Final = frozenset("*?")  # PS3.4 C.2.2.2.4; no meaning in a retrieve
 
 RETRIEVE_MODELS: Final[Mapping[str, Model]] = MappingProxyType({
@@ -120,7 +116,7 @@ def _level(ds: Dataset, model: Model, levels: tuple[QueryLevel, ...]) -> QueryLe
 
 def _uids(values: list[str], tag: int) -> tuple[str, ...]:
     for uid in values:
-        if len(uid) > _MAX_UID or not _UID.fullmatch(uid):
+        if not is_valid_uid(uid):  # PS3.5 §9.1, the one grammar (proto/uid.py)
             raise IdentifierError(_A900, f"{describe_tag(tag)}: {uid[:24]!r} is not a UID", tag)
     return tuple(dict.fromkeys(values))  # a UID listed twice is one entity
 
