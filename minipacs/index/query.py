@@ -169,7 +169,7 @@ _MATCHABLE: Final = {
 
 def matchable_tags(level: _QueryLevel | Level) -> frozenset[int]:
     """Tags matched in SQL at `level`: its keys and those of the levels above (C.6.1.1)."""
-    return _MATCHABLE[Level(level.value)]
+    return _MATCHABLE[level]
 
 
 # --- clauses ---------------------------------------------------------------------------
@@ -273,7 +273,7 @@ def _joined(level: Level, top: Level) -> tuple[FromClause, dict[Level, FromClaus
 def _matching(query: FindQuery, dialect: Dialect) -> tuple[FromClause, ColumnElement[int],
                                                            list[ColumnElement[bool]]]:
     """FROM (only the ancestors conditions name), the entity's pk, and WHERE clauses."""
-    level = Level(query.level.value)
+    level = query.level
     keyed = [(_key(cond), cond) for cond in query.conditions]
     top = min((_DEPTH[key.level] for key, _ in keyed), default=_DEPTH[level])
     from_, scope = _joined(level, ORDER[min(top, _DEPTH[level])])
@@ -348,7 +348,7 @@ class SqlQueryIndex:
         if after is not None and not isinstance(after, int):
             raise TypeError(f"not a cursor of this index: {after!r}")
         stmt = keyset_select(query, self._dialect, after=after, limit=limit + 1)
-        level = Level(query.level.value)
+        level = query.level
         return await asyncio.to_thread(self._page, stmt, level, limit)
 
     async def count(self, query: FindQuery, *, cap: int) -> int:

@@ -8,7 +8,6 @@ identifier's Specific Character Set before any condition is built (PS3.4 C.2.2.2
 from __future__ import annotations
 
 import enum
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -18,12 +17,11 @@ from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_has_tag, dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import read_dataset
 
 from ..ports import Condition, FindQuery, MatchKind, QueryLevel
-from ..proto.sop import PATIENT_ROOT_QR_FIND, STUDY_ROOT_QR_FIND, dataset_encoding
+from ..proto.sop import PATIENT_ROOT_QR_FIND, STUDY_ROOT_QR_FIND
 from ..proto.status import Status
+from .dataset_codec import InflateError, plain_bytes, read_plain
 from .matching import (
     IdentifierError,
     RangeForm,
@@ -169,27 +167,16 @@ def model_of(sop_class: str) -> Model:
 
 def decode_identifier(data: bytes, transfer_syntax: str) -> Dataset:
     """The identifier as a pydicom data set (PS3.7 §9.1.2.1); raises IdentifierError (C000)."""
-    try:
-        implicit, little, deflated = dataset_encoding(transfer_syntax)
+    try:  # PS3.5 A.5: a deflated one is inflated within a bound (a bomb stops here)
+        data = plain_bytes(data, transfer_syntax, limit=MAX_IDENTIFIER_BYTES)
+    except InflateError as exc:
+        raise IdentifierError(Status.UNABLE_TO_PROCESS, f"identifier {exc}") from None
     except ValueError:
         raise IdentifierError(Status.UNABLE_TO_PROCESS, "unknown transfer syntax") from None
-    if deflated:  # PS3.5 A.5: raw deflate; inflated within a bound (a bomb stops here)
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        try:
-            data = inflater.decompress(data, MAX_IDENTIFIER_BYTES + 1)
-        except zlib.error as exc:
-            raise IdentifierError(Status.UNABLE_TO_PROCESS,
-                                  f"cannot inflate identifier: {exc}") from None
-        if len(data) > MAX_IDENTIFIER_BYTES or inflater.unconsumed_tail:
-            raise IdentifierError(Status.UNABLE_TO_PROCESS,
-                                  f"identifier inflates past {MAX_IDENTIFIER_BYTES} bytes")
     if not data:
         raise IdentifierError(Status.UNABLE_TO_PROCESS, "empty identifier")
-    fp = DicomBytesIO(data)
-    fp.is_little_endian = little
-    fp.is_implicit_VR = implicit
     try:
-        ds = read_dataset(fp, implicit, little)
+        ds = read_plain(data, transfer_syntax)
         _check_parsed(ds)
     except IdentifierError:
         raise

@@ -16,14 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO, Final
 
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 
 from ..ports import (
     AssociationClosed,
@@ -42,6 +39,7 @@ from ..proto.dimse import CGetRQ, CMoveRQ
 from ..proto.negotiation import MAX_PRESENTATION_CONTEXTS, Negotiated
 from ..proto.sop import dataset_encoding, name_of
 from ..proto.status import Status, StatusCategory, category, describe
+from .dataset_codec import encode_dataset_bytes
 from .dispatcher import Outcome, response_for
 from .identifier import MAX_IDENTIFIER_BYTES, decode_identifier
 from .matching import IdentifierError, describe_tag
@@ -128,7 +126,7 @@ def final_status(tally: _Tally, *, cancelled: bool) -> Status:
 
 def encode_failed_list(uids: list[str], transfer_syntax: str) -> bytes:
     """The identifier of a final response: Failed SOP Instance UID List (0008,0058)."""
-    implicit, little, deflated = dataset_encoding(transfer_syntax)
+    implicit, _, _ = dataset_encoding(transfer_syntax)
     kept = uids
     if not implicit:  # a 16-bit length holds about a thousand UIDs; the rest are logged
         size, kept = 0, []
@@ -139,15 +137,7 @@ def encode_failed_list(uids: list[str], transfer_syntax: str) -> bytes:
             kept.append(uid)
     ds = Dataset()
     ds.FailedSOPInstanceUIDList = kept
-    fp = DicomBytesIO()
-    fp.is_little_endian = little
-    fp.is_implicit_VR = implicit
-    write_dataset(fp, ds)
-    data = fp.getvalue()
-    if deflated:  # PS3.5 A.5: raw deflate
-        packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
-        data = packer.compress(data) + packer.flush()
-    return data
+    return encode_dataset_bytes(ds, transfer_syntax)
 
 
 def _no_context_reason(negotiated: Negotiated, sop_class: str, transfer_syntax: str) -> str:

@@ -30,14 +30,11 @@ Rules (docs/conformance.md "C-MOVE and C-GET"):
 from __future__ import annotations
 
 import functools
-import zlib
 from collections.abc import Iterable
 from typing import BinaryIO, Final
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import read_dataset
-from pydicom.filewriter import correct_ambiguous_vr, write_dataset
+from pydicom.filewriter import correct_ambiguous_vr
 
 from ..proto.sop import (
     ENCAPSULATED_TRANSFER_SYNTAXES,
@@ -49,6 +46,7 @@ from ..proto.sop import (
     dataset_encoding,
     name_of,
 )
+from .dataset_codec import InflateError, encode_dataset_bytes, plain_bytes, read_plain
 
 __all__ = [
     "CODECS_HINT",
@@ -150,20 +148,17 @@ def convert(data: bytes | BinaryIO, src_ts: str, dst_ts: str, *,
 
 
 def _decode(raw: bytes, src_ts: str, max_inflated: int) -> Dataset:
-    implicit, little, deflated = dataset_encoding(src_ts)
-    if deflated:  # PS3.5 A.5: raw deflate (no zlib header) of an Explicit VR LE data set
-        inflater = zlib.decompressobj(wbits=-zlib.MAX_WBITS)
-        try:
-            raw = inflater.decompress(raw, max_inflated)
-        except zlib.error as exc:
-            raise TranscodeError(f"the stored Deflated data set is corrupt: {exc}") from None
-        if inflater.unconsumed_tail:
+    try:  # PS3.5 A.5: raw deflate (no zlib header) of an Explicit VR LE data set
+        raw = plain_bytes(raw, src_ts, limit=max_inflated)
+    except InflateError as exc:
+        if exc.too_large:
             raise TranscodeError(f"the stored Deflated data set inflates beyond "
-                                 f"{max_inflated} bytes")
+                                 f"{max_inflated} bytes") from None
+        raise TranscodeError(f"the stored Deflated data set {exc}") from None
     if not raw:
         raise TranscodeError(f"the stored data set ({name_of(src_ts)}) is empty")
     try:
-        ds = read_dataset(_strict_reader(raw), implicit, little)
+        ds = read_plain(raw, src_ts, strict=True)
         # Parse every element now: a malformed value fails here, as one TranscodeError.
         for _ in ds.iterall():
             pass
@@ -171,22 +166,6 @@ def _decode(raw: bytes, src_ts: str, max_inflated: int) -> Dataset:
         raise TranscodeError(f"cannot decode the stored data set ({name_of(src_ts)}): "
                              f"{_one_line(exc)}") from exc
     return ds
-
-
-def _strict_reader(raw: bytes) -> DicomBytesIO:
-    """A reader that fails on a data set cut inside an element (pydicom reads on)."""
-    fp = DicomBytesIO(raw)
-    read = fp.read
-
-    def strict(size: int = -1, /) -> bytes:
-        data = read(size)
-        # An empty 8-byte read is the end of the data set (no next element header).
-        if size > 0 and len(data) < size and (data or size != ELEMENT_HEADER):
-            raise TranscodeError(f"the data set ({len(raw)} bytes) ends inside an element")
-        return data
-
-    fp.read = strict  # type: ignore[method-assign]
-    return fp
 
 
 def _decompress(ds: Dataset, src_ts: str) -> None:
@@ -208,20 +187,12 @@ def _decompress(ds: Dataset, src_ts: str) -> None:
 
 
 def _encode(ds: Dataset, dst_ts: str) -> bytes:
-    implicit, little, deflated = dataset_encoding(dst_ts)
+    _, little, _ = dataset_encoding(dst_ts)
     was_little = ds.original_encoding[1]
     ds = correct_ambiguous_vr(ds, little)  # the final VRs, before any byte swap
     if was_little is not None and was_little != little:
         _swap_words(ds)
-    fp = DicomBytesIO()
-    fp.is_little_endian = little
-    fp.is_implicit_VR = implicit
-    write_dataset(fp, ds)
-    out = fp.getvalue()
-    if deflated:
-        packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
-        out = packer.compress(out) + packer.flush()
-    return out
+    return encode_dataset_bytes(ds, dst_ts)
 
 
 def _swap_words(ds: Dataset) -> None:

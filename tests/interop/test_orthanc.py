@@ -30,7 +30,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 
 from minipacs.app.daemon import open_server
-from minipacs.proto.status import Status
+from tests.interop.test_find import store_all
 from tests.launch import (
     LOOPBACK,
     ORTHANC,
@@ -41,7 +41,7 @@ from tests.launch import (
     orthanc_config,
     stop,
 )
-from tests.support import TEST_LIMITS, WAIT, make_config, pynetdicom_ae
+from tests.support import TEST_LIMITS, WAIT, make_config
 
 SERVER_AE: Final = "MINIPACS"
 ORTHANC_AE: Final = "ORTHANC"
@@ -85,21 +85,6 @@ def population() -> list[Dataset]:
                 ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
                 out.append(ds)
     return out
-
-
-def store_all(port: int, datasets: list[Dataset]) -> None:
-    """pynetdicom C-STOREs every data set to minipacs on one association (blocking)."""
-    ae = pynetdicom_ae("MODALITY")
-    for sop_class in (MRImageStorage, CTImageStorage):
-        ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
-    assoc = ae.associate(LOOPBACK, port, ae_title=SERVER_AE)
-    assert assoc.is_established
-    try:
-        for ds in datasets:
-            status = assoc.send_c_store(ds)
-            assert status and status.Status == Status.SUCCESS, status
-    finally:
-        assoc.release()
 
 
 # --- Orthanc ----------------------------------------------------------------------------------
