@@ -33,6 +33,7 @@ from ..ports import (
 )
 from ..proto.dimse import CStoreRQ
 from ..proto.status import Status
+from ..proto.uid import is_valid_uid
 from .dispatcher import Outcome, response_for
 
 log = logging.getLogger("minipacs.store")
@@ -211,7 +212,16 @@ class _Refused(Exception):
 
 
 def _check(message: CStoreRQ, attributes: InstanceAttributes) -> None:
-    """PS3.4 B.2.3 A900: the data set's SOP Class/Instance UID differ from the command's."""
+    """PS3.4 B.2.3: C000 for a UID outside the one grammar (PS3.5 §9.1, proto/uid.py), which
+    is never stored; A900 when the data set's SOP Class/Instance UID differ from the command's.
+    """
+    for what, uid in (("Affected SOP Instance UID", message.affected_sop_instance_uid),
+                      ("SOP Instance UID", attributes.sop_instance_uid),
+                      ("SOP Class UID", attributes.sop_class_uid),
+                      ("Study Instance UID", attributes.study_instance_uid),
+                      ("Series Instance UID", attributes.series_instance_uid)):
+        if not is_valid_uid(uid):
+            raise _Refused(Status.CANNOT_UNDERSTAND, f"{what} is not a valid UID")
     if attributes.sop_instance_uid != message.affected_sop_instance_uid:
         raise _Refused(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
                        "SOP Instance UID differs from the command")
