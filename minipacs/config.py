@@ -31,6 +31,7 @@ MIN_PDU_LENGTH = 4096
 MAX_PDU_LENGTH = 16 * 1024 * 1024
 # PS3.7 §D.3.3.3: the operations-invoked/performed fields are 16-bit, 0 = unlimited.
 MAX_ASYNC_OPS_WINDOW = 65535
+MAX_INFLATED_MB = 4096  # PS3.5 §7.1.1: one value is at most 2^32 - 2 bytes
 MAX_ASSOCIATIONS = 100_000
 MAX_RESULTS = 1_000_000_000  # query.max_results: any sane cap fits; 0 = unlimited
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -116,6 +117,7 @@ class LimitsConfig:
     association_timeout: float = 0.0
     async_ops_window: int = 16
     shutdown_grace: float = 10.0
+    max_inflated_mb: int = 1024  # a Deflated data set's inflated size (C-STORE, conversion)
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,6 +415,7 @@ _LIMIT_RULES: dict[str, Callable[[object, str], int | float]] = {
     "association_timeout": lambda v, w: _seconds(v, w, zero_allowed=True),
     "async_ops_window": lambda v, w: _int(v, w, 0, MAX_ASYNC_OPS_WINDOW),
     "shutdown_grace": lambda v, w: _seconds(v, w, zero_allowed=True),
+    "max_inflated_mb": lambda v, w: _int(v, w, 1, MAX_INFLATED_MB),
 }
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 from datetime import UTC, datetime
-from typing import Final
+from typing import BinaryIO, Final
 
 from ..ports import (
     AddOutcome,
@@ -32,22 +33,27 @@ from ..ports import (
     StoredFile,
 )
 from ..proto.dimse import CStoreRQ
+from ..proto.sop import dataset_encoding
 from ..proto.status import Status
 from ..proto.uid import is_valid_uid
+from .dataset_codec import InflateError, inflated_size
 from .dispatcher import Outcome, response_for
 
 log = logging.getLogger("minipacs.store")
 
 # Data-set bytes gathered in memory before one write is handed to a thread (DESIGN §14).
 SPOOL_BUFFER: Final = 1 << 20
+MAX_INFLATED: Final = 1 << 30  # limits.max_inflated_mb: what a Deflated data set may become
 
 
 class StoreService:
     """The C-STORE handler; one instance serves every association."""
 
-    def __init__(self, storage: Storage, index: Index) -> None:
+    def __init__(self, storage: Storage, index: Index, *,
+                 max_inflated: int = MAX_INFLATED) -> None:
         self.storage = storage
         self.index = index
+        self.max_inflated = max_inflated
 
     async def __call__(self, channel: Channel, request: Request) -> Outcome:
         message = request.message
@@ -122,6 +128,7 @@ class StoreService:
         def parse_and_store() -> tuple[InstanceAttributes, StoredFile]:
             attributes = self.index.parse_attributes(data, meta.transfer_syntax_uid)
             _check(message, attributes)
+            self._check_inflated(io.BytesIO(data), meta.transfer_syntax_uid)
             return attributes, self.storage.store(meta, data)
 
         try:
@@ -146,7 +153,9 @@ class StoreService:
         def parse(stored: StoredFile) -> InstanceAttributes:
             with self.storage.open_dataset(stored.key, stored.dataset_offset) as fp:
                 attributes = self.index.parse_attributes(fp, meta.transfer_syntax_uid)
-            _check(message, attributes)
+                _check(message, attributes)
+                fp.seek(stored.dataset_offset)
+                self._check_inflated(fp, meta.transfer_syntax_uid)
             return attributes
 
         try:
@@ -189,6 +198,21 @@ class StoreService:
         log.debug("stored %s from %s (%d bytes, %s)", message.affected_sop_instance_uid,
                   meta.sending_ae_title, stored.size, result.outcome)
         return Outcome(response_for(message, Status.SUCCESS))
+
+    def _check_inflated(self, fp: BinaryIO, transfer_syntax: str) -> None:
+        """C000 for a Deflated data set past `max_inflated` (a deflate bomb is never stored).
+
+        The whole stream is inflated in bounded steps and counted (PS3.5 A.5); the index's
+        parse stops before Pixel Data, where a bomb hides.
+        """
+        if not dataset_encoding(transfer_syntax)[2]:
+            return
+        try:
+            inflated_size(fp, self.max_inflated)
+        except InflateError as exc:
+            comment = (f"deflated data set inflates past {self.max_inflated >> 20} MiB"
+                       if exc.too_large else f"deflated data set {exc}")
+            raise _Refused(Status.CANNOT_UNDERSTAND, comment) from None
 
     async def _delete_unreferenced(self, key: str) -> None:
         """Remove a file no row points to; failing here must not fail a durable store."""
