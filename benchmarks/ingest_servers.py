@@ -1,8 +1,7 @@
 """The C-STORE SCPs ``benchmarks/ingest.py`` compares, each started with its own config.
 
-Every server runs in its own process group (``start_new_session``) so that stopping it —
-SIGTERM, then SIGKILL after a timeout — also reaches the children DCMTK's ``storescp
---fork`` makes. Every wait is bounded.
+Processes are started and stopped by ``tests/launch.py`` (shared with the Orthanc interop
+test): each in its own process group, every wait bounded.
 """
 
 from __future__ import annotations
@@ -12,32 +11,39 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # the launcher is shared with the tests
+    sys.path.insert(1, str(REPO_ROOT))
+
+from tests.launch import (  # noqa: E402
+    ORTHANC,
+    Running,
+    dcmtk_env,
+    free_port,
+    launch,
+    orthanc_config,
+    orthanc_version,
+    stop,
+)
+
+__all__ = [
+    "DCMTK_STORESCP", "ORTHANC", "REPO_ROOT", "SERVER_AE", "SERVER_KINDS", "Minipacs",
+    "Orthanc", "Running", "ServerKind", "dcmtk_env", "free_port", "machine", "minipacs_env",
+    "stop", "workspace",
+]
+
 DCMTK_STORESCP: Final = "/usr/bin/storescp"
-ORTHANC: Final = "/usr/sbin/Orthanc"
-START_TIMEOUT: Final = 60.0
-STOP_TIMEOUT: Final = 20.0
-POLL_INTERVAL: Final = 0.05
 SERVER_AE: Final = "BENCHSCP"
 # Orthanc's index: Resources.resourceType 1-4 = patient, study, series, instance.
 ORTHANC_INSTANCE_LEVEL: Final = 4
-
-
-def dcmtk_env() -> dict[str, str]:
-    """The environment of every DCMTK-based process: Nagle off (DCMTK reads TCP_NODELAY)."""
-    return {**os.environ, "TCP_NODELAY": "1"}
 
 
 def minipacs_env(root: Path = REPO_ROOT) -> dict[str, str]:
@@ -65,13 +71,6 @@ def workspace(parent: str | None, prefix: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1 (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def count_files(root: Path, suffix: str = "", skip: str | None = None) -> int:
     """Regular files under `root` (recursive) ending in `suffix`, ignoring folder `skip`."""
     total = 0
@@ -80,24 +79,6 @@ def count_files(root: Path, suffix: str = "", skip: str | None = None) -> int:
             dirs.remove(skip)
         total += sum(1 for name in files if name.endswith(suffix))
     return total
-
-
-@dataclass
-class Running:
-    """A started server: its process, port and folders."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    workdir: Path
-    log_path: Path
-    log_file: object = field(repr=False, default=None)
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
 
 
 class ServerKind:
@@ -125,49 +106,7 @@ class ServerKind:
         workdir.mkdir(parents=True, exist_ok=False)
         port = free_port()
         argv, env = self.command(workdir, port, max_pdu)
-        log_path = workdir / "server.log"
-        log_file = log_path.open("wb")
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file,
-                                stderr=subprocess.STDOUT, env=env, cwd=workdir,
-                                start_new_session=True)
-        running = Running(proc, port, workdir, log_path, log_file)
-        registry.append(running)
-        _wait_accepting(running, START_TIMEOUT)
-        return running
-
-
-def _wait_accepting(running: Running, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if running.proc.poll() is not None:
-            raise RuntimeError(f"server exited with {running.proc.returncode} during start:\n"
-                               f"{running.log_tail()}")
-        try:
-            with socket.create_connection(("127.0.0.1", running.port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(POLL_INTERVAL)
-    raise RuntimeError(f"server not accepting on port {running.port} after {timeout:g} s:\n"
-                       f"{running.log_tail()}")
-
-
-def stop(running: Running) -> None:
-    """SIGTERM the server's process group, SIGKILL it after `STOP_TIMEOUT` s."""
-    proc = running.proc
-    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    # Forked children (DCMTK --fork) may outlive the leader: finish the group.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    if running.log_file is not None:
-        running.log_file.close()  # type: ignore[attr-defined]
-        running.log_file = None
+        return launch(argv, env, workdir, port, registry)
 
 
 class Minipacs(ServerKind):
@@ -216,9 +155,7 @@ class Orthanc(ServerKind):
 
     def version(self) -> str:
         """The first line of ``Orthanc --version`` (or "Orthanc")."""
-        lines = subprocess.run([ORTHANC, "--version"], capture_output=True, text=True,
-                               timeout=30, check=False).stdout.splitlines()
-        return lines[0] if lines else "Orthanc"
+        return orthanc_version()
 
     def describe(self, max_pdu: int) -> str:
         return (f"{self.version()} (Debian), TCP_NODELAY=1, "
@@ -228,26 +165,8 @@ class Orthanc(ServerKind):
 
     def config(self, workdir: Path, port: int, max_pdu: int) -> dict[str, object]:
         """Orthanc's JSON configuration for a server on `port` keeping its data in `workdir`."""
-        return {
-            "Name": "bench",
-            "StorageDirectory": str(workdir / "storage"),
-            "IndexDirectory": str(workdir / "index"),
-            "StorageCompression": False,
-            # Orthanc >= 1.7.4 fsyncs each stored file when this is true (its default).
-            "SyncStorageArea": True,
-            "Plugins": [],
-            "LuaScripts": [],
-            "HttpServerEnabled": False,
-            "HttpPort": free_port(),
-            "RemoteAccessAllowed": False,
-            "DicomServerEnabled": True,
-            "DicomAet": SERVER_AE,
-            "DicomPort": port,
-            "DicomCheckCalledAet": False,
-            # True (the default) lets an AE not listed in DicomModalities store.
-            "DicomAlwaysAllowStore": True,
-            "MaximumPduLength": max_pdu,
-        }
+        return {**orthanc_config(workdir, ae_title=SERVER_AE, port=port, max_pdu=max_pdu),
+                "Name": "bench"}
 
     def command(self, workdir: Path, port: int, max_pdu: int) -> tuple[list[str], dict[str, str]]:
         path = workdir / "orthanc.json"

@@ -18,8 +18,8 @@ from types import MappingProxyType
 from typing import Any
 
 import yaml
-from pydicom import config as pydicom_config
-from pydicom.uid import UID
+
+from .proto.uid import is_valid_uid
 
 # PS3.5 §6.2 Table 6.2-1, VR AE: at most 16 characters of the default repertoire.
 AE_TITLE_MAX_LENGTH = 16
@@ -31,6 +31,7 @@ MIN_PDU_LENGTH = 4096
 MAX_PDU_LENGTH = 16 * 1024 * 1024
 # PS3.7 §D.3.3.3: the operations-invoked/performed fields are 16-bit, 0 = unlimited.
 MAX_ASYNC_OPS_WINDOW = 65535
+MAX_INFLATED_MB = 4096  # PS3.5 §7.1.1: one value is at most 2^32 - 2 bytes
 MAX_ASSOCIATIONS = 100_000
 MAX_RESULTS = 1_000_000_000  # query.max_results: any sane cap fits; 0 = unlimited
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -116,6 +117,7 @@ class LimitsConfig:
     association_timeout: float = 0.0
     async_ops_window: int = 16
     shutdown_grace: float = 10.0
+    max_inflated_mb: int = 1024  # a Deflated data set's inflated size (C-STORE, conversion)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +136,14 @@ class LoggingConfig:
 
 @dataclass(frozen=True, slots=True)
 class QueryConfig:
-    """C-FIND limits (PS3.4 C.4.1): max_results 0 = unlimited, else refused above (A700)."""
+    """C-FIND limits (PS3.4 C.4.1): max_results 0 = unlimited, else refused above (A700).
+
+    `strict_hierarchy` False answers what workstations send beyond the hierarchical rules
+    (unique keys above the level missing; PATIENT-level retrieve on Study Root).
+    """
 
     max_results: int = 0
+    strict_hierarchy: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,6 +427,7 @@ _LIMIT_RULES: dict[str, Callable[[object, str], int | float]] = {
     "association_timeout": lambda v, w: _seconds(v, w, zero_allowed=True),
     "async_ops_window": lambda v, w: _int(v, w, 0, MAX_ASYNC_OPS_WINDOW),
     "shutdown_grace": lambda v, w: _seconds(v, w, zero_allowed=True),
+    "max_inflated_mb": lambda v, w: _int(v, w, 1, MAX_INFLATED_MB),
 }
 
 
@@ -443,8 +451,7 @@ def _sop_classes(raw: object, where: str) -> SopClassesConfig:
     for index, item in enumerate(items):
         at = f"{here}[{index}]"
         uid = _str(item, at)
-        # PS3.5 §9.1: digits and dots, no leading zeros, at most 64 characters.
-        if not UID(uid, validation_mode=pydicom_config.IGNORE).is_valid:
+        if not is_valid_uid(uid):  # PS3.5 §9.1, the one grammar (proto/uid.py)
             raise ConfigError(at, f"{uid!r} is not a valid UID")
         if uid in uids:
             raise ConfigError(at, f"{uid!r} is listed twice")
@@ -453,9 +460,12 @@ def _sop_classes(raw: object, where: str) -> SopClassesConfig:
 
 
 def _query(raw: object, where: str) -> QueryConfig:
-    data = _mapping(raw, where, ("max_results",))
+    data = _mapping(raw, where, ("max_results", "strict_hierarchy"))
+    defaults = QueryConfig()
     return QueryConfig(
         max_results=_int(data.get("max_results", 0), f"{where}.max_results", 0, MAX_RESULTS),
+        strict_hierarchy=_bool(data.get("strict_hierarchy", defaults.strict_hierarchy),
+                               f"{where}.strict_hierarchy"),
     )
 
 

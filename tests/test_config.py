@@ -174,6 +174,20 @@ def test_query_max_results_defaults_to_unlimited(tmp_path: Path) -> None:
     assert load_config(REPO / "config" / "minipacs.yaml").query.max_results == 0
 
 
+def test_limits_max_inflated_mb(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "")).limits.max_inflated_mb == 1024
+    small = "limits: {max_inflated_mb: 64}"
+    assert load_config(write(tmp_path, small)).limits.max_inflated_mb == 64
+    assert load_config(REPO / "config" / "minipacs.yaml").limits.max_inflated_mb == 1024
+
+
+def test_query_strict_hierarchy_defaults_to_lenient(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "")).query.strict_hierarchy is False
+    strict = "query: {strict_hierarchy: true}"
+    assert load_config(write(tmp_path, strict)).query.strict_hierarchy is True
+    assert load_config(REPO / "config" / "minipacs.yaml").query.strict_hierarchy is False
+
+
 def test_listen_port_zero_means_ephemeral(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "listen: {port: 0}")).listen.port == 0
 
@@ -231,8 +245,8 @@ def test_listen_port_zero_means_ephemeral(tmp_path: Path) -> None:
         ),
         # extra storage SOP class UIDs
         (
-            "sop_classes: {extra_storage: ['1.2.03']}\n",
-            "config error: sop_classes.extra_storage[0]: '1.2.03' is not a valid UID",
+            "sop_classes: {extra_storage: ['1..3']}\n",
+            "config error: sop_classes.extra_storage[0]: '1..3' is not a valid UID",
         ),
         (
             "sop_classes: {extra_storage: ['1.2.3', 'x.y']}\n",
@@ -250,6 +264,10 @@ def test_listen_port_zero_means_ephemeral(tmp_path: Path) -> None:
         ("query: {max_results: -1}\n", "config error: query.max_results: -1 is out of range"),
         ('query: {max_results: "10"}\n', "config error: query.max_results: expected an integer"),
         ("query: {max_result: 10}\n", "config error: query.max_result: unknown key (did you"),
+        ("limits: {max_inflated_mb: 0}\n",
+         "config error: limits.max_inflated_mb: 0 is out of range"),
+        ("query: {strict_hierarchy: 1}\n",
+         "config error: query.strict_hierarchy: expected true or false"),
         # C-MOVE / C-GET
         ("retrieve: {patient_issuers: some}\n",
          "config error: retrieve.patient_issuers: 'some' is not one of all, refuse"),

@@ -10,12 +10,14 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pytest
 
 from minipacs.ports import QueryLevel
+from minipacs.proto.sop import STUDY_ROOT_QR_FIND
 from minipacs.services.find_scu import (
+    MAX_ANSWER_BYTES,
     FindKey,
     build_identifier,
     check_level,
@@ -164,7 +166,53 @@ async def test_patient_root_levels_and_default_keys(pacs: int) -> None:
 
 
 async def test_failure_status_exits_1_with_the_comment(pacs: int) -> None:
-    code, lines, err = await find(pacs, "--root", "patient", "-k", "StudyDate")
+    code, lines, err = await find(pacs, "--level", "STUDY", "-k", "StudyDate=2024-13-01")
     assert code == 1
     assert lines == []
-    assert "0xA900" in err and "PatientID" in err
+    assert "0xA900" in err and "StudyDate" in err
+
+
+# --- a peer's Deflated answer past the inflate bound ------------------------------------------
+
+
+def deflated_find_scp(answer_bytes: int) -> tuple[Any, int]:
+    """A pynetdicom Study Root FIND SCP accepting only Deflated Explicit VR LE; its one
+    answer holds an OB value of `answer_bytes` zeros (a few KiB once deflated)."""
+    from pydicom.dataset import Dataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+    from pynetdicom import AE, evt
+
+    def handle(event: Any) -> Any:
+        answer = Dataset()
+        answer.QueryRetrieveLevel = "STUDY"
+        answer.StudyInstanceUID = "1.2.3"
+        answer.EncapsulatedDocument = bytes(answer_bytes)
+        yield 0xFF00, answer
+
+    ae = AE(ae_title="DEFLATING")
+    ae.add_supported_context(STUDY_ROOT_QR_FIND, DeflatedExplicitVRLittleEndian)
+    port = free_port()
+    server = ae.start_server((LOOPBACK, port), block=False,
+                             evt_handlers=[(evt.EVT_C_FIND, handle)])
+    return server, port
+
+
+@pytest.mark.parametrize(("size", "ok"), [(MAX_ANSWER_BYTES + (1 << 20), False), (1 << 20, True)],
+                         ids=["past-the-bound", "within"])
+def test_deflated_answer_past_the_bound_is_an_error_not_cut(size: int, ok: bool) -> None:
+    from minipacs.app.scu import find as app_find
+
+    server, port = deflated_find_scp(size)
+    answers: list[Any] = []
+    try:
+        summary = app_find(LOOPBACK, port, [parse_key("StudyInstanceUID")], level="STUDY",
+                           root="study", calling_ae="FINDSCU", called_ae="DEFLATING", timeout=10.0,
+                           max_pdu=262144, on_answer=answers.append)
+    finally:
+        server.shutdown()
+    assert summary.ok is ok, summary
+    if ok:
+        assert len(answers[0].EncapsulatedDocument) == size
+    else:
+        assert f"inflates past {MAX_ANSWER_BYTES} bytes" in summary.message, summary
+        assert answers == []

@@ -124,13 +124,17 @@ def build_dispatcher(config: Config, storage: Storage, index: SqlIndex,
     dispatcher = Dispatcher(metrics)
     dispatcher.register(CommandField.C_ECHO_RQ, [VERIFICATION], handle_echo)
     dispatcher.register(CommandField.C_STORE_RQ, storage_classes(config),
-                        StoreService(storage, index, metrics))
+                        StoreService(storage, index, metrics,
+                                     max_inflated=config.limits.max_inflated_mb << 20))
     dispatcher.register(CommandField.C_FIND_RQ, QR_FIND_SOP_CLASSES,
                         FindService(index, ae_title=config.ae_title,
-                                    max_results=config.query.max_results))
+                                    max_results=config.query.max_results,
+                                    strict_hierarchy=config.query.strict_hierarchy))
     retrieve = RetrieveService(index, storage, build_peers(config), ae_title=config.ae_title,
                                patient_issuers=config.retrieve.patient_issuers,
-                               timeout=config.retrieve.timeout)
+                               timeout=config.retrieve.timeout,
+                               strict_hierarchy=config.query.strict_hierarchy,
+                               max_inflated=config.limits.max_inflated_mb << 20)
     dispatcher.register(CommandField.C_GET_RQ, QR_GET_SOP_CLASSES, retrieve.get)
     dispatcher.register(CommandField.C_MOVE_RQ, QR_MOVE_SOP_CLASSES, retrieve.move)
     if commitment is not None:

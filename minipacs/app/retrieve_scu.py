@@ -29,6 +29,7 @@ from ..proto.sop import (
     VERIFICATION,
 )
 from ..proto.status import Status, describe
+from ..proto.uid import is_valid_uid
 from ..services.echo import echo as echo_scu
 from ..services.find_scu import FindKey
 from ..services.retrieve_scu import (
@@ -41,7 +42,7 @@ from ..services.retrieve_scu import (
 from ..services.retrieve_scu import check_keys as _check_keys
 from ..services.retrieve_scu import get as get_scu
 from ..services.retrieve_scu import move as move_scu
-from ..storage.folder import FolderWriter, valid_uid
+from ..storage.folder import FolderWriter
 from . import loop_factory
 
 __all__ = ["PeerCheck", "RetrieveOutcome", "RetrieveProgress", "RetrieveUsageError",
@@ -156,7 +157,7 @@ def get(host: str, port: int, keys: Sequence[FindKey], out: Path, *, level: str,
     Raises RetrieveUsageError when `out` cannot be created or the classes do not fit.
     """
     for uid in extra_classes:
-        if not valid_uid(uid):
+        if not is_valid_uid(uid):
             raise RetrieveUsageError(f"--sop-class {uid!r} is not a UID")
     try:
         storage, roles = get_contexts(extra_classes)

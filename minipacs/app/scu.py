@@ -21,7 +21,7 @@ from ..proto.sop import (
 )
 from ..proto.status import Status, StatusCategory, describe
 from ..services.echo import echo as echo_scu
-from ..services.find_scu import ROOTS, FindKey, FindReply
+from ..services.find_scu import ROOTS, AnswerError, FindKey, FindReply
 from ..services.find_scu import check_level as check_level
 from ..services.find_scu import default_keys as default_keys
 from ..services.find_scu import find as find_scu
@@ -132,6 +132,9 @@ async def _find(host: str, port: int, keys: Sequence[FindKey], level: QueryLevel
     except LookupError as exc:
         conn.abort(str(exc))
         return FindSummary(False, 0, None, f"{where}: {exc}")
+    except AnswerError as exc:  # e.g. a Deflated answer past its bound: said, not cut short
+        conn.abort(str(exc))
+        return FindSummary(False, matches, None, f"{where}: {exc}")
     except TimeoutError:
         conn.abort("timeout")
         return FindSummary(False, matches, None, f"{where}: no response within {timeout:g} s")

@@ -17,6 +17,7 @@ from .engine import Dialect
 from .models import KeyKind, fold, normalize_date, normalize_time
 
 __all__ = [
+    "MAX_LIST_PATTERNS",
     "MAX_LIST_VALUES",
     "MAX_PATTERN_LENGTH",
     "bad",
@@ -28,6 +29,9 @@ __all__ = [
 MAX_LIST_VALUES: Final = 10_000  # UIDs in one list key (C.2.2.2.2)
 # Characters in one wildcard value: SQLite refuses GLOB/LIKE patterns over 50,000 bytes.
 MAX_PATTERN_LENGTH: Final = 4096
+# Values of one list key matched each on its own (PN, wildcards): SQLite parses an OR chain
+# as a tree deeper than its 1,000-level expression limit long before MAX_LIST_VALUES.
+MAX_LIST_PATTERNS: Final = 100
 _IN_CHUNK: Final = 900  # bound parameters per IN (SQLite builds before 3.32 allow 999)
 _END_OF_DAY: Final = "235959.999999"
 _START_OF_DAY: Final = "000000.000000"
@@ -151,17 +155,44 @@ def predicate(col: ColumnElement[Any], kind: KeyKind, cond: Condition, dialect: 
                 return col == _integer(cond, value)
             return col == value
         case MatchKind.LIST:
-            values = [value.strip() for value in cond.values]
-            if not values or len(values) > MAX_LIST_VALUES:
-                raise bad(cond, f"a list holds 1 to {MAX_LIST_VALUES} values")
-            if kind is KeyKind.INT:
-                return _in(col, [_integer(cond, value) for value in values])
-            if kind is KeyKind.PN:
-                values = [fold(value) or "" for value in values]
-            return _in(col, values)
+            return _list(col, kind, cond, dialect)
         case MatchKind.RANGE:
             return _range(col, kind, cond)
     raise bad(cond, f"{cond.kind.value} matching is not supported")
+
+
+def _list(col: ColumnElement[Any], kind: KeyKind, cond: Condition, dialect: Dialect
+          ) -> ColumnElement[bool] | None:
+    """Any of the values (C.2.2.2.2, and the extension to other VRs), each as alone.
+
+    Plain values are one IN; a wildcard value (text and PN) and every PN value (its
+    component-group rules) are each their own clause, at most `MAX_LIST_PATTERNS`.
+    """
+    values = [value.strip() for value in cond.values]
+    if not values or len(values) > MAX_LIST_VALUES:
+        raise bad(cond, f"a list holds 1 to {MAX_LIST_VALUES} values")
+    if kind is KeyKind.INT:
+        return _in(col, [_integer(cond, value) for value in values])
+    if kind is KeyKind.DATE:
+        return _in(col, [_date(cond, value) for value in values])
+    textual = kind in (KeyKind.TEXT, KeyKind.PN)
+    patterns = [v for v in values if textual and (kind is KeyKind.PN or _has_wildcard(v))]
+    if any(_universal(value, kind) for value in patterns if _has_wildcard(value)):
+        return None
+    if len(patterns) > MAX_LIST_PATTERNS:
+        raise bad(cond, f"a list holds at most {MAX_LIST_PATTERNS} names or wildcard values")
+    if any(len(value) > MAX_PATTERN_LENGTH for value in patterns):
+        raise bad(cond, f"wildcard value over {MAX_PATTERN_LENGTH} characters")
+    clauses = [_pn(col, fold(value) or "", _has_wildcard(value), dialect)
+               if kind is KeyKind.PN else dialect.wildcard(col, value) for value in patterns]
+    plain = [value for value in values if value not in patterns]
+    if plain:
+        clauses.append(_in(col, plain))
+    return or_(*clauses)
+
+
+def _has_wildcard(value: str) -> bool:
+    return "*" in value or "?" in value
 
 
 def _integer(cond: Condition, value: str) -> int:

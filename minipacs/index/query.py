@@ -17,7 +17,8 @@ C.6.2.1 keys. Every value is a bound parameter. Matching rules as implemented:
   covers the whole unit ("-12" ends at 12:59:59.999999). Combined date-time ranges
   (C.2.2.2.5.4) compare date||time; an entity with a date and no time matches when its
   day meets the range;
-- list of UIDs: IN, at most `MAX_LIST_VALUES` values;
+- lists (of UIDs, and of other values): any value matches, each by the rules above (PN
+  case and groups, wildcards); plain values as one IN, at most `MAX_LIST_VALUES` values;
 - empty value ("", C.2.2.2.7): no value, or a zero-length one;
 - multi-valued keys, ModalitiesInStudy, SOPClassesInStudy, OtherPatientIDs: an entity
   matches when any of its values does (EXISTS);
@@ -168,7 +169,7 @@ _MATCHABLE: Final = {
 
 def matchable_tags(level: _QueryLevel | Level) -> frozenset[int]:
     """Tags matched in SQL at `level`: its keys and those of the levels above (C.6.1.1)."""
-    return _MATCHABLE[Level(level.value)]
+    return _MATCHABLE[level]
 
 
 # --- clauses ---------------------------------------------------------------------------
@@ -272,7 +273,7 @@ def _joined(level: Level, top: Level) -> tuple[FromClause, dict[Level, FromClaus
 def _matching(query: FindQuery, dialect: Dialect) -> tuple[FromClause, ColumnElement[int],
                                                            list[ColumnElement[bool]]]:
     """FROM (only the ancestors conditions name), the entity's pk, and WHERE clauses."""
-    level = Level(query.level.value)
+    level = query.level
     keyed = [(_key(cond), cond) for cond in query.conditions]
     top = min((_DEPTH[key.level] for key, _ in keyed), default=_DEPTH[level])
     from_, scope = _joined(level, ORDER[min(top, _DEPTH[level])])
@@ -347,7 +348,7 @@ class SqlQueryIndex:
         if after is not None and not isinstance(after, int):
             raise TypeError(f"not a cursor of this index: {after!r}")
         stmt = keyset_select(query, self._dialect, after=after, limit=limit + 1)
-        level = Level(query.level.value)
+        level = query.level
         return await asyncio.to_thread(self._page, stmt, level, limit)
 
     async def count(self, query: FindQuery, *, cap: int) -> int:

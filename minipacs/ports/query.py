@@ -26,7 +26,9 @@ class MatchKind(enum.StrEnum):
     """The matching types of PS3.4 C.2.2.2 (universal matching is no condition at all)."""
 
     SINGLE = "single"  # C.2.2.2.1 single value
-    LIST = "list"  # C.2.2.2.2 list of UIDs: values are the UIDs
+    # C.2.2.2.2 list of UIDs, and on other VRs any of several values: each value is matched
+    # as SINGLE would, or as WILDCARD when it holds * or ? (on the VRs that allow them).
+    LIST = "list"
     WILDCARD = "wildcard"  # C.2.2.2.4: one value holding * and/or ?
     RANGE = "range"  # C.2.2.2.5: values (low, high), "" for an open end
     EMPTY = "empty"  # C.2.2.2.7: the value "" matches entities with no value

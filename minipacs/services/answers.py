@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import logging
 import struct
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -30,6 +29,7 @@ from pydicom.valuerep import DSfloat, PersonName
 
 from ..ports import JsonDataset
 from ..proto.sop import dataset_encoding
+from .dataset_codec import deflate
 from .identifier import (
     TAG_INSTANCE_AVAILABILITY,
     TAG_QUERY_RETRIEVE_LEVEL,
@@ -92,12 +92,7 @@ class IdentifierWriter:
 
     def getvalue(self) -> bytes:
         data = self.fp.getvalue()
-        if self.deflated:  # PS3.5 A.5
-            compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
-            data = compressor.compress(data) + compressor.flush()
-            if len(data) % 2:  # PS3.5 A.5: an odd bitstream gets one trailing NUL (DCMTK needs it)
-                data += b"\0"
-        return data
+        return deflate(data) if self.deflated else data  # PS3.5 A.5
 
     def _header(self, tag: int, vr: str, length: int) -> bytes:
         group, elem = tag >> 16, tag & 0xFFFF

@@ -16,7 +16,6 @@ import enum
 import hashlib
 import logging
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,6 +47,7 @@ from ..proto.sop import (
     STORAGE_COMMITMENT_PUSH_INSTANCE,
 )
 from ..proto.status import Status, StatusCategory, category, describe
+from ..proto.uid import is_valid_uid
 from .answers import encode_dataset
 from .dispatcher import Outcome, response_for
 from .identifier import IdentifierError, decode_identifier
@@ -74,8 +74,6 @@ EVENT_FAILURES_EXIST: Final = 2  # PS3.4 J.3.3: Storage Commitment Request Compl
 # The Action Information of one request; beyond this the N-ACTION is refused (0213H).
 MAX_ACTION_BYTES: Final = 16 << 20
 CHECKSUM_CHUNK: Final = 1 << 20
-_UID: Final = re.compile(r"[0-9]+(\.[0-9]+)*")  # PS3.5 §9.1
-_MAX_UID_LENGTH: Final = 64
 # The report goes out in whichever native syntax the requestor accepts (PS3.4 J.3.3).
 _REPORT_SYNTAXES: Final = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
 
@@ -127,16 +125,12 @@ class DeliveryError(Exception):
     """One delivery attempt failed; str() is one line for the log."""
 
 
-def _is_uid(value: str) -> bool:
-    return 0 < len(value) <= _MAX_UID_LENGTH and _UID.fullmatch(value) is not None
-
-
 def _uid_of(ds: Dataset, keyword: str, where: str) -> str:
     value = ds.get(keyword)
     text = "" if value is None else str(value).strip("\0 ")
     if not text:
         raise ActionError(Status.INVALID_ARGUMENT_VALUE, f"{where}{keyword} missing")
-    if not _is_uid(text):
+    if not is_valid_uid(text):  # PS3.5 §9.1, the one grammar
         raise ActionError(Status.INVALID_ARGUMENT_VALUE, f"{where}{keyword} is not a UID")
     return text
 

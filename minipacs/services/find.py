@@ -93,16 +93,22 @@ EXTENDED_NEGOTIATION: Final = {uid: answer_extended_negotiation for uid in QR_FI
 
 
 class FindService:
-    """The C-FIND handler for the FIND SOP classes; one instance serves every association."""
+    """The C-FIND handler for the FIND SOP classes; one instance serves every association.
+
+    `strict_hierarchy` False (query.strict_hierarchy, the default) answers a query whose
+    unique keys above its level are missing across all entities, as workstations expect;
+    True refuses it with 0xA900 (PS3.4 C.4.1.3.1.1).
+    """
 
     def __init__(self, index: QueryIndex, *, ae_title: str, max_results: int = 0,
-                 page_size: int = PAGE_SIZE) -> None:
+                 page_size: int = PAGE_SIZE, strict_hierarchy: bool = False) -> None:
         if max_results < 0 or page_size < 1:
             raise ValueError("max_results must be >= 0 and page_size >= 1")
         self.index = index
         self.ae_title = ae_title
         self.max_results = max_results
         self.page_size = page_size
+        self.strict_hierarchy = strict_hierarchy
 
     async def __call__(self, channel: Channel, request: Request) -> Outcome:
         message = request.message
@@ -117,7 +123,8 @@ class FindService:
             identifier = decode_identifier(data, request.context.transfer_syntax)
             parsed = parse_identifier(identifier, model_of(sop_class),
                                       matchable=self.index.matchable, relational=relational,
-                                      combined_datetime=combined)
+                                      combined_datetime=combined,
+                                      strict_hierarchy=self.strict_hierarchy)
         except IdentifierError as exc:
             return refused(message, exc)
         started = time.perf_counter()

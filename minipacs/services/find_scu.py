@@ -8,7 +8,6 @@ that is not plain ASCII is sent in ISO_IR 192 (UTF-8), with (0008,0005) saying s
 from __future__ import annotations
 
 import re
-import zlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -16,14 +15,13 @@ from typing import Final
 from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import read_dataset
 
 from ..ports import Channel, QueryLevel
 from ..proto.dimse import CFindRQ, CFindRSP
-from ..proto.sop import PATIENT_ROOT_QR_FIND, STUDY_ROOT_QR_FIND, dataset_encoding
+from ..proto.sop import PATIENT_ROOT_QR_FIND, STUDY_ROOT_QR_FIND
 from ..proto.status import StatusCategory, category
 from .answers import STRING_VRS, UTF8, IdentifierWriter
+from .dataset_codec import InflateError, plain_bytes, read_plain
 from .identifier import (
     MODEL_LEVELS,
     TAG_QUERY_RETRIEVE_LEVEL,
@@ -34,7 +32,9 @@ from .identifier import (
 
 __all__ = [
     "DEFAULT_KEYS",
+    "MAX_ANSWER_BYTES",
     "ROOTS",
+    "AnswerError",
     "FindKey",
     "FindReply",
     "build_identifier",
@@ -153,16 +153,21 @@ def build_identifier(level: QueryLevel, keys: Sequence[FindKey], transfer_syntax
     return writer.getvalue()
 
 
+class AnswerError(ValueError):
+    """A response identifier that cannot be read whole; str() says why, in one line."""
+
+
 def decode_answer(data: bytes, transfer_syntax: str) -> Dataset:
-    """A response identifier as a pydicom data set (values decoded on access)."""
-    implicit, little, deflated = dataset_encoding(transfer_syntax)
-    if deflated:
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        data = inflater.decompress(data, MAX_ANSWER_BYTES)
-    fp = DicomBytesIO(data)
-    fp.is_implicit_VR = implicit
-    fp.is_little_endian = little
-    return read_dataset(fp, implicit, little)
+    """A response identifier as a pydicom data set (values decoded on access).
+
+    A Deflated one past MAX_ANSWER_BYTES inflated, or corrupt, raises AnswerError: an
+    answer is never cut short silently.
+    """
+    try:
+        plain = plain_bytes(data, transfer_syntax, limit=MAX_ANSWER_BYTES)
+    except InflateError as exc:
+        raise AnswerError(f"a Deflated answer {exc}") from None
+    return read_plain(plain, transfer_syntax)
 
 
 async def find(channel: Channel, sop_class: str, level: QueryLevel,

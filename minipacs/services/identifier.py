@@ -8,7 +8,6 @@ identifier's Specific Character Set before any condition is built (PS3.4 C.2.2.2
 from __future__ import annotations
 
 import enum
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -18,17 +17,18 @@ from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_has_tag, dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import read_dataset
 
 from ..ports import Condition, FindQuery, MatchKind, QueryLevel
-from ..proto.sop import PATIENT_ROOT_QR_FIND, STUDY_ROOT_QR_FIND, dataset_encoding
+from ..proto.sop import PATIENT_ROOT_QR_FIND, STUDY_ROOT_QR_FIND
 from ..proto.status import Status
+from .dataset_codec import InflateError, plain_bytes, read_plain
 from .matching import (
     IdentifierError,
     RangeForm,
+    combine_date_time,
     describe_tag,
     key_condition,
+    value_list,
 )
 
 __all__ = [
@@ -154,6 +154,7 @@ class _Parser:
     encodings: list[str]
     matchable: Callable[[QueryLevel], frozenset[int]]
     relational: bool
+    strict: bool
     conditions: dict[int, Condition] = field(default_factory=dict)
     forms: dict[int, RangeForm] = field(default_factory=dict)
     unsupported: list[int] = field(default_factory=list)
@@ -166,27 +167,16 @@ def model_of(sop_class: str) -> Model:
 
 def decode_identifier(data: bytes, transfer_syntax: str) -> Dataset:
     """The identifier as a pydicom data set (PS3.7 §9.1.2.1); raises IdentifierError (C000)."""
-    try:
-        implicit, little, deflated = dataset_encoding(transfer_syntax)
+    try:  # PS3.5 A.5: a deflated one is inflated within a bound (a bomb stops here)
+        data = plain_bytes(data, transfer_syntax, limit=MAX_IDENTIFIER_BYTES)
+    except InflateError as exc:
+        raise IdentifierError(Status.UNABLE_TO_PROCESS, f"identifier {exc}") from None
     except ValueError:
         raise IdentifierError(Status.UNABLE_TO_PROCESS, "unknown transfer syntax") from None
-    if deflated:  # PS3.5 A.5: raw deflate; inflated within a bound (a bomb stops here)
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        try:
-            data = inflater.decompress(data, MAX_IDENTIFIER_BYTES + 1)
-        except zlib.error as exc:
-            raise IdentifierError(Status.UNABLE_TO_PROCESS,
-                                  f"cannot inflate identifier: {exc}") from None
-        if len(data) > MAX_IDENTIFIER_BYTES or inflater.unconsumed_tail:
-            raise IdentifierError(Status.UNABLE_TO_PROCESS,
-                                  f"identifier inflates past {MAX_IDENTIFIER_BYTES} bytes")
     if not data:
         raise IdentifierError(Status.UNABLE_TO_PROCESS, "empty identifier")
-    fp = DicomBytesIO(data)
-    fp.is_little_endian = little
-    fp.is_implicit_VR = implicit
     try:
-        ds = read_dataset(fp, implicit, little)
+        ds = read_plain(data, transfer_syntax)
         _check_parsed(ds)
     except IdentifierError:
         raise
@@ -209,16 +199,20 @@ def _check_parsed(ds: Dataset) -> None:
 
 def parse_identifier(ds: Dataset, model: Model, *,
                      matchable: Callable[[QueryLevel], frozenset[int]],
-                     relational: bool = False, combined_datetime: bool = False) -> ParsedQuery:
+                     relational: bool = False, combined_datetime: bool = False,
+                     strict_hierarchy: bool = True) -> ParsedQuery:
     """Check an identifier and build the index query (PS3.4 C.4.1.3, C.2.2.2).
 
+    Without `strict_hierarchy` (workstation leniency, documented), the unique keys above the
+    level may be missing or use any matching, as in a relational query; keys below the
+    level still need relational queries negotiated.
     Raises IdentifierError: 0xA900 for a level or key the model does not allow, a value
     that is not valid for its VR, or one too long; 0xC000 when text cannot be decoded.
     """
     charset = _charset_terms(ds)
     encodings = _encodings(charset)
     level = _level(ds, model)
-    parser = _Parser(model, level, encodings, matchable, relational)
+    parser = _Parser(model, level, encodings, matchable, relational, strict_hierarchy)
     return_keys: list[ReturnKey] = []
     for tag in sorted(map(int, ds.keys())):
         if tag in (TAG_SPECIFIC_CHARACTER_SET, TAG_QUERY_RETRIEVE_LEVEL) or tag & 0xFFFF == 0:
@@ -264,7 +258,7 @@ def _charset_terms(ds: Dataset) -> tuple[str, ...]:
         text = value.decode("ascii", "replace")
         terms = [term.strip(" \0") for term in text.split("\\")]
     else:
-        terms = [str(v).strip() for v in (value if isinstance(value, list | tuple) else [value])]
+        terms = [str(v).strip() for v in value_list(value)]
     # PS3.3 C.12.1.1.2: an empty first value is the default repertoire (ISO 2022 only).
     return tuple(terms) if any(terms) else ()
 
@@ -394,9 +388,10 @@ def _item_keys(item: Dataset, encodings: list[str]
 def _check_unique_keys(parser: _Parser) -> None:
     """PS3.4 C.4.1.3.1.1: each level above carries its unique key, one value, no wildcard.
 
-    With relational queries (C.4.1.3.2) they may be missing or carry any matching.
+    With relational queries (C.4.1.3.2), or when the hierarchy is not enforced, they may be
+    missing or carry any matching.
     """
-    if parser.relational:
+    if parser.relational or not parser.strict:
         return
     levels = MODEL_LEVELS[parser.model]
     for upper in levels[: levels.index(parser.level)]:
@@ -411,14 +406,4 @@ def _check_unique_keys(parser: _Parser) -> None:
 def _combine_date_time(parser: _Parser) -> None:
     """PS3.4 C.2.2.2.5.4: a date and a time range of the same form match as one DT range."""
     for date_tag, time_tag in DATE_TIME_PAIRS.items():
-        day, hour = parser.conditions.get(date_tag), parser.conditions.get(time_tag)
-        if day is None or hour is None:
-            continue
-        form = parser.forms.get(date_tag)
-        if form is None or form is RangeForm.SINGLE or form is not parser.forms.get(time_tag):
-            continue
-        low = day.values[0] + hour.values[0] if day.values[0] else ""
-        high = day.values[1] + hour.values[1] if day.values[1] else ""
-        parser.conditions[date_tag] = Condition(date_tag, "DA", MatchKind.RANGE, (low, high),
-                                                combined_with=time_tag)
-        del parser.conditions[time_tag]
+        combine_date_time(parser.conditions, parser.forms, date_tag, time_tag, same_form=True)

@@ -14,10 +14,12 @@ from typing import Any, Final
 
 from pydicom.datadict import dictionary_has_tag, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.multival import MultiValue
 from pydicom.values import convert_PN, convert_single_string, convert_text, convert_value
 
 from ..ports import Condition, MatchKind
 from ..proto.status import Status
+from ..proto.uid import is_valid_uid
 
 __all__ = [
     "ASCII_VRS",
@@ -28,9 +30,11 @@ __all__ = [
     "WILDCARD_VRS",
     "IdentifierError",
     "RangeForm",
+    "combine_date_time",
     "describe_tag",
     "key_condition",
     "refuse",
+    "value_list",
 ]
 
 MAX_KEY_BYTES: Final = 0xFFFF  # one key's value: a bigger one is refused, not matched
@@ -46,8 +50,6 @@ WILDCARDS: Final = ("*", "?")
 EMPTY_VALUE: Final = '""'  # PS3.4 C.2.2.2.7: two QUOTATION MARK characters
 ISO2022_DEFAULT: Final = "ISO 2022 IR 6"
 
-_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
-_MAX_UID: Final = 64
 _DATE = re.compile(r"(\d{4})(\d{2})(\d{2})")
 _TIME = re.compile(r"(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,6}))?")
 _DATETIME = re.compile(
@@ -91,6 +93,15 @@ def refuse(tag: int, why: str) -> IdentifierError:
                            f"{describe_tag(tag)}: {why}", tag)
 
 
+def value_list(value: object) -> list[Any]:
+    """A decoded element value as a list of its values (VM > 1 or not).
+
+    pydicom 3 gives several text values as a `MultiValue`, which is neither a list nor a
+    tuple: testing for those two alone turns a list into one string.
+    """
+    return list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+
+
 def _values(tag: int, vr: str, elem: RawDataElement | DataElement,
             encodings: list[str]) -> list[str]:
     """The key's values as Unicode strings, padding removed; [] for zero length."""
@@ -98,8 +109,7 @@ def _values(tag: int, vr: str, elem: RawDataElement | DataElement,
     if raw is None or raw == b"" or raw == "":
         return []
     if not isinstance(raw, bytes):  # already converted by pydicom
-        items = list(raw) if isinstance(raw, list | tuple) else [raw]
-        return [str(v).strip() for v in items]
+        return [str(v).strip() for v in value_list(raw)]
     if len(raw) > MAX_KEY_BYTES:
         raise refuse(tag, f"value longer than {MAX_KEY_BYTES} bytes")
     try:
@@ -121,8 +131,7 @@ def _values(tag: int, vr: str, elem: RawDataElement | DataElement,
     except Exception:
         raise IdentifierError(Status.UNABLE_TO_PROCESS, f"cannot decode {describe_tag(tag)}",
                               tag) from None
-    items = list(decoded) if isinstance(decoded, list | tuple) else [decoded]
-    return [str(v).strip(" ") for v in items]
+    return [str(v).strip(" ") for v in value_list(decoded)]
 
 
 def key_condition(tag: int, vr: str, elem: RawDataElement | DataElement,
@@ -147,23 +156,34 @@ def key_condition(tag: int, vr: str, elem: RawDataElement | DataElement,
     return Condition(tag, vr, MatchKind.SINGLE, (_single(tag, vr, value),))  # C.2.2.2.1
 
 
-def _list(tag: int, vr: str, values: list[str]) -> Condition:
-    """C.2.2.2.2 list of UIDs; other VRs: any of the listed values (documented)."""
+def _list(tag: int, vr: str, values: list[str]) -> Condition | None:
+    """C.2.2.2.2 list of UIDs; other VRs: any of the listed values (documented extension).
+
+    Each value is checked and matched as a single value would be: with wildcards on the VRs
+    that allow them (C.2.2.2.4), PN with its case and component-group rules; a value of
+    only `*` matches everything, so the list is universal matching.
+    """
     if vr in ("TM", "DT"):
         raise refuse(tag, "lists of times are not supported")
     out: list[str] = []
     for value in values:
-        if not value or value == EMPTY_VALUE or any(w in value for w in WILDCARDS) or \
-                (vr == "DA" and "-" in value):
-            raise refuse(tag, "a list holds plain values only")
-        out.append(_single(tag, vr, value))
+        if not value or value == EMPTY_VALUE or (vr == "DA" and "-" in value):
+            raise refuse(tag, "a list holds no empty value or range")
+        if any(w in value for w in WILDCARDS):
+            if vr not in WILDCARD_VRS:
+                raise refuse(tag, f"no wildcards on VR {vr}")
+            if set(value) == {"*"}:
+                return None
+            out.append(value)
+        else:
+            out.append(_single(tag, vr, value))
     return Condition(tag, vr, MatchKind.LIST, tuple(dict.fromkeys(out)))
 
 
 def _single(tag: int, vr: str, value: str) -> str:
     """One plain value, checked against its VR and normalised as the index keeps it."""
     if vr == "UI":
-        if len(value) > _MAX_UID or not _UID.fullmatch(value):
+        if not is_valid_uid(value):  # PS3.5 §9.1, the one grammar (proto/uid.py)
             raise refuse(tag, "not a valid UID")
     elif vr == "DA":
         return _date(tag, value)
@@ -173,6 +193,26 @@ def _single(tag: int, vr: str, value: str) -> str:
         # Trailing empty components and groups are not significant (PS3.5 §6.2.1.2).
         return "=".join(group.rstrip("^ ") for group in value.split("=")).rstrip("=")
     return value
+
+
+def combine_date_time(conditions: dict[int, Condition], forms: dict[int, RangeForm],
+                      date_tag: int, time_tag: int, *, same_form: bool) -> None:
+    """A DA range and a TM range of one pair become one date-time range (C.2.2.2.5.4).
+
+    The period runs from the first date at the first time to the last date at the last
+    time; an open end of either key stays open (an open time end is the start or the end
+    of that day). With `same_form`, only ranges of one form are joined. In place.
+    """
+    day, hour = conditions.get(date_tag), conditions.get(time_tag)
+    day_form, hour_form = forms.get(date_tag), forms.get(time_tag)
+    if day is None or hour is None or day_form in (None, RangeForm.SINGLE) or \
+            hour_form in (None, RangeForm.SINGLE) or (same_form and day_form is not hour_form):
+        return
+    low = day.values[0] + hour.values[0] if day.values[0] else ""
+    high = day.values[1] + hour.values[1] if day.values[1] else ""
+    conditions[date_tag] = Condition(date_tag, "DA", MatchKind.RANGE, (low, high),
+                                     combined_with=time_tag)
+    del conditions[time_tag]
 
 
 def _date_time(tag: int, vr: str, value: str, forms: dict[int, RangeForm]) -> Condition | None:

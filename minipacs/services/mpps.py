@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final
@@ -22,6 +21,7 @@ from pydicom.dataset import Dataset
 from ..ports import Channel, MppsIndex, MppsRecord, Request
 from ..proto.dimse import NCreateRQ, NGetRQ, NSetRQ
 from ..proto.status import Status
+from ..proto.uid import is_valid_uid
 from .answers import answer_charset, encode_dataset
 from .dispatcher import Outcome, response_for
 from .identifier import decode_identifier
@@ -61,9 +61,6 @@ ERROR_ID_MAY_NO_LONGER_BE_UPDATED: Final = 0xA710
 MAY_NO_LONGER_BE_UPDATED: Final = "Performed Procedure Step Object may no longer be updated"
 # An MPPS data set is a few KiB; this bounds what one message may cost us.
 MAX_MPPS_BYTES: Final = 1 << 20
-# PS3.5 9.1: UID components are digits, no leading zero, at most 64 characters in all.
-_UID: Final = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
-_MAX_UID_LENGTH: Final = 64
 
 # Called once per instance that reaches a final state; what it returns is ignored.
 StepEndedHook = Callable[[str, tuple[tuple[str, str], ...]], Awaitable[object]]
@@ -92,10 +89,6 @@ def new_uid() -> str:
     return f"2.25.{uuid.uuid4().int}"
 
 
-def _valid_uid(uid: str) -> bool:
-    return len(uid) <= _MAX_UID_LENGTH and _UID.fullmatch(uid) is not None
-
-
 class MppsService:
     """Handlers for the dispatcher: `create` (N-CREATE) and `set` (N-SET) on the MPPS SOP
     class, `get` (N-GET) on MPPS Retrieve."""
@@ -115,7 +108,7 @@ class MppsService:
         assert isinstance(message, NCreateRQ)
         uid = message.affected_sop_instance_uid or new_uid()  # F.7.2.1.3: SCP may assign
         try:
-            if not _valid_uid(uid):
+            if not is_valid_uid(uid):  # PS3.5 §9.1, the one grammar
                 raise _Refusal(Status.INVALID_OBJECT_INSTANCE, "SOP Instance UID is not a UID")
             ds = await self._read(request, charset=None)
             attributes = _to_json(ds)

@@ -5,25 +5,21 @@ proposed with the SCP role (PS3.7 D.3.3.4); C-MOVE opens a new association to th
 Destination (C.4.2.3) proposing one context per (SOP class, stored transfer syntax) plus
 Explicit and Implicit VR LE per SOP class, at most 128 per association (retrieve_routes).
 Data sets stream from the file as stored, never decoded (DESIGN 7), when a context carries
-the stored syntax; otherwise they are converted in memory in a worker thread (transcode),
-and an instance no context can carry fails. Counts go out in pending responses at a
+the stored syntax; otherwise they are converted in bounded pieces in worker threads
+(transcode), and an instance no context can carry fails. Counts go out in pending responses at a
 bounded rate; the final status follows C.4.2.1.5 / C.4.3.1.5 (see docs/conformance.md
 "C-MOVE and C-GET").
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO, Final
 
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 
 from ..ports import (
     AssociationClosed,
@@ -42,13 +38,14 @@ from ..proto.dimse import CGetRQ, CMoveRQ
 from ..proto.negotiation import MAX_PRESENTATION_CONTEXTS, Negotiated
 from ..proto.sop import dataset_encoding, name_of
 from ..proto.status import Status, StatusCategory, category, describe
+from .dataset_codec import encode_dataset_bytes
 from .dispatcher import Outcome, response_for
 from .identifier import MAX_IDENTIFIER_BYTES, decode_identifier
 from .matching import IdentifierError, describe_tag
 from .retrieve_keys import RETRIEVE_MODELS, RetrieveSelection, parse_retrieve_identifier
 from .retrieve_routes import Key, MovePlan, Route, no_route_reason, plan_move, route
-from .store_scu import CHUNK_SIZE, ChunkReader, store_instance
-from .transcode import TranscodeError, convert
+from .store_scu import ChunkReader, store_instance
+from .transcode import MAX_INFLATED, TranscodeError, open_converted
 
 __all__ = [
     "ISSUER_RULES",
@@ -128,7 +125,7 @@ def final_status(tally: _Tally, *, cancelled: bool) -> Status:
 
 def encode_failed_list(uids: list[str], transfer_syntax: str) -> bytes:
     """The identifier of a final response: Failed SOP Instance UID List (0008,0058)."""
-    implicit, little, deflated = dataset_encoding(transfer_syntax)
+    implicit, _, _ = dataset_encoding(transfer_syntax)
     kept = uids
     if not implicit:  # a 16-bit length holds about a thousand UIDs; the rest are logged
         size, kept = 0, []
@@ -139,15 +136,7 @@ def encode_failed_list(uids: list[str], transfer_syntax: str) -> bytes:
             kept.append(uid)
     ds = Dataset()
     ds.FailedSOPInstanceUIDList = kept
-    fp = DicomBytesIO()
-    fp.is_little_endian = little
-    fp.is_implicit_VR = implicit
-    write_dataset(fp, ds)
-    data = fp.getvalue()
-    if deflated:  # PS3.5 A.5: raw deflate
-        packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
-        data = packer.compress(data) + packer.flush()
-    return data
+    return encode_dataset_bytes(ds, transfer_syntax)
 
 
 def _no_context_reason(negotiated: Negotiated, sop_class: str, transfer_syntax: str) -> str:
@@ -218,7 +207,8 @@ class RetrieveService:
                  pending_interval: float = PENDING_INTERVAL,
                  timeout: float = SUBOP_TIMEOUT,
                  max_contexts: int = MAX_PRESENTATION_CONTEXTS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 strict_hierarchy: bool = False, max_inflated: int = MAX_INFLATED) -> None:
         if patient_issuers not in ISSUER_RULES:
             raise ValueError(f"patient_issuers must be one of {', '.join(ISSUER_RULES)}")
         if page_size < 1 or not 0 < max_contexts <= MAX_PRESENTATION_CONTEXTS:
@@ -233,6 +223,8 @@ class RetrieveService:
         self.timeout = timeout
         self.max_contexts = max_contexts
         self.clock = clock
+        self.strict_hierarchy = strict_hierarchy  # False: PATIENT level on Study Root too
+        self.max_inflated = max_inflated  # a conversion's inflated or decoded bound
 
     # --- the two handlers ---------------------------------------------------------------
 
@@ -342,7 +334,11 @@ class RetrieveService:
                                       f"identifier over {MAX_IDENTIFIER_BYTES} bytes") from None
             identifier = decode_identifier(data, request.context.transfer_syntax)
             selection = parse_retrieve_identifier(
-                identifier, RETRIEVE_MODELS[request.context.abstract_syntax])
+                identifier, RETRIEVE_MODELS[request.context.abstract_syntax],
+                strict_hierarchy=self.strict_hierarchy)
+            if selection.nonstandard:
+                log.info("%s: non-standard level %s served on %s (query.strict_hierarchy: "
+                         "false)", service, selection.level.value, selection.model.value)
             if selection.ignored:
                 log.debug("%s identifier: ignored %s", service,
                           ", ".join(describe_tag(t) for t in selection.ignored))
@@ -383,10 +379,11 @@ class RetrieveService:
         chunks: ChunkReader | None = None
         data: AsyncIterable[bytes]
         try:
-            if found.convert:  # CPU work on the whole data set: off the event loop
-                converted = await asyncio.to_thread(self._converted, loc,
-                                                    found.transfer_syntax)
-                data = _slices(converted)
+            if found.convert:  # converted in bounded pieces, each in a worker thread
+                data = chunks = await ChunkReader.open(
+                    lambda: open_converted(self._open(loc), loc.transfer_syntax_uid,
+                                           found.transfer_syntax,
+                                           max_inflated=self.max_inflated))
             else:
                 data = chunks = await ChunkReader.open(lambda: self._open(loc))
         except (OSError, StorageError) as exc:
@@ -418,10 +415,6 @@ class RetrieveService:
     def _open(self, loc: InstanceLocation) -> BinaryIO:
         return self.storage.open_dataset(loc.storage_key, loc.dataset_offset)
 
-    def _converted(self, loc: InstanceLocation, transfer_syntax: str) -> bytes:
-        """The stored data set in `transfer_syntax` (in a worker thread; whole, in memory)."""
-        with self._open(loc) as fp:
-            return convert(fp, loc.transfer_syntax_uid, transfer_syntax)
 
     async def _move_group(self, run: _Run, sub: Channel, query: FindQuery,
                           plan: MovePlan, destination: str,
@@ -490,8 +483,3 @@ class RetrieveService:
 def _instances(selection: RetrieveSelection) -> FindQuery:
     return FindQuery(QueryLevel.IMAGE, selection.query.conditions)
 
-
-async def _slices(data: bytes) -> AsyncIterator[bytes]:
-    """A converted data set in CHUNK_SIZE pieces, so the writer drains between them."""
-    for first in range(0, len(data), CHUNK_SIZE):
-        yield data[first:first + CHUNK_SIZE]

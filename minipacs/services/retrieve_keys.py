@@ -11,13 +11,15 @@ PS3.4 C.4.2.2.1 / C.4.3.2.1 (identifier), C.2.2.1.2-3 (unique keys), C.6.1.1 / C
   ignored (SCUs send it with studies, often under another issuer, empty or "*");
 - at PATIENT level, Issuer of Patient ID (0010,0021), when given one value, narrows the
   patient; the configured rule decides what a Patient ID under several issuers means;
-- every other key is ignored (reported back for a log line).
+- every other key is ignored (reported back for a log line);
+- without `strict_hierarchy`, QueryRetrieveLevel PATIENT on the Study Root model (which
+  has no such level, C.6.2.1.1) selects that patient's studies, as Orthanc 1.10 asks for a
+  patient's move; the selection says it served a non-standard level.
 Failures are 0xA900 (Identifier does not match SOP class) with an Error Comment.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -33,6 +35,7 @@ from ..proto.sop import (
     STUDY_ROOT_QR_MOVE,
 )
 from ..proto.status import Status
+from ..proto.uid import is_valid_uid
 from .identifier import (
     MODEL_LEVELS,
     TAG_QUERY_RETRIEVE_LEVEL,
@@ -40,7 +43,7 @@ from .identifier import (
     UNIQUE_KEYS,
     Model,
 )
-from .matching import IdentifierError, describe_tag
+from .matching import IdentifierError, describe_tag, value_list
 
 __all__ = [
     "RETRIEVE_MODELS",
@@ -51,10 +54,6 @@ __all__ = [
 ]
 
 TAG_ISSUER_OF_PATIENT_ID: Final = 0x00100021
-# PS3.5 §9.1: digits and dots, at most 64 characters. Leading zeros are tolerated: what
-# was stored must stay retrievable by the UID it came with.
-_UID: Final = re.compile(r"[0-9]+(\.[0-9]+)*")
-_MAX_UID: Final = 64
 _WILDCARDS: Final = frozenset("*?")  # PS3.4 C.2.2.2.4; no meaning in a retrieve
 
 RETRIEVE_MODELS: Final[Mapping[str, Model]] = MappingProxyType({
@@ -76,6 +75,7 @@ class RetrieveSelection:
     ignored: tuple[int, ...]  # keys present but not used for the selection
     patient_id: str | None = None  # at PATIENT level: for the several-issuers rule
     issuer: str | None = None  # at PATIENT level, when the identifier names one
+    nonstandard: bool = False  # a level the model lacks, served by leniency
 
     @property
     def entities(self) -> int:
@@ -95,22 +95,20 @@ def _values(ds: Dataset, tag: int) -> list[str] | None:
                               f"cannot decode {describe_tag(tag)}", tag) from None
     if value is None or value == "" or value == b"":
         return []
-    items = list(value) if isinstance(value, list | tuple) or hasattr(value, "append") \
-        else [value]
     out = []
-    for item in items:
+    for item in value_list(value):
         text = item.decode("ascii", "replace") if isinstance(item, bytes) else str(item)
         out.append(text.strip(" \0"))
     return [v for v in out if v] if any(out) else []
 
 
-def _level(ds: Dataset, model: Model) -> QueryLevel:
+def _level(ds: Dataset, model: Model, levels: tuple[QueryLevel, ...]) -> QueryLevel:
     values = _values(ds, TAG_QUERY_RETRIEVE_LEVEL)
     if not values:
         raise IdentifierError(_A900, "QueryRetrieveLevel (0008,0052) is missing",
                               TAG_QUERY_RETRIEVE_LEVEL)
     text = values[0]
-    if len(values) > 1 or text not in {lvl.value for lvl in MODEL_LEVELS[model]}:
+    if len(values) > 1 or text not in {lvl.value for lvl in levels}:
         raise IdentifierError(_A900, f"QueryRetrieveLevel {text[:16]!r} not in {model.value}",
                               TAG_QUERY_RETRIEVE_LEVEL)
     return QueryLevel(text)
@@ -118,19 +116,22 @@ def _level(ds: Dataset, model: Model) -> QueryLevel:
 
 def _uids(values: list[str], tag: int) -> tuple[str, ...]:
     for uid in values:
-        if len(uid) > _MAX_UID or not _UID.fullmatch(uid):
+        if not is_valid_uid(uid):  # PS3.5 §9.1, the one grammar (proto/uid.py)
             raise IdentifierError(_A900, f"{describe_tag(tag)}: {uid[:24]!r} is not a UID", tag)
     return tuple(dict.fromkeys(values))  # a UID listed twice is one entity
 
 
-def parse_retrieve_identifier(ds: Dataset, model: Model) -> RetrieveSelection:
+def parse_retrieve_identifier(ds: Dataset, model: Model, *,
+                              strict_hierarchy: bool = True) -> RetrieveSelection:
     """Check a C-MOVE/C-GET identifier and build the selection (PS3.4 C.4.2.2.1).
 
     Raises IdentifierError (0xA900) for a missing level or unique key, a list where one
     value is required, a wildcard or a value that is not a UID.
     """
-    level = _level(ds, model)
     levels = MODEL_LEVELS[model]
+    if not strict_hierarchy:  # leniency: every model accepts the Patient Root levels
+        levels = MODEL_LEVELS[Model.PATIENT_ROOT]
+    level = _level(ds, model, levels)
     conditions: list[Condition] = []
     used = {TAG_QUERY_RETRIEVE_LEVEL, TAG_SPECIFIC_CHARACTER_SET}
     patient_id: str | None = None
@@ -172,7 +173,7 @@ def parse_retrieve_identifier(ds: Dataset, model: Model) -> RetrieveSelection:
     ignored = tuple(sorted(t for t in map(int, ds.keys())
                            if t not in used and t & 0xFFFF != 0))
     return RetrieveSelection(model, level, FindQuery(level, tuple(conditions)), ignored,
-                             patient_id, issuer)
+                             patient_id, issuer, level not in MODEL_LEVELS[model])
 
 
 def patient_query(selection: RetrieveSelection) -> FindQuery:

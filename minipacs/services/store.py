@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import BinaryIO, Final
 
 from ..ports import (
     AddOutcome,
@@ -36,13 +37,17 @@ from ..ports import (
     StoredFile,
 )
 from ..proto.dimse import CStoreRQ
+from ..proto.sop import dataset_encoding
 from ..proto.status import Status
+from ..proto.uid import is_valid_uid
+from .dataset_codec import InflateError, inflated_size
 from .dispatcher import Outcome, response_for
 
 log = logging.getLogger("minipacs.store")
 
 # Data-set bytes gathered in memory before one write is handed to a thread (DESIGN §14).
 SPOOL_BUFFER: Final = 1 << 20
+MAX_INFLATED: Final = 1 << 30  # limits.max_inflated_mb: what a Deflated data set may become
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +67,12 @@ class StoreService:
     bounded memory.
     """
 
-    def __init__(self, storage: Storage, index: Index, metrics: Metrics | None = None) -> None:
+    def __init__(self, storage: Storage, index: Index, metrics: Metrics | None = None, *,
+                 max_inflated: int = MAX_INFLATED) -> None:
         self.storage = storage
         self.index = index
         self.metrics = metrics or NoMetrics()
+        self.max_inflated = max_inflated
 
     async def __call__(self, channel: Channel, request: Request) -> Outcome:
         message = request.message
@@ -148,6 +155,7 @@ class StoreService:
         def parse_and_store() -> tuple[InstanceAttributes, StoredFile]:
             attributes = self.index.parse_attributes(data, meta.transfer_syntax_uid)
             _check(meta, attributes, study)
+            self._check_inflated(io.BytesIO(data), meta.transfer_syntax_uid)
             return attributes, self.storage.store(meta, data)
 
         try:
@@ -172,7 +180,9 @@ class StoreService:
         def parse(stored: StoredFile) -> InstanceAttributes:
             with self.storage.open_dataset(stored.key, stored.dataset_offset) as fp:
                 attributes = self.index.parse_attributes(fp, meta.transfer_syntax_uid)
-            _check(meta, attributes, study)
+                _check(meta, attributes, study)
+                fp.seek(stored.dataset_offset)
+                self._check_inflated(fp, meta.transfer_syntax_uid)
             return attributes
 
         try:
@@ -217,6 +227,21 @@ class StoreService:
         self.metrics.instance_stored(stored.size)
         return Ingested(Status.SUCCESS, attributes=attributes)
 
+    def _check_inflated(self, fp: BinaryIO, transfer_syntax: str) -> None:
+        """C000 for a Deflated data set past `max_inflated` (a deflate bomb is never stored).
+
+        The whole stream is inflated in bounded steps and counted (PS3.5 A.5); the index's
+        parse stops before Pixel Data, where a bomb hides.
+        """
+        if not dataset_encoding(transfer_syntax)[2]:
+            return
+        try:
+            inflated_size(fp, self.max_inflated)
+        except InflateError as exc:
+            comment = (f"deflated data set inflates past {self.max_inflated >> 20} MiB"
+                       if exc.too_large else f"deflated data set {exc}")
+            raise _Refused(Status.CANNOT_UNDERSTAND, comment) from None
+
     async def _delete_unreferenced(self, key: str) -> None:
         """Remove a file no row points to; failing here must not fail a durable store."""
         try:
@@ -238,8 +263,17 @@ class _Refused(Exception):
 
 
 def _check(meta: FileMeta, attributes: InstanceAttributes, study: str | None) -> None:
-    """PS3.4 B.2.3 A900: the data set's SOP Class/Instance UID differ from the command's
-    (PS3.18 §10.5: or its Study Instance UID from the one the request names)."""
+    """PS3.4 B.2.3: C000 for a UID outside the one grammar (PS3.5 §9.1, proto/uid.py), which
+    is never stored; A900 when the data set's SOP Class/Instance UID differ from the command's
+    (PS3.18 §10.5: or its Study Instance UID from the one the request names).
+    """
+    for what, uid in (("Affected SOP Instance UID", meta.sop_instance_uid),
+                      ("SOP Instance UID", attributes.sop_instance_uid),
+                      ("SOP Class UID", attributes.sop_class_uid),
+                      ("Study Instance UID", attributes.study_instance_uid),
+                      ("Series Instance UID", attributes.series_instance_uid)):
+        if not is_valid_uid(uid):
+            raise _Refused(Status.CANNOT_UNDERSTAND, f"{what} is not a valid UID")
     if study is not None and attributes.study_instance_uid != study:
         raise _Refused(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
                        "Study Instance UID differs from the request")

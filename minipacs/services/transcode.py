@@ -1,8 +1,10 @@
 """Transfer syntax conversion of a stored data set, for peers that accept nothing else.
 
 Used on the way out of C-MOVE/C-GET only when no accepted context carries the stored
-syntax (DESIGN 7): the data set is decoded with pydicom and re-encoded, in memory, so it
-runs in a worker thread. Streaming from the file stays the no-conversion path.
+syntax (DESIGN 7). A native source is re-encoded element by element in bounded pieces
+(`transcode_stream`: large values are copied, a Deflated source is inflated as it is read,
+so a deflate bomb never sits in memory); an encapsulated source is decoded with pydicom in
+memory, in a worker thread, once its decoded Pixel Data is known to fit the bound.
 
 Rules (docs/conformance.md "C-MOVE and C-GET"):
 - targets are the native syntaxes (PS3.5 A.1, A.2, A.3, A.5): Explicit VR LE, Implicit VR
@@ -30,14 +32,12 @@ Rules (docs/conformance.md "C-MOVE and C-GET"):
 from __future__ import annotations
 
 import functools
-import zlib
+import io
 from collections.abc import Iterable
 from typing import BinaryIO, Final
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import read_dataset
-from pydicom.filewriter import correct_ambiguous_vr, write_dataset
+from pydicom.filewriter import correct_ambiguous_vr
 
 from ..proto.sop import (
     ENCAPSULATED_TRANSFER_SYNTAXES,
@@ -49,6 +49,8 @@ from ..proto.sop import (
     dataset_encoding,
     name_of,
 )
+from .dataset_codec import InflateError, encode_dataset_bytes, plain_bytes, read_plain
+from .transcode_stream import NativeStream, TranscodeError, one_line, swap_words
 
 __all__ = [
     "CODECS_HINT",
@@ -60,6 +62,7 @@ __all__ = [
     "choose_syntax",
     "convert",
     "decoder_missing",
+    "open_converted",
 ]
 
 # Conversion targets, in our order of preference (PS3.5 §10.1: Implicit LE is the default
@@ -73,19 +76,12 @@ MAX_INFLATED: Final = 1 << 32
 # JPEG processes that are lossy by construction (DCT): decoding them never undoes the loss.
 LOSSY_JPEG: Final = {JPEG_BASELINE_8BIT: "ISO_10918_1", JPEG_EXTENDED_12BIT: "ISO_10918_1"}
 
-ELEMENT_HEADER: Final = 8  # tag + (VR +) length: what a reader asks for first (PS3.5 §7.1)
 TAG_PIXEL_DATA: Final = 0x7FE00010
 TAG_EXTENDED_OFFSET_TABLE: Final = 0x7FE00001
 TAG_EXTENDED_OFFSET_TABLE_LENGTHS: Final = 0x7FE00002
 TAG_LOSSY_IMAGE_COMPRESSION: Final = 0x00282110
 TAG_LOSSY_IMAGE_COMPRESSION_METHOD: Final = 0x00282114
 LOSSY: Final = "01"
-# Word size of the binary VRs whose values change with the byte order (PS3.5 Table 6.2-1).
-WORD_SIZE: Final = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
-
-
-class TranscodeError(Exception):
-    """A data set that cannot be converted; str() is one line in words."""
 
 
 @functools.cache
@@ -123,70 +119,93 @@ def choose_syntax(stored_ts: str, accepted: Iterable[str]) -> str | None:
                  if ts in offered and can_convert(stored_ts, ts)), None)
 
 
+def open_converted(fp: BinaryIO, src_ts: str, dst_ts: str, *,
+                   max_inflated: int = MAX_INFLATED) -> BinaryIO:
+    """`fp` (a stored data set, positioned at it; owned from here on) readable in `dst_ts`.
+
+    A native source streams element by element in bounded pieces (transcode_stream): a
+    Deflated one is inflated as it is read, never whole. An encapsulated source is decoded
+    in memory (pixel decoders need whole frames), once its decoded Pixel Data is known to
+    fit in `max_inflated` bytes. Raises TranscodeError, before the first byte, with a
+    one-line reason for everything that can be known then.
+    """
+    try:
+        if not can_convert(src_ts, dst_ts):
+            reason = decoder_missing(src_ts) if dst_ts in NATIVE_SYNTAXES else None
+            raise TranscodeError(reason or f"cannot convert {name_of(src_ts)} to "
+                                 f"{name_of(dst_ts)}: only native syntaxes are targets")
+        if src_ts == dst_ts:
+            return fp
+        if src_ts in NATIVE_SYNTAXES:
+            return NativeStream(fp, src_ts, dst_ts, max_inflated)  # closes fp on error
+        raw = fp.read()
+    except BaseException:
+        fp.close()
+        raise
+    fp.close()
+    return io.BytesIO(_decoded(raw, src_ts, dst_ts, max_inflated))
+
+
 def convert(data: bytes | BinaryIO, src_ts: str, dst_ts: str, *,
             max_inflated: int = MAX_INFLATED) -> bytes:
-    """`data` (a data set, or a file positioned at one) re-encoded from `src_ts` in `dst_ts`.
+    """`data` (a data set, or a file positioned at one) re-encoded from `src_ts` in `dst_ts`,
+    whole (for small data sets and tests; C-MOVE/C-GET stream with `open_converted`).
 
     Raises TranscodeError with a one-line reason.
     """
-    if not can_convert(src_ts, dst_ts):
-        reason = decoder_missing(src_ts) if dst_ts in NATIVE_SYNTAXES else None
-        raise TranscodeError(reason or f"cannot convert {name_of(src_ts)} to "
-                             f"{name_of(dst_ts)}: only native syntaxes are targets")
-    raw = data if isinstance(data, bytes) else data.read()
-    if src_ts == dst_ts:
-        return raw
+    if src_ts == dst_ts and isinstance(data, bytes) and can_convert(src_ts, dst_ts):
+        return data
+    fp = io.BytesIO(data) if isinstance(data, bytes) else data
+    with open_converted(fp, src_ts, dst_ts, max_inflated=max_inflated) as out:
+        return out.read() if isinstance(out, io.BytesIO) else out.readall()
+
+
+def _decoded(raw: bytes, src_ts: str, dst_ts: str, max_inflated: int) -> bytes:
+    """An encapsulated data set with its Pixel Data decoded, in `dst_ts` (in memory)."""
     ds = _decode(raw, src_ts, max_inflated)
     del raw
     try:
-        if src_ts not in NATIVE_SYNTAXES:
-            _decompress(ds, src_ts)
+        _check_decoded_size(ds, max_inflated)
+        _decompress(ds, src_ts)
         return _encode(ds, dst_ts)
     except TranscodeError:
         raise
     except Exception as exc:  # pydicom and the decoders raise many kinds
         raise TranscodeError(f"cannot convert {name_of(src_ts)} to {name_of(dst_ts)}: "
-                             f"{_one_line(exc)}") from exc
+                             f"{one_line(exc)}") from exc
+
+
+def _check_decoded_size(ds: Dataset, max_inflated: int) -> None:
+    """A compressed Pixel Data may decode to far more than it stores (PS3.3 C.7.6.3)."""
+    if TAG_PIXEL_DATA not in ds:
+        return
+    frames = int(ds.get("NumberOfFrames") or 1)
+    size = (int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0) * frames
+            * int(ds.get("SamplesPerPixel") or 1) * ((int(ds.get("BitsAllocated") or 8) + 7) // 8))
+    if size > max_inflated:
+        raise TranscodeError(f"the Pixel Data would decode to {size} bytes, beyond "
+                             f"{max_inflated} bytes")
 
 
 def _decode(raw: bytes, src_ts: str, max_inflated: int) -> Dataset:
-    implicit, little, deflated = dataset_encoding(src_ts)
-    if deflated:  # PS3.5 A.5: raw deflate (no zlib header) of an Explicit VR LE data set
-        inflater = zlib.decompressobj(wbits=-zlib.MAX_WBITS)
-        try:
-            raw = inflater.decompress(raw, max_inflated)
-        except zlib.error as exc:
-            raise TranscodeError(f"the stored Deflated data set is corrupt: {exc}") from None
-        if inflater.unconsumed_tail:
+    try:  # PS3.5 A.5: raw deflate (no zlib header) of an Explicit VR LE data set
+        raw = plain_bytes(raw, src_ts, limit=max_inflated)
+    except InflateError as exc:
+        if exc.too_large:
             raise TranscodeError(f"the stored Deflated data set inflates beyond "
-                                 f"{max_inflated} bytes")
+                                 f"{max_inflated} bytes") from None
+        raise TranscodeError(f"the stored Deflated data set {exc}") from None
     if not raw:
         raise TranscodeError(f"the stored data set ({name_of(src_ts)}) is empty")
     try:
-        ds = read_dataset(_strict_reader(raw), implicit, little)
+        ds = read_plain(raw, src_ts, strict=True)
         # Parse every element now: a malformed value fails here, as one TranscodeError.
         for _ in ds.iterall():
             pass
     except Exception as exc:
         raise TranscodeError(f"cannot decode the stored data set ({name_of(src_ts)}): "
-                             f"{_one_line(exc)}") from exc
+                             f"{one_line(exc)}") from exc
     return ds
-
-
-def _strict_reader(raw: bytes) -> DicomBytesIO:
-    """A reader that fails on a data set cut inside an element (pydicom reads on)."""
-    fp = DicomBytesIO(raw)
-    read = fp.read
-
-    def strict(size: int = -1, /) -> bytes:
-        data = read(size)
-        # An empty 8-byte read is the end of the data set (no next element header).
-        if size > 0 and len(data) < size and (data or size != ELEMENT_HEADER):
-            raise TranscodeError(f"the data set ({len(raw)} bytes) ends inside an element")
-        return data
-
-    fp.read = strict  # type: ignore[method-assign]
-    return fp
 
 
 def _decompress(ds: Dataset, src_ts: str) -> None:
@@ -208,39 +227,9 @@ def _decompress(ds: Dataset, src_ts: str) -> None:
 
 
 def _encode(ds: Dataset, dst_ts: str) -> bytes:
-    implicit, little, deflated = dataset_encoding(dst_ts)
+    _, little, _ = dataset_encoding(dst_ts)
     was_little = ds.original_encoding[1]
     ds = correct_ambiguous_vr(ds, little)  # the final VRs, before any byte swap
     if was_little is not None and was_little != little:
-        _swap_words(ds)
-    fp = DicomBytesIO()
-    fp.is_little_endian = little
-    fp.is_implicit_VR = implicit
-    write_dataset(fp, ds)
-    out = fp.getvalue()
-    if deflated:
-        packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
-        out = packer.compress(out) + packer.flush()
-    return out
-
-
-def _swap_words(ds: Dataset) -> None:
-    """Byte-swap OW/OL/OF/OD/OV values, nested ones included (pydicom copies bytes as-is)."""
-    for elem in ds.iterall():
-        size = WORD_SIZE.get(str(elem.VR))
-        value = elem.value
-        if size is None or not isinstance(value, bytes | bytearray) or not value:
-            continue
-        if len(value) % size:
-            raise TranscodeError(f"{elem.tag} ({elem.VR}) has {len(value)} bytes, not a "
-                                 f"multiple of {size}: cannot change its byte order")
-        swapped = bytearray(len(value))
-        for i in range(size):
-            swapped[i::size] = value[size - 1 - i::size]
-        elem.value = bytes(swapped)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:200]
-
+        swap_words(ds)
+    return encode_dataset_bytes(ds, dst_ts)

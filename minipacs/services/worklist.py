@@ -40,7 +40,7 @@ from .identifier import (
     _vr_of,
     decode_identifier,
 )
-from .matching import RangeForm, key_condition
+from .matching import RangeForm, combine_date_time, key_condition
 
 __all__ = [
     "IGNORED_KEYS",
@@ -156,29 +156,14 @@ def _sequence(parse: _Parse, ds: Dataset, tag: int, matched: bool) -> None:
             conditions[item_tag] = condition
         else:
             parse.unsupported.append(item_tag)
-    _combine_start(conditions, forms)
+    # SPS Start Date and Time ranges match as one period, whatever their forms: the
+    # worklist has no extended negotiation for it (K.5.1), so it always applies.
+    combine_date_time(conditions, forms, TAG_SPS_START_DATE, TAG_SPS_START_TIME,
+                      same_form=False)
     if conditions:
         parse.conditions.append(Condition(tag, "SQ", MatchKind.SEQUENCE,
                                           items=tuple(conditions.values())))
     parse.return_keys.append(ReturnKey(tag, "SQ", tuple(keys) or None))
-
-
-def _combine_start(conditions: dict[int, Condition], forms: dict[int, RangeForm]) -> None:
-    """SPS Start Date and Time ranges of one form match as one date-time range (C.2.2.2.5.4).
-
-    A worklist has no extended negotiation for it (K.5.1), so it applies whenever both keys
-    are ranges of the same form; otherwise each is matched on its own.
-    """
-    day, hour = conditions.get(TAG_SPS_START_DATE), conditions.get(TAG_SPS_START_TIME)
-    form = forms.get(TAG_SPS_START_DATE)
-    if day is None or hour is None or form is None or form is RangeForm.SINGLE or \
-            form is not forms.get(TAG_SPS_START_TIME):
-        return
-    low = day.values[0] + hour.values[0] if day.values[0] else ""
-    high = day.values[1] + hour.values[1] if day.values[1] else ""
-    conditions[TAG_SPS_START_DATE] = Condition(TAG_SPS_START_DATE, "DA", MatchKind.RANGE,
-                                               (low, high), combined_with=TAG_SPS_START_TIME)
-    del conditions[TAG_SPS_START_TIME]
 
 
 class WorklistService:

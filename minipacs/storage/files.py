@@ -15,7 +15,6 @@ Rules (documented in README "minipacs store"):
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from typing import BinaryIO, Final
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import MediaStorageDirectoryStorage
+
+from ..proto.uid import MAX_UID_LENGTH, is_valid_uid
 
 __all__ = [
     "DicomFile",
@@ -41,9 +42,7 @@ PREAMBLE_LENGTH: Final = 128
 PREFIX: Final = b"DICM"
 HEADER_LENGTH: Final = PREAMBLE_LENGTH + len(PREFIX)
 FILE_META_GROUP: Final = 0x0002
-MAX_UID_LENGTH: Final = 64  # PS3.5 §9.1
 _UID_PADDING: Final = "\0 "  # UI values are padded to even length with NUL (PS3.5 §9.1)
-_UID_CHARACTERS: Final = re.compile(r"[0-9.]+")  # PS3.5 §9.1: digits and periods only
 
 # (keyword, tag) of the File Meta elements a C-STORE needs (PS3.10 Table 7.1-1).
 _REQUIRED: Final = (
@@ -170,7 +169,7 @@ def _uid_value(meta: object, keyword: str, tag: str) -> str:
         raise UnreadableDicom(f"no {keyword} {tag} in the file meta information")
     if len(value) > MAX_UID_LENGTH:
         raise UnreadableDicom(f"{keyword} {tag} longer than {MAX_UID_LENGTH} characters")
-    if not _UID_CHARACTERS.fullmatch(value):
+    if not is_valid_uid(value):  # PS3.5 §9.1, the one grammar
         raise UnreadableDicom(f"{keyword} {tag} is not a UID: {value!r}")
     return value
 

@@ -13,7 +13,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Final
@@ -23,23 +22,15 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 
 from ..ports import FileMeta, OutOfResources, StorageError, StoredFile
+from ..proto.uid import is_valid_uid
 
-__all__ = ["FolderFile", "FolderWriter", "valid_uid"]
+__all__ = ["FolderFile", "FolderWriter"]
 
 SUFFIX: Final = ".dcm"
 PART_SUFFIX: Final = ".part"
 CHECKSUM_ALGORITHM: Final = "sha256"
-MAX_UID_LENGTH: Final = 64  # PS3.5 §9.1
-# PS3.5 §9.1: components of digits separated by periods. Leading zeros are tolerated, as
-# the archive keeps such UIDs retrievable; the name is safe either way (digits and dots).
-_UID: Final = re.compile(r"[0-9]+(\.[0-9]+)*")
 # errno values that mean "no room": PS3.4 B.2.3 0xA700 Out of Resources.
 _NO_ROOM: Final = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
-
-
-def valid_uid(uid: str) -> bool:
-    """A UID as PS3.5 §9.1 defines it (its trailing NUL pad removed by the caller)."""
-    return 0 < len(uid) <= MAX_UID_LENGTH and _UID.fullmatch(uid) is not None
 
 
 def _error(exc: OSError, what: str) -> StorageError:
@@ -132,7 +123,7 @@ class FolderWriter:
     def open_spool(self, meta: FileMeta) -> FolderFile:
         """A new file for one instance; its SOP Instance UID must be a valid UID."""
         uid = meta.sop_instance_uid.rstrip("\0 ")
-        if not valid_uid(uid):
+        if not is_valid_uid(uid):  # digits and dots only: a safe file name
             raise ValueError(f"not a valid SOP Instance UID: {uid[:64]!r}")
         return FolderFile(self.folder / f"{uid}{SUFFIX}", self.part10_header(meta))
 

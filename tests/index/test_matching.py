@@ -23,6 +23,7 @@ from minipacs.index.engine import (
     make_engine,
     successor,
 )
+from minipacs.index.matching import MAX_LIST_PATTERNS
 from minipacs.index.migrate import upgrade
 from minipacs.index.models import Study
 from minipacs.index.query import MAX_LIST_VALUES, MAX_PATTERN_LENGTH
@@ -318,6 +319,26 @@ async def test_list_of_uids(index: SqlQueryIndex) -> None:
     assert sorted(value(a, "SOPInstanceUID") for a in images) == [uid(1, 1, 2), uid(9, 1, 1)]
 
 
+async def test_lists_of_other_values_match_each_value_by_its_own_rules(
+        index: SqlQueryIndex) -> None:
+    def listed(keyword: str, *values: str) -> Condition:
+        return cond(keyword, MatchKind.LIST, *values)
+
+    assert await studies(index, listed("AccessionNumber", "ACC1", "ACC4", "NONE")) == {1, 4}
+    assert await studies(index, listed("StudyDescription", "Chest", "a?b")) == {1, 4, 5}
+    # PN: case folded, component groups and wildcards per value.
+    assert await studies(index, listed("PatientName", "smith^john", "Yamada^Tarou")) == \
+        {1, 2, 3, 6}
+    assert await studies(index, listed("PatientName", "müller*", "SMITH^J?NE")) == {8, 9}
+    assert await studies(index, listed("PhysiciansOfRecord", "nobody", "BAKER^*")) == {6}
+    assert await studies(index, listed("StudyDate", "20240102", "20240501")) == {1, 9}
+    assert await studies(index, listed("ModalitiesInStudy", "US", "M?")) == {1, 4, 5, 9}
+    # A value of only "*" matches everything, entities without a value too.
+    assert await studies(index, listed("AccessionNumber", "NONE", "*")) == ALL
+    images = await answers(index, QueryLevel.IMAGE, listed("InstanceNumber", "2", "7"))
+    assert {value(a, "InstanceNumber") for a in images} == {2}
+
+
 async def test_empty_value_matching(index: SqlQueryIndex) -> None:
     assert await studies(index, empty("StudyDescription")) == {7}
     assert await studies(index, empty("AccessionNumber")) == {7}
@@ -419,6 +440,9 @@ async def test_hostile_values_are_bound_parameters(index: SqlQueryIndex, engine:
     single("SeriesNumber", "two"),
     cond("StudyInstanceUID", MatchKind.LIST),
     cond("StudyInstanceUID", MatchKind.LIST, *(["1.2"] * (MAX_LIST_VALUES + 1))),
+    cond("PatientName", MatchKind.LIST, *(f"N{n}" for n in range(MAX_LIST_PATTERNS + 1))),
+    cond("StudyDescription", MatchKind.LIST, "x", "A" * (MAX_PATTERN_LENGTH + 1) + "*"),
+    cond("StudyDate", MatchKind.LIST, "20240101", "yesterday"),
     Condition(tag("ReferencedStudySequence"), "SQ", MatchKind.SEQUENCE,
               items=(single("ReferencedSOPInstanceUID", "1.2"),)),
     single("ProtocolName", "not a key"),

@@ -322,12 +322,13 @@ def encode_dataset(ds: Dataset, transfer_syntax: str = ExplicitVRLittleEndian) -
     return fp.getvalue()
 
 
-def deflate_bomb(ds: Dataset, inflated: int, *, nested: bool) -> bytes:
+def deflate_bomb(ds: Dataset, inflated: int, *, nested: bool, tag: int = 0x00420011) -> bytes:
     """A Deflated Explicit VR LE data set (PS3.5 §A.5) whose last value is `inflated` zeros.
 
     `ds` is written first (its tags must sort before the bomb's); the zeros are an OB value,
-    at the top level as (0042,0011) Encapsulated Document, or, when `nested`, as Pixel Data
-    inside an Icon Image Sequence item (PS3.3 C.7.6.1.1.6), where no parser defers values.
+    at the top level as `tag` ((0042,0011) Encapsulated Document, or (7FE0,0010) Pixel Data),
+    or, when `nested`, as Pixel Data inside an Icon Image Sequence item (PS3.3 C.7.6.1.1.6),
+    where no parser defers values.
     Each MiB of zeros deflates to the same ~1 KiB block after a full flush, so a bomb of
     gigabytes costs milliseconds to build.
     """
@@ -337,7 +338,7 @@ def deflate_bomb(ds: Dataset, inflated: int, *, nested: bool) -> bytes:
                 + _EXPLICIT_LONG.pack(0x7FE0, 0x0010, b"OB", 0, inflated))
         tail = _ITEM.pack(0xFFFE, 0xE00D, 0) + _ITEM.pack(0xFFFE, 0xE0DD, 0)
     else:
-        head = _EXPLICIT_LONG.pack(0x0042, 0x0011, b"OB", 0, inflated)
+        head = _EXPLICIT_LONG.pack(tag >> 16, tag & 0xFFFF, b"OB", 0, inflated)
         tail = b""
     compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     out = [compressor.compress(encode_dataset(ds) + head), compressor.flush(zlib.Z_FULL_FLUSH)]

@@ -82,6 +82,7 @@ STUDIES: Final = (
     Study("PID-4", JAPANESE, ISO2022_JP, 5, "20240310", "090000", (("CT", 1),)),
     Study(HOSTILE_ID, "O'Brien%_^Robert", None, 6, "20220101", "000000", (("CT", 1),)),
 )
+SERIES_DESCRIPTIONS: Final = ("Scout", "Thorax 1mm")  # by series number
 SOP_CLASSES: Final = {"CT": CTImageStorage, "MR": MRImageStorage, "US": UltrasoundImageStorage}
 
 
@@ -117,6 +118,7 @@ def make_instance(study: Study, series: int, modality: str, instance: int) -> Da
     ds.ReferringPhysicianName = ""
     ds.Modality = modality
     ds.SeriesNumber = series
+    ds.SeriesDescription = SERIES_DESCRIPTIONS[(series - 1) % len(SERIES_DESCRIPTIONS)]
     ds.InstanceNumber = instance
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -326,11 +328,30 @@ async def test_dcmtk_every_transfer_syntax(pacs: int, tmp_path: Path, syntax: st
     assert got == [("Doe^John", "1"), ("Doe^John", "3")]
 
 
-async def test_hierarchical_violation_is_a900_over_the_wire(pacs: int) -> None:
-    found = await asyncio.to_thread(pyn_find, pacs, query("SERIES", Modality="CT"))
+async def test_hierarchical_violation_is_a900_when_strict(tmp_path: Path) -> None:
+    async with server(tmp_path, query={"strict_hierarchy": True}) as port:
+        await asyncio.to_thread(store_all, port, population()[:1])
+        found = await asyncio.to_thread(pyn_find, port, query("SERIES", Modality="CT"))
     assert found.status == Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
     assert "StudyInstanceUID" in str(found.final.ErrorComment)
     assert found.answers == []
+
+
+async def test_series_and_image_queries_across_studies_by_default(pacs: int,
+                                                                  tmp_path: Path) -> None:
+    # query.strict_hierarchy: false (default): the unique keys above may be missing.
+    found = await asyncio.to_thread(pyn_find, pacs, query("SERIES", Modality="MR",
+                                                          SeriesDescription="T*"))
+    assert found.status == Status.SUCCESS
+    assert found.values("SeriesInstanceUID") == [series_uid(1, 2)]
+    assert found.answers[0].StudyInstanceUID == S1
+    answers = await findscu(pacs, tmp_path / "rsp", "-S", "-k", "QueryRetrieveLevel=IMAGE",
+                            "-k", "SOPInstanceUID", "-k", "PatientID=PID-1")
+    assert sorted(str(a.SOPInstanceUID) for a in answers) == sorted(
+        [instance_uid(1, 1, 1), instance_uid(1, 1, 2), instance_uid(1, 2, 1),
+         instance_uid(2, 1, 1)])
+    patient = await asyncio.to_thread(pyn_find, pacs, query("PATIENT", PatientID=""))
+    assert patient.status == Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS  # no Study Root shape
 
 
 # --- extended negotiation -----------------------------------------------------------------

@@ -169,6 +169,15 @@ MATCH_CASES: Final = [
     # Combined date-time (C.2.2.2.5.4): from Jan 5 12:00 to Jan 6 10:00 holds only SPS3.
     ({"ScheduledProcedureStepStartDate": "20260105-20260106",
       "ScheduledProcedureStepStartTime": "1200-1000"}, ["SPS3"]),
+    # Ranges of different forms are one period too; an open end stays open (issue 10 item 4).
+    ({"ScheduledProcedureStepStartDate": "20260105-20260106",
+      "ScheduledProcedureStepStartTime": "-1000"}, ["SPS1", "SPS3"]),  # Jan 5 00:00-Jan 6 10:00
+    ({"ScheduledProcedureStepStartDate": "20260106-",
+      "ScheduledProcedureStepStartTime": "1000-1500"}, ["SPS2", "SPS4"]),  # from Jan 6 10:00
+    ({"ScheduledProcedureStepStartDate": "-20260105",
+      "ScheduledProcedureStepStartTime": "1000-"}, ["SPS1", "SPS3"]),  # to the end of Jan 5
+    ({"ScheduledProcedureStepStartDate": "20260105-20260106",
+      "ScheduledProcedureStepStartTime": "1400-"}, ["SPS2", "SPS3"]),  # Jan 5 14:00-end Jan 6
     ({"ScheduledPerformingPhysicianName": "smith^ann"}, ["SPS1", "SPS2"]),
     ({"Modality": "CT", "ScheduledStationAETitle": "CT2"}, ["SPS3"]),
     ({"Modality": "XA"}, []),

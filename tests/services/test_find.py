@@ -263,7 +263,7 @@ async def run_find(index: FakeQueryIndex, ident: Dataset | bytes, *,
                    sop_class: str = STUDY_ROOT_QR_FIND,
                    transfer_syntax: str = ExplicitVRLittleEndian, extended: bytes = b"",
                    cancel_after: int | None = None, max_results: int = 0,
-                   page_size: int = 100) -> Result:
+                   page_size: int = 100, strict_hierarchy: bool = False) -> Result:
     channel = FakeChannel(sop_class, transfer_syntax, extended, cancel_after)
     data = ident if isinstance(ident, bytes) else encode(ident, transfer_syntax)
     message = CFindRQ(message_id=11, affected_sop_class_uid=sop_class)
@@ -271,7 +271,7 @@ async def run_find(index: FakeQueryIndex, ident: Dataset | bytes, *,
                       FakeStream(data))
     channel.request = request
     service = FindService(index, ae_title=AE_TITLE, max_results=max_results,
-                          page_size=page_size)
+                          page_size=page_size, strict_hierarchy=strict_hierarchy)
     outcome = await service(channel, request)
     final = outcome.message
     assert isinstance(final, CFindRSP) and outcome.dataset is None
@@ -405,6 +405,36 @@ async def test_each_matching_type_becomes_its_condition() -> None:
     assert TAG_ACCESSION not in got  # "*" alone is universal matching: no condition
 
 
+@pytest.mark.parametrize(("keyword", "vr", "value", "expected"), [
+    ("AccessionNumber", "SH", "A1\\A3 ", ("A1", "A3")),
+    ("PatientID", "LO", "P1\\ P2", ("P1", "P2")),
+    ("PatientName", "PN", "SMITH^JOHN^^\\doe*", ("SMITH^JOHN", "doe*")),
+    ("Modality", "CS", "CT\\MR\\CT", ("CT", "MR")),
+    ("RetrieveAETitle", "AE", "AE1\\AE2", None),  # never matched (C.4.1.1.3.1)
+    ("SeriesNumber", "IS", "1\\+2", ("1", "+2")),
+    ("PatientWeight", "DS", "70.5\\8E1", ("70.5", "8E1")),
+    ("StudyInstanceUID", "UI", f"{UID}.1\\{UID}.2", (f"{UID}.1", f"{UID}.2")),
+    ("StudyDate", "DA", "20240101\\2024.02.01", ("20240101", "20240201")),
+], ids=["SH", "LO", "PN", "CS", "AE", "IS", "DS", "UI", "DA"])
+async def test_value_lists_become_one_list_condition(keyword: str, vr: str, value: str,
+                                                     expected: tuple[str, ...] | None) -> None:
+    tag = Dataset()
+    setattr(tag, keyword, "")
+    (key,) = tag.keys()
+    matchable = {level: tags | {int(key)} for level, tags in MATCHABLE.items()}
+    index = FakeQueryIndex(matchable_tags=matchable)
+    level = "SERIES" if keyword in ("Modality", "SeriesNumber") else "STUDY"
+    extra = {"StudyInstanceUID": f"{UID}.1"} if level == "SERIES" else {}
+    result = await run_find(index, identifier(level, **extra, **{keyword: value}),
+                            extended=b"\x01")
+    assert result.final.status == Status.SUCCESS
+    got = conditions(index).get(int(key))
+    if expected is None:
+        assert got is None
+    else:
+        assert got == Condition(int(key), vr, MatchKind.LIST, expected)
+
+
 @pytest.mark.parametrize(("value", "expected"), [
     ("20240101-", ("20240101", "")), ("-20240101", ("", "20240101")),
     ("2024.01.01-2024.02.01", ("20240101", "20240201")),
@@ -455,12 +485,32 @@ async def test_combined_date_time_needs_the_same_range_form() -> None:
     (STUDY_ROOT_QR_FIND, {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": ""},
      "StudyInstanceUID"),
 ], ids=["P-study", "P-series", "P-image", "S-series", "S-image", "wildcard", "list", "empty"])
-async def test_missing_unique_key_above_is_a900(sop_class: str, keys: dict[str, str],
-                                                named: str) -> None:
+async def test_missing_unique_key_above_is_a900_when_strict(sop_class: str, keys: dict[str, str],
+                                                            named: str) -> None:
     index = FakeQueryIndex([study_json(1)])
-    result = await run_find(index, identifier(None, **keys), sop_class=sop_class)
+    result = await run_find(index, identifier(None, **keys), sop_class=sop_class,
+                            strict_hierarchy=True)
     assert_refused(result, Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, named)
     assert index.queries == []
+
+
+async def test_lenient_hierarchy_answers_without_the_unique_keys_above() -> None:
+    # A workstation's series query across studies (Orthanc's REST /query sends it).
+    index = FakeQueryIndex([study_json(1, Modality="MR"), study_json(2, Modality="CT")])
+    result = await run_find(index, identifier("SERIES", Modality="MR", SeriesInstanceUID=""))
+    assert result.final.status == Status.SUCCESS
+    assert [str(a.StudyInstanceUID) for a in result.answers] == [f"{UID}.1"]
+    assert set(conditions(index)) == {TAG_MODALITY}
+    # A wildcard or a list above the level is matched as such (as if relational).
+    index = FakeQueryIndex([study_json(1), study_json(2), study_json(3)])
+    await run_find(index, identifier("IMAGE", StudyInstanceUID=f"{UID}.1\\{UID}.3",
+                                     SOPInstanceUID=""))
+    assert conditions(index)[TAG_STUDY_UID].kind is MatchKind.LIST
+    # Keys below the level still need relational queries; PATIENT on Study Root stays out.
+    below = await run_find(FakeQueryIndex(), identifier("STUDY", Modality="CT"))
+    assert_refused(below, Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "Modality")
+    patient = await run_find(FakeQueryIndex(), identifier("PATIENT", PatientID=""))
+    assert_refused(patient, Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "PATIENT")
 
 
 @pytest.mark.parametrize(("sop_class", "keys", "named"), [
@@ -513,7 +563,11 @@ async def test_bad_query_retrieve_level_is_a900(sop_class: str, level: str | Non
     ({"StudyInstanceUID": "1.2.*"}, "StudyInstanceUID"),
     ({"AccessionNumber": "A" * 70000}, "AccessionNumber"),
     ({"StudyDate": "20240101\\2024*"}, "StudyDate"),
-], ids=["wildcard-DA", "bad-DA", "bad-TM", "bad-UI", "wildcard-UI", "64KiB", "list-wildcard"])
+    ({"StudyDate": "20240101\\20240102-"}, "StudyDate"),
+    ({"StudyTime": "10\\11"}, "StudyTime"),
+    ({"AccessionNumber": "A1\\\"\""}, "AccessionNumber"),
+], ids=["wildcard-DA", "bad-DA", "bad-TM", "bad-UI", "wildcard-UI", "64KiB", "list-wildcard",
+        "list-range", "list-TM", "list-empty-value"])
 async def test_bad_values_are_a900_naming_the_key(keys: dict[str, str], named: str) -> None:
     index = FakeQueryIndex()
     result = await run_find(index, identifier("STUDY", **keys))

@@ -432,6 +432,27 @@ async def test_pending_rate_is_bounded() -> None:
     assert final.status == Status.SUCCESS
 
 
+async def test_patient_level_on_study_root_retrieves_the_patient_unless_strict(
+        caplog: pytest.LogCaptureFixture) -> None:
+    rows = [row(0, patient="P1"), row(1, patient="P1", study="2.1", series="2.1.1"),
+            row(2, patient="P2", study="3.1", series="3.1.1")]
+    identifier = ident("PATIENT", PatientID="P1")
+    channel = FakeChannel(storage_contexts((CT, EXPLICIT)))
+    with caplog.at_level(logging.INFO, logger="minipacs.retrieve"):
+        final, _ = await run_get(service(rows), channel, identifier, STUDY_ROOT_QR_GET)
+    assert counts(final) == (None, 2, 0, 0)
+    assert "non-standard level PATIENT served on Study Root" in caplog.text
+    peers = FakePeers()
+    final, _ = await run_move(service(rows, peers), channel, identifier)
+    assert counts(final) == (None, 2, 0, 0)
+    strict = service(rows, strict_hierarchy=True)
+    final, _ = await run_get(strict, channel, identifier, STUDY_ROOT_QR_GET)
+    assert final.status == Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
+    assert "not in Study Root" in final.error_comment
+    sel = parse_retrieve_identifier(identifier, Model.PATIENT_ROOT, strict_hierarchy=False)
+    assert not sel.nonstandard  # a level of the model
+
+
 async def test_patient_issuers_rule() -> None:
     rows = [row(0, patient="P1", issuer="A"), row(1, patient="P1", issuer="B",
                                                     study="2.1", series="2.1.1")]

@@ -3,6 +3,7 @@ pair, private and ambiguous elements, byte order, decompression with pydicom's d
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from collections.abc import Iterator
@@ -38,8 +39,10 @@ from minipacs.services.transcode import (
     choose_syntax,
     convert,
     decoder_missing,
+    open_converted,
 )
-from tests.interop.dicomfiles import dataset_bytes
+from minipacs.services.transcode_stream import DEFER_SIZE
+from tests.interop.dicomfiles import dataset_bytes, deflate_bomb
 
 EXPLICIT = EXPLICIT_VR_LITTLE_ENDIAN
 IMPLICIT = IMPLICIT_VR_LITTLE_ENDIAN
@@ -47,6 +50,7 @@ DEFLATED = DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 BIG = EXPLICIT_VR_BIG_ENDIAN
 UNKNOWN_GROUP = 0x0029  # a private group whose creator pydicom does not know
 WORDS = {"OW": "H", "OL": "L", "OF": "f", "OD": "d"}
+MIB = 1 << 20
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -377,3 +381,58 @@ def test_compressed_data_set_without_pixel_data_is_re_encoded_only() -> None:
     ds.PatientID = "NOPIX"
     out = decode(convert(encode(ds, EXPLICIT), RLE_LOSSLESS, IMPLICIT), IMPLICIT)
     assert out.PatientID == "NOPIX"
+
+
+# --- streamed conversion: bounded pieces, large values copied -----------------------------
+
+
+def with_big_pixels(size: int) -> Dataset:
+    ds = rich_dataset()
+    ds.Rows, ds.Columns = size // 2048, 1024
+    ds.PixelData = bytes(range(256)) * (size // 256)
+    ds["PixelData"].VR = "OW"
+    return ds
+
+
+@pytest.mark.parametrize("dst", NATIVE_SYNTAXES)
+@pytest.mark.parametrize("src", NATIVE_SYNTAXES)
+def test_large_values_stream_between_every_native_pair(src: str, dst: str) -> None:
+    big = with_big_pixels(3 * MIB)  # over DEFER_SIZE: copied in pieces, swapped by word
+    reference = canonical_of(encode(big, EXPLICIT), EXPLICIT)
+    with open_converted(io.BytesIO(encode(big, src)), src, dst) as stream:
+        pieces = list(iter(lambda: stream.read(MIB), b""))
+    assert all(len(piece) <= MIB for piece in pieces)
+    assert canonical_of(b"".join(pieces), dst) == reference
+
+
+def test_odd_length_copied_value_is_padded() -> None:
+    ds = rich_dataset()
+    ds.EncapsulatedDocument = b"x" * (DEFER_SIZE + 1)
+    out = convert(encode(ds, IMPLICIT), IMPLICIT, EXPLICIT)
+    value = element_bytes(out, 0x00420011)
+    assert value == b"x" * (DEFER_SIZE + 1) + b"\0"
+
+
+def test_deflated_bomb_converts_in_bounded_memory() -> None:
+    import tracemalloc
+
+    ds = rich_dataset()
+    bomb = deflate_bomb(ds, 96 * MIB, nested=False)  # 96 MiB of zeros, ~100 KiB stored
+    tracemalloc.start()
+    try:
+        with open_converted(io.BytesIO(bomb), DEFLATED, EXPLICIT) as stream:
+            total = sum(len(piece) for piece in iter(lambda: stream.read(MIB), b""))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total > 96 * MIB
+    assert peak < 16 * MIB, f"peak {peak >> 20} MiB"
+
+
+@pytest.mark.parametrize(("bomb", "words"), [
+    (lambda: deflate_bomb(rich_dataset(), 80 * MIB, nested=True), "holds more than"),
+    (lambda: deflate_bomb(rich_dataset(), 8 * MIB, nested=False)[:-2000], "ends inside"),
+], ids=["nested-value-over-the-held-limit", "cut-inside-a-copied-value"])
+def test_stream_refusals_come_before_the_first_byte(bomb: Any, words: str) -> None:
+    with pytest.raises(TranscodeError, match=words):
+        open_converted(io.BytesIO(bomb()), DEFLATED, EXPLICIT)
