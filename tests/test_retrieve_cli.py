@@ -23,7 +23,7 @@ from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from minipacs.cli import main
-from minipacs.cli_retrieve import _RetrieveDisplay
+from minipacs.cli.retrieve import _RetrieveDisplay
 from minipacs.config import Config
 from minipacs.ports import FileMeta
 from minipacs.proto.negotiation import MAX_PRESENTATION_CONTEXTS

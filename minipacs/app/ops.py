@@ -28,7 +28,7 @@ from ..ports import (
     StorageError,
 )
 from ..storage import FilesystemStorage, file_checksum, inventory
-from . import loop_factory
+from . import OperationFailed, UsageError, loop_factory
 from .daemon import build_storage
 
 if TYPE_CHECKING:
@@ -46,11 +46,11 @@ RowCounts = maintenance.RowCounts
 Deleted = maintenance.Deleted
 
 
-class OpsUsageError(Exception):
+class OpsUsageError(UsageError):
     """An operation refused as asked (exit code 2): ambiguous patient, unsupported database."""
 
 
-class OpsFailed(Exception):
+class OpsFailed(OperationFailed):
     """An operation that could not be done (exit code 1)."""
 
 
