@@ -17,12 +17,9 @@ from ..index.engine import make_engine
 from ..index.migrate import upgrade
 from ..index.mpps import SqlMppsIndex
 from ..index.worklist import SqlWorklist
-from ..net.peers import ConnectPolicy, NetPeers, PeerAddress
-from ..net.server import Server, ServerLimits
-from ..ports import (
-    DuplicatePolicy,
-    Storage,
-)
+from ..net.peers import NetPeers, PeerAddress
+from ..net.server import Server
+from ..ports import Storage
 from ..proto.dimse import CommandField
 from ..proto.negotiation import AcceptorPolicy, default_supported
 from ..proto.sop import (
@@ -38,7 +35,7 @@ from ..proto.sop import (
     STORAGE_SOP_CLASSES,
     VERIFICATION,
 )
-from ..services.commitment import CommitmentPolicy, CommitmentService
+from ..services.commitment import CommitmentService
 from ..services.dispatcher import Dispatcher
 from ..services.echo import handle_echo
 from ..services.find import EXTENDED_NEGOTIATION as FIND_EXTENDED_NEGOTIATION
@@ -92,27 +89,19 @@ def build_storage(config: Config) -> FilesystemStorage:
 
 def build_peers(config: Config) -> NetPeers:
     """The configured peers as C-MOVE destinations, with the outbound policy."""
-    retrieve = config.retrieve
     return NetPeers(
         config.ae_title,
         {title: PeerAddress(peer.host, peer.port) for title, peer in config.peers.items()},
-        ConnectPolicy(max_per_peer=retrieve.max_associations_per_peer,
-                      connect_timeout=retrieve.connect_timeout,
-                      artim_timeout=config.limits.artim_timeout,
-                      max_pdu_length=config.limits.max_pdu_length),
+        config.retrieve.connect,
     )
 
 
 def build_commitment(config: Config, storage: Storage, index: SqlIndex) -> CommitmentService:
     """The Storage Commitment SCP (PS3.4 Annex J) and its report worker (not started)."""
-    settings = config.commitment
     return CommitmentService(
         SqlCommitmentIndex(index.engine), storage, build_peers(config),
         ae_title=config.ae_title, storage_classes=storage_classes(config),
-        policy=CommitmentPolicy(
-            same_association=settings.same_association, retry_delay=settings.retry_delay,
-            max_retry_delay=settings.max_retry_delay, max_attempts=settings.max_attempts,
-            give_up_after=settings.give_up_after, timeout=settings.timeout))
+        policy=config.commitment)
 
 
 def build_dispatcher(config: Config, storage: Storage, index: SqlIndex,
@@ -171,17 +160,11 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
     if storage is None:
         storage = await asyncio.to_thread(prepare, config)
     engine = make_engine(config.database.url)
-    index = SqlIndex(engine, duplicate_policy=DuplicatePolicy(config.storage.duplicates))
+    index = SqlIndex(engine, duplicate_policy=config.storage.duplicates)
     await index.start()
     commitment = build_commitment(config, storage, index)
-    limits = config.limits
-    server = Server(
-        build_policy(config),
-        build_dispatcher(config, storage, index, commitment),
-        ServerLimits(max_associations=limits.max_associations,
-                     artim_timeout=limits.artim_timeout, idle_timeout=limits.idle_timeout,
-                     association_timeout=limits.association_timeout),
-    )
+    server = Server(build_policy(config), build_dispatcher(config, storage, index, commitment),
+                    config.limits)
     await commitment.start()  # reloads the reports still owed (PS3.4 J.3.3)
     try:
         await server.start(config.listen.host, config.listen.port)

@@ -226,7 +226,7 @@ def db_rebuild(config: Config, *, backup: bool = True) -> RebuildResult:
         keys = [e.key for e in entries if inventory.is_storage_key(e.key)]
         skipped = [(e.key, "not a storage key") for e in entries
                    if not inventory.is_storage_key(e.key)]
-        policy = DuplicatePolicy(config.storage.duplicates)
+        policy = config.storage.duplicates
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             indexed, duplicates, failed = runner.run(_reindex(engine, root, keys, policy))
         return RebuildResult(backup_path, removed, len(entries), indexed, duplicates,

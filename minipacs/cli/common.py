@@ -23,7 +23,7 @@ from minipacs.config import (
     PORT_MIN,
     Config,
     ConfigError,
-    LimitsConfig,
+    ServerLimits,
     check_ae_title,
     load_config,
 )
@@ -45,7 +45,7 @@ FIND_ROOTS: Final = ("patient", "study")
 PROGRESS_INTERVAL: Final = 0.1
 LOG_FORMAT: Final = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s %(message)s"
 LOG_DATE_FORMAT: Final = "%Y-%m-%dT%H:%M:%S"
-DEFAULT_MAX_PDU: Final = LimitsConfig().max_pdu_length
+DEFAULT_MAX_PDU: Final = ServerLimits().max_pdu_length
 # Problems listed one per line up to this many, unless --verbose.
 MAX_LISTED: Final = 20
 _ERASE_LINE: Final = "\r\x1b[K"  # carriage return, erase to the end of the line
@@ -227,7 +227,7 @@ def run_configured(name: str, path: str | None, operation: Callable[[Config], in
     config = configured(path)
     if config is None:
         return EXIT_USAGE
-    setup_logging("WARNING")
+    setup_logging("WARNING", quiet_pydicom=True)
     from minipacs.app import OperationFailed, UsageError
 
     try:

@@ -38,6 +38,13 @@ from .normalized import (
     StoredCopy,
     WorklistIndex,
 )
+from .policy import (
+    CommitmentPolicy,
+    ConnectPolicy,
+    PatientIssuers,
+    RetrievePolicy,
+    ServerLimits,
+)
 from .query import (
     Condition,
     FindPage,
@@ -67,9 +74,11 @@ __all__ = [
     "Channel",
     "CommitmentIndex",
     "CommitmentItem",
+    "CommitmentPolicy",
     "CommitmentState",
     "CommitmentTransaction",
     "Condition",
+    "ConnectPolicy",
     "DataSetError",
     "DataStream",
     "DuplicatePolicy",
@@ -87,6 +96,7 @@ __all__ = [
     "MppsIndex",
     "MppsRecord",
     "OutOfResources",
+    "PatientIssuers",
     "PeerUnreachable",
     "Peers",
     "QueryIndex",
@@ -94,6 +104,8 @@ __all__ = [
     "Reply",
     "Request",
     "RetrieveIndex",
+    "RetrievePolicy",
+    "ServerLimits",
     "Spool",
     "Storage",
     "StorageError",
