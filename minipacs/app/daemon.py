@@ -7,7 +7,8 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
 from .. import __version__
 from ..config import Config
@@ -46,9 +47,6 @@ from ..services.store import StoreService
 from ..services.worklist import WorklistService
 from ..storage import FilesystemStorage
 from . import loop_factory
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("minipacs")
 
@@ -96,16 +94,39 @@ def build_peers(config: Config) -> NetPeers:
     )
 
 
-def build_commitment(config: Config, storage: Storage, index: SqlIndex) -> CommitmentService:
+def build_commitment(config: Config, storage: Storage, index: SqlIndex,
+                     peers: NetPeers) -> CommitmentService:
     """The Storage Commitment SCP (PS3.4 Annex J) and its report worker (not started)."""
     return CommitmentService(
-        SqlCommitmentIndex(index.engine), storage, build_peers(config),
+        SqlCommitmentIndex(index.engine), storage, peers,
         ae_title=config.ae_title, storage_classes=storage_classes(config),
         policy=config.commitment)
 
 
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What answers DIMSE requests, built once per server from the configuration."""
+
+    peers: NetPeers  # one per server: C-MOVE and commitment reports share its per-peer slots
+    retrieve: RetrieveService
+    commitment: CommitmentService
+    dispatcher: Dispatcher
+
+
+def build_services(config: Config, storage: Storage, index: SqlIndex) -> Services:
+    """The services of one server, on one set of outbound peers (retrieve.connect)."""
+    peers = build_peers(config)
+    retrieve = RetrieveService(index, storage, peers, ae_title=config.ae_title,
+                               patient_issuers=config.retrieve.patient_issuers,
+                               timeout=config.retrieve.timeout)
+    commitment = build_commitment(config, storage, index, peers)
+    return Services(peers, retrieve, commitment,
+                    build_dispatcher(config, storage, index, retrieve, commitment))
+
+
 def build_dispatcher(config: Config, storage: Storage, index: SqlIndex,
-                     commitment: CommitmentService | None = None) -> Dispatcher:
+                     retrieve: RetrieveService, commitment: CommitmentService) -> Dispatcher:
+    """Each DIMSE command and SOP class routed to its service."""
     dispatcher = Dispatcher()
     dispatcher.register(CommandField.C_ECHO_RQ, [VERIFICATION], handle_echo)
     dispatcher.register(CommandField.C_STORE_RQ, storage_classes(config),
@@ -113,14 +134,9 @@ def build_dispatcher(config: Config, storage: Storage, index: SqlIndex,
     dispatcher.register(CommandField.C_FIND_RQ, QR_FIND_SOP_CLASSES,
                         FindService(index, ae_title=config.ae_title,
                                     max_results=config.query.max_results))
-    retrieve = RetrieveService(index, storage, build_peers(config), ae_title=config.ae_title,
-                               patient_issuers=config.retrieve.patient_issuers,
-                               timeout=config.retrieve.timeout)
     dispatcher.register(CommandField.C_GET_RQ, QR_GET_SOP_CLASSES, retrieve.get)
     dispatcher.register(CommandField.C_MOVE_RQ, QR_MOVE_SOP_CLASSES, retrieve.move)
-    if commitment is not None:
-        dispatcher.register(CommandField.N_ACTION_RQ, [STORAGE_COMMITMENT_PUSH],
-                            commitment.handle)
+    dispatcher.register(CommandField.N_ACTION_RQ, [STORAGE_COMMITMENT_PUSH], commitment.handle)
     worklist = SqlWorklist(index.engine)
     dispatcher.register(CommandField.C_FIND_RQ, [MODALITY_WORKLIST_FIND],
                         WorklistService(worklist))
@@ -162,16 +178,15 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
     engine = make_engine(config.database.url)
     index = SqlIndex(engine, duplicate_policy=config.storage.duplicates)
     await index.start()
-    commitment = build_commitment(config, storage, index)
-    server = Server(build_policy(config), build_dispatcher(config, storage, index, commitment),
-                    config.limits)
-    await commitment.start()  # reloads the reports still owed (PS3.4 J.3.3)
+    services = build_services(config, storage, index)
+    server = Server(build_policy(config), services.dispatcher, config.limits)
+    await services.commitment.start()  # reloads the reports still owed (PS3.4 J.3.3)
     try:
         await server.start(config.listen.host, config.listen.port)
         yield server
     finally:
         await server.shutdown(0)
-        await commitment.aclose()
+        await services.commitment.aclose()
         await index.aclose()
         engine.dispose()
 
@@ -186,8 +201,32 @@ async def _serve(config: Config, storage: FilesystemStorage) -> int:
         return 1
 
 
+class Stoppable(Protocol):
+    async def shutdown(self, grace: float) -> None: ...
+
+
+async def shut_down(server: Stoppable, grace: float, force: asyncio.Event) -> None:
+    """Drain for `grace` seconds, or abort everything at once when `force` is set meanwhile.
+
+    Returns only when no shutdown task is left: a forced stop cancels the graceful one.
+    """
+    graceful = asyncio.create_task(server.shutdown(grace))
+    forced = asyncio.create_task(force.wait())
+    try:
+        done, _ = await asyncio.wait({graceful, forced}, return_when=asyncio.FIRST_COMPLETED)
+        if graceful in done:
+            await graceful  # its exception, if any, is ours
+        else:
+            graceful.cancel()
+            await server.shutdown(0)
+    finally:
+        for task in (graceful, forced):
+            task.cancel()
+        # Each has ended or been cancelled: collect them, so none outlives the shutdown.
+        await asyncio.gather(graceful, forced, return_exceptions=True)
+
+
 async def _run_until_signal(config: Config, server: Server) -> int:
-    limits = config.limits
     stop = asyncio.Event()
     force = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -215,12 +254,7 @@ async def _run_until_signal(config: Config, server: Server) -> int:
         log.warning("security.known_calling_aes_only is off: any calling AE may associate")
     try:
         await stop.wait()
-        shutdown = asyncio.create_task(server.shutdown(limits.shutdown_grace))
-        forced = asyncio.create_task(force.wait())
-        await asyncio.wait({shutdown, forced}, return_when=asyncio.FIRST_COMPLETED)
-        if not shutdown.done():
-            await server.shutdown(0)
-        forced.cancel()
+        await shut_down(server, config.limits.shutdown_grace, force)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
