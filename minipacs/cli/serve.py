@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import sys
 
-from minipacs.config import Config
+from minipacs.config import PORT_MAX, Config, ConfigError, check_host
 
 from .common import EXIT_OK, EXIT_USAGE, Commands, add_config_option, configured, setup_logging
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "describe"]
+
+
+def _listen_port(text: str) -> int:
+    try:
+        port = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= PORT_MAX:
+        raise argparse.ArgumentTypeError(f"{port} is out of range 0-{PORT_MAX}")
+    return port
+
+
+def _listen_host(text: str) -> str:
+    try:
+        return check_host(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_commands(commands: Commands) -> None:
@@ -17,7 +36,13 @@ def add_commands(commands: Commands) -> None:
         "serve", help="run the DICOM server in the foreground (logs on stderr)")
     add_config_option(serve)
     serve.add_argument(
-        "--check", action="store_true", help="validate the configuration, print it and exit")
+        "--check", action="store_true",
+        help="validate the configuration (and that its database driver loads and its folders "
+             "can be written), print it and exit")
+    serve.add_argument("--host", type=_listen_host, metavar="HOST",
+                       help="listen on this address instead of listen.host")
+    serve.add_argument("--port", type=_listen_port, metavar="PORT",
+                       help="listen on this TCP port instead of listen.port (0: any free one)")
     serve.set_defaults(handler=_cmd_serve)
 
 
@@ -25,11 +50,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     config = configured(args.config)
     if config is None:
         return EXIT_USAGE
+    listen = config.listen
+    config = dataclasses.replace(config, listen=dataclasses.replace(
+        listen, host=listen.host if args.host is None else args.host,
+        port=listen.port if args.port is None else args.port))
+    from minipacs.app import preflight  # lazily: it loads the database driver
+
+    try:
+        preflight.check(config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
     if args.check:
         print(describe(config))
         return EXIT_OK
     setup_logging(config.logging.level)
-    from minipacs.app import daemon as app  # lazily: only serving needs the index
+    from minipacs.app import daemon as app
 
     return app.serve(config)
 
