@@ -13,8 +13,8 @@ from .common import (
     EXIT_OK,
     Commands,
     add_association_options,
+    add_paths_argument,
     add_peer_arguments,
-    existing_path,
     port,
     setup_logging,
 )
@@ -31,8 +31,7 @@ def add_commands(commands: Commands) -> None:
         "commit", help="ask a peer to commit (keep safe) the instances of DICOM files and "
                        "wait for its storage commitment report")
     add_peer_arguments(commit)
-    commit.add_argument("paths", metavar="PATH", nargs="+", type=existing_path,
-                        help="DICOM file or folder (searched recursively)")
+    add_paths_argument(commit)
     add_association_options(
         commit, timeout_default=DEFAULT_COMMIT_TIMEOUT,
         timeout_help="give up on the connection, the N-ACTION response or the report after "

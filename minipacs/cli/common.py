@@ -14,7 +14,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, NoReturn, TextIO
+from typing import TYPE_CHECKING, Final, NoReturn, TextIO, TypeVar
 
 from minipacs.config import (
     MAX_PDU_LENGTH,
@@ -25,6 +25,7 @@ from minipacs.config import (
     ConfigError,
     ServerLimits,
     check_ae_title,
+    check_host,
     load_config,
 )
 
@@ -51,6 +52,7 @@ MAX_LISTED: Final = 20
 _ERASE_LINE: Final = "\r\x1b[K"  # carriage return, erase to the end of the line
 
 Commands = argparse._SubParsersAction  # type: ignore[type-arg]
+T = TypeVar("T")
 
 
 class Parser(argparse.ArgumentParser):
@@ -63,23 +65,49 @@ class Parser(argparse.ArgumentParser):
 # --- argument types ---------------------------------------------------------------------------
 
 
-def port(text: str) -> int:
-    """A TCP port number, 1-65535."""
-    try:
-        number = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not PORT_MIN <= number <= PORT_MAX:
-        raise argparse.ArgumentTypeError(f"{number} is out of range {PORT_MIN}-{PORT_MAX}")
-    return number
+def bounded_int(low: int, high: int, what: str) -> Callable[[str], int]:
+    """An argument type: a decimal integer from `low` to `high`; `what` names it in errors."""
+
+    def parse(text: str) -> int:
+        try:
+            number = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"{number} is out of range {low}-{high}")
+        return number
+
+    return parse
 
 
-def ae_title(text: str) -> str:
-    """An AE title without its non-significant spaces (PS3.5 Table 6.2-1)."""
-    try:
-        return check_ae_title(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+# A peer's TCP port; one to listen on may also be 0 (any free port).
+port = bounded_int(PORT_MIN, PORT_MAX, "a port number")
+listen_port = bounded_int(0, PORT_MAX, "a port number")
+max_pdu = bounded_int(MIN_PDU_LENGTH, MAX_PDU_LENGTH, "an integer")
+
+
+def from_checker(check: Callable[[str], T]) -> Callable[[str], T]:
+    """An argument type from a function that raises ValueError on bad input."""
+
+    def parse(text: str) -> T:
+        try:
+            return check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+# An AE title without its non-significant spaces (PS3.5 Table 6.2-1); a host to listen on.
+ae_title = from_checker(check_ae_title)
+host = from_checker(check_host)
+
+
+def find_key(text: str) -> FindKey:
+    """One ``-k KEY[=VALUE]`` of find, move and get."""
+    from minipacs.app.scu import parse_key  # lazily: it imports the DIMSE services
+
+    return from_checker(parse_key)(text)
 
 
 def timeout(text: str) -> float:
@@ -93,34 +121,12 @@ def timeout(text: str) -> float:
     return seconds
 
 
-def max_pdu(text: str) -> int:
-    """A maximum PDU length within what the configuration accepts."""
-    try:
-        length = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not MIN_PDU_LENGTH <= length <= MAX_PDU_LENGTH:
-        raise argparse.ArgumentTypeError(
-            f"{length} is out of range {MIN_PDU_LENGTH}-{MAX_PDU_LENGTH}")
-    return length
-
-
 def existing_path(text: str) -> Path:
     """A file or folder that exists."""
     path = Path(text)
     if not path.exists():
         raise argparse.ArgumentTypeError(f"no such file or folder: {text!r}")
     return path
-
-
-def find_key(text: str) -> FindKey:
-    """One ``-k KEY[=VALUE]`` of find, move and get."""
-    from minipacs.app.scu import parse_key
-
-    try:
-        return parse_key(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def repeated_key(keys: Iterable[FindKey]) -> str | None:
@@ -148,6 +154,18 @@ def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the positional HOST and PORT of the peer an SCU command talks to."""
     parser.add_argument("host", metavar="HOST", help="peer host name or address")
     parser.add_argument("port", metavar="PORT", type=port, help="peer TCP port")
+
+
+def add_paths_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the positional PATHs of DICOM files and folders to send or commit."""
+    parser.add_argument("paths", metavar="PATH", nargs="+", type=existing_path,
+                        help="DICOM file or folder (searched recursively)")
+
+
+def add_key_option(parser: argparse.ArgumentParser, *, metavar: str, help: str) -> None:
+    """Add ``-k/--key`` (repeatable, each attribute once): the identifier's keys."""
+    parser.add_argument("-k", "--key", dest="keys", action="append", type=find_key,
+                        default=[], metavar=metavar, help=help)
 
 
 def add_max_pdu_option(parser: argparse.ArgumentParser) -> None:

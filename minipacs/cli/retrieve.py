@@ -19,10 +19,10 @@ from .common import (
     ProgressLine,
     add_association_options,
     add_config_option,
+    add_key_option,
     add_peer_arguments,
     add_query_options,
     ae_title,
-    find_key,
     repeated_key,
     run_configured,
     setup_logging,
@@ -76,12 +76,10 @@ def add_commands(commands: Commands) -> None:
 
 def _retrieve_arguments(parser: argparse.ArgumentParser) -> None:
     add_peer_arguments(parser)
-    parser.add_argument(
-        "-k", "--key", dest="keys", action="append", type=find_key, default=[],
-        metavar="KEY=VALUE",
-        help="a unique key as keyword or gggg,eeee, e.g. StudyInstanceUID=1.2.3 (repeatable; "
-             "backslash separates a list of UIDs)",
-    )  # fmt: skip
+    add_key_option(
+        parser, metavar="KEY=VALUE",
+        help="a unique key as keyword or gggg,eeee, e.g. StudyInstanceUID=1.2.3 (repeatable, "
+             "each key once; a backslash separates a list of UIDs)")  # fmt: skip
     add_query_options(parser)
     add_association_options(
         parser, timeout_default=DEFAULT_RETRIEVE_TIMEOUT,

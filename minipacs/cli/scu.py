@@ -14,10 +14,10 @@ from .common import (
     Commands,
     ProgressLine,
     add_association_options,
+    add_key_option,
+    add_paths_argument,
     add_peer_arguments,
     add_query_options,
-    existing_path,
-    find_key,
     repeated_key,
     setup_logging,
     table,
@@ -46,8 +46,7 @@ def add_commands(commands: Commands) -> None:
     store = commands.add_parser(
         "store", help="send DICOM files and folders (recursively) to a peer with C-STORE")
     add_peer_arguments(store)
-    store.add_argument("paths", metavar="PATH", nargs="+", type=existing_path,
-                       help="DICOM file or folder (searched recursively)")
+    add_paths_argument(store)
     add_association_options(
         store, timeout_default=DEFAULT_STORE_TIMEOUT,
         timeout_help="give up on a connection, or a transfer making no progress, after this "
@@ -58,12 +57,10 @@ def add_commands(commands: Commands) -> None:
         "find", help="query a peer with C-FIND (Patient Root or Study Root)",
         description="C-FIND: print the answers as a table, or as DICOM JSON lines.")
     add_peer_arguments(find)
-    find.add_argument(
-        "-k", "--key", dest="keys", action="append", type=find_key, default=[],
-        metavar="KEY[=VALUE]",
+    add_key_option(
+        find, metavar="KEY[=VALUE]",
         help="a key as keyword or gggg,eeee; without =VALUE it is a return key (repeatable, "
-             "each key once; a backslash separates a list of values)",
-    )  # fmt: skip
+             "each key once; a backslash separates a list of values)")  # fmt: skip
     add_query_options(find)
     find.add_argument("--json", action="store_true",
                       help="print each answer as one line of DICOM JSON (PS3.18 F.2)")

@@ -6,28 +6,20 @@ import argparse
 import dataclasses
 import sys
 
-from minipacs.config import PORT_MAX, Config, ConfigError, check_host
+from minipacs.config import Config, ConfigError
 
-from .common import EXIT_OK, EXIT_USAGE, Commands, add_config_option, configured, setup_logging
+from .common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    Commands,
+    add_config_option,
+    configured,
+    host,
+    listen_port,
+    setup_logging,
+)
 
 __all__ = ["add_commands", "describe"]
-
-
-def _listen_port(text: str) -> int:
-    try:
-        port = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= port <= PORT_MAX:
-        raise argparse.ArgumentTypeError(f"{port} is out of range 0-{PORT_MAX}")
-    return port
-
-
-def _listen_host(text: str) -> str:
-    try:
-        return check_host(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_commands(commands: Commands) -> None:
@@ -39,9 +31,9 @@ def add_commands(commands: Commands) -> None:
         "--check", action="store_true",
         help="validate the configuration (and that its database driver loads and its folders "
              "can be written), print it and exit")
-    serve.add_argument("--host", type=_listen_host, metavar="HOST",
+    serve.add_argument("--host", type=host, metavar="HOST",
                        help="listen on this address instead of listen.host")
-    serve.add_argument("--port", type=_listen_port, metavar="PORT",
+    serve.add_argument("--port", type=listen_port, metavar="PORT",
                        help="listen on this TCP port instead of listen.port (0: any free one)")
     serve.set_defaults(handler=_cmd_serve)
 
