@@ -127,7 +127,7 @@ def find_violations(root: Path) -> list[str]:
             continue
         if layer not in LOGGING_CONFIGURERS:
             for line in logging_config_calls(path):
-                problems.append(f"{where}:{line}: configures logging (only cli.py may)")
+                problems.append(f"{where}:{line}: configures logging (only minipacs.cli may)")
         for imp in iter_imports(path, root):
             top = imp.target.split(".")[0]
             at = f"{where}:{imp.line}: {layer} imports {imp.target}"
