@@ -47,7 +47,7 @@ def _other_tasks() -> set[asyncio.Task[object]]:
 
 async def test_second_signal_aborts_and_leaves_no_shutdown_task() -> None:
     server, force = _Draining(), asyncio.Event()
-    stopping = asyncio.create_task(shut_down(server, 30.0, force))
+    stopping = asyncio.create_task(shut_down(server.shutdown, 30.0, force))
     async with asyncio.timeout(WAIT):
         await server.draining.wait()
         force.set()  # the second SIGTERM
@@ -57,10 +57,12 @@ async def test_second_signal_aborts_and_leaves_no_shutdown_task() -> None:
 
 
 async def test_graceful_shutdown_ends_without_force() -> None:
-    class Prompt:
-        async def shutdown(self, grace: float) -> None:
-            assert grace == 5.0
+    graces: list[float] = []
+
+    async def stop(grace: float) -> None:
+        graces.append(grace)
 
     async with asyncio.timeout(WAIT):
-        await shut_down(Prompt(), 5.0, asyncio.Event())
+        await shut_down(stop, 5.0, asyncio.Event())
+    assert graces == [5.0]
     assert _other_tasks() == set()

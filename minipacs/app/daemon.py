@@ -6,9 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from .. import __version__
 from ..config import Config
@@ -201,16 +200,14 @@ async def _serve(config: Config, storage: FilesystemStorage) -> int:
         return 1
 
 
-class Stoppable(Protocol):
-    async def shutdown(self, grace: float) -> None: ...
-
-
-async def shut_down(server: Stoppable, grace: float, force: asyncio.Event) -> None:
-    """Drain for `grace` seconds, or abort everything at once when `force` is set meanwhile.
+async def shut_down(stop: Callable[[float], Awaitable[None]], grace: float,
+                    force: asyncio.Event) -> None:
+    """`stop(grace)`: drain for `grace` seconds; when `force` is set meanwhile, `stop(0)`
+    aborts everything at once.
 
     Returns only when no shutdown task is left: a forced stop cancels the graceful one.
     """
-    graceful = asyncio.create_task(server.shutdown(grace))
+    graceful = asyncio.create_task(stop(grace))
     forced = asyncio.create_task(force.wait())
     try:
         done, _ = await asyncio.wait({graceful, forced}, return_when=asyncio.FIRST_COMPLETED)
@@ -218,7 +215,7 @@ async def shut_down(server: Stoppable, grace: float, force: asyncio.Event) -> No
             await graceful  # its exception, if any, is ours
         else:
             graceful.cancel()
-            await server.shutdown(0)
+            await stop(0)
     finally:
         for task in (graceful, forced):
             task.cancel()
@@ -254,7 +251,7 @@ async def _run_until_signal(config: Config, server: Server) -> int:
         log.warning("security.known_calling_aes_only is off: any calling AE may associate")
     try:
         await stop.wait()
-        await shut_down(server, config.limits.shutdown_grace, force)
+        await shut_down(server.shutdown, config.limits.shutdown_grace, force)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
