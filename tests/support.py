@@ -301,11 +301,14 @@ class ServeProcess:
 
     LISTENING = re.compile(r"listening on [^ ]+:(\d+)")
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, *args: str, command: Sequence[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        """`command` runs minipacs (default: this checkout's); `args` follow the config."""
+        minipacs = [sys.executable, "-m", "minipacs"] if command is None else list(command)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "minipacs", "serve", "--config", str(config)],
+            [*minipacs, "serve", "--config", str(config), *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env=minipacs_env(), text=True)
+            env=minipacs_env() if env is None else env, text=True)
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from minipacs import __version__
+from tests.support import LOOPBACK, ServeProcess, free_port, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -99,3 +100,52 @@ def test_main_returns_exit_codes_in_process(capsys: pytest.CaptureFixture[str]) 
     assert capsys.readouterr().out == f"minipacs {__version__}\n"
     assert main(["echo", "localhost", "0"]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+# --- serve --check: what serve would refuse, said before it starts -----------------------------
+
+
+@pytest.mark.parametrize(("section", "fragment"), [
+    ('database: {url: "nosuchdb://x"}', "database.url: unknown database dialect or driver"),
+    ('database: {url: "mysql://x"}', "database.url: the database driver is not installed"),
+    ("database: {url: 'sqlite:///afile/index.db'}", "database.url: "),
+    ("storage: {root: afile/store}", "storage.root: cannot create"),
+    # procfs takes no new folders, not even from root: a parent nobody may write to.
+    ("storage: {root: /proc/minipacs-test/store}", "storage.root: cannot create"),
+])
+def test_serve_check_refuses_what_serve_cannot_use(tmp_path: Path, section: str,
+                                                   fragment: str) -> None:
+    (tmp_path / "afile").write_text("a file, not a folder\n", encoding="utf-8")
+    config = tmp_path / "bad.yaml"
+    config.write_text(f"{section}\n", encoding="utf-8")
+    for args in (["--check"], []):  # serve itself says the same before it starts
+        result = run("serve", "--config", str(config), *args, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert result.stdout == ""
+        assert result.stderr.startswith("config error: ")
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert fragment in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "bad.yaml"]  # nothing made
+
+
+def test_serve_port_and_host_override_the_config(tmp_path: Path) -> None:
+    result = run("serve", "--check", "--host", "0.0.0.0", "--port", "4104", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "listen: 0.0.0.0:4104\n" in result.stdout
+    for args, fragment in ((["--port", "65536"], "argument --port: 65536 is out of range"),
+                           (["--host", "not a host"], "argument --host: 'not a host' is not")):
+        refused = run("serve", "--check", *args, cwd=tmp_path)
+        assert refused.returncode == 2
+        assert fragment in refused.stderr
+
+
+def test_serve_listens_on_the_port_given(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path)  # listen.port 0 there: --port must win
+    server = ServeProcess(config, "--port", str(port), "--host", LOOPBACK)
+    try:
+        assert server.start().port == port
+        result = run("echo", LOOPBACK, str(port), "--aec", "MINIPACS")
+        assert result.returncode == 0, result.stderr
+    finally:
+        server.stop()

@@ -6,21 +6,21 @@ from pathlib import Path
 
 import pytest
 
-from minipacs.config import CommitmentConfig, ConfigError, load_config
+from minipacs.config import CommitmentPolicy, ConfigError, load_config
 
 
-def _load(tmp_path: Path, text: str) -> CommitmentConfig:
+def _load(tmp_path: Path, text: str) -> CommitmentPolicy:
     path = tmp_path / "minipacs.yaml"
     path.write_text(text, encoding="utf-8")
     return load_config(path).commitment
 
 
 def test_defaults_and_values(tmp_path: Path) -> None:
-    assert _load(tmp_path, "ae_title: PACS\n") == CommitmentConfig()
-    assert not CommitmentConfig().same_association  # off unless asked for
+    assert _load(tmp_path, "ae_title: PACS\n") == CommitmentPolicy()
+    assert not CommitmentPolicy().same_association  # off unless asked for
     assert _load(tmp_path, "commitment:\n  same_association: true\n  retry_delay: 1\n"
                            "  max_retry_delay: 2.5\n  max_attempts: 3\n  give_up_after: 0\n"
-                           "  timeout: 4\n") == CommitmentConfig(True, 1.0, 2.5, 3, 0.0, 4.0)
+                           "  timeout: 4\n") == CommitmentPolicy(True, 1.0, 2.5, 3, 0.0, 4.0)
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -9,12 +9,17 @@ from pathlib import Path
 import pytest
 
 from minipacs.config import (
+    CommitmentPolicy,
     Config,
     ConfigError,
+    ConnectPolicy,
     PeerConfig,
+    RetrievePolicy,
+    ServerLimits,
     check_ae_title,
     load_config,
 )
+from minipacs.ports import DuplicatePolicy
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -158,13 +163,31 @@ def test_empty_file_and_empty_sections_take_defaults(tmp_path: Path) -> None:
 
 def test_retrieve_defaults_and_values(tmp_path: Path) -> None:
     default = load_config(write(tmp_path, "")).retrieve
-    assert (default.max_associations_per_peer, default.connect_timeout, default.timeout,
+    assert (default.connect.max_per_peer, default.connect.connect_timeout, default.timeout,
             default.patient_issuers) == (2, 10.0, 60.0, "all")
     assert load_config(REPO / "config" / "minipacs.yaml").retrieve == default
     text = "retrieve: {patient_issuers: refuse, max_associations_per_peer: 5, timeout: 1.5}"
     custom = load_config(write(tmp_path, text)).retrieve
-    assert (custom.patient_issuers, custom.max_associations_per_peer, custom.timeout) == (
+    assert (custom.patient_issuers, custom.connect.max_per_peer, custom.timeout) == (
         "refuse", 5, 1.5)
+
+
+def test_policy_types_hold_the_defaults(tmp_path: Path) -> None:
+    """An omitted key takes the default of the type the server and services obey."""
+    config = load_config(write(tmp_path, ""))
+    assert config.limits == ServerLimits()
+    assert config.retrieve == RetrievePolicy()
+    assert config.retrieve.connect == ConnectPolicy()
+    assert config.commitment == CommitmentPolicy()
+    assert config.storage.duplicates is DuplicatePolicy.KEEP_FIRST
+
+
+def test_outbound_associations_follow_the_limits_section(tmp_path: Path) -> None:
+    text = ("limits: {artim_timeout: 4, max_pdu_length: 65536}\n"
+            "retrieve: {connect_timeout: 2.5, max_associations_per_peer: 3}\n")
+    connect = load_config(write(tmp_path, text)).retrieve.connect
+    assert connect == ConnectPolicy(max_per_peer=3, connect_timeout=2.5, artim_timeout=4.0,
+                                    max_pdu_length=65536)
 
 
 def test_query_max_results_defaults_to_unlimited(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import pytest
 
+from minipacs.cli.common import display_width
 from minipacs.ports import QueryLevel
 from minipacs.proto.sop import STUDY_ROOT_QR_FIND
 from minipacs.services.find_scu import (
@@ -92,6 +93,9 @@ def test_default_keys_are_the_level_keys() -> None:
     (["--level", "WORKLIST"], "invalid choice"),
     (["--root", "study", "--level", "patient"], "no PATIENT level"),
     (["--root", "worklist"], "invalid choice"),
+    # A key given twice would silently replace the first: refused, the list syntax named.
+    (["-k", "PatientName=A*", "-k", "PatientName=B*"], "-k PatientName is given twice"),
+    (["-k", "PatientID", "-k", "0010,0020=X"], "-k PatientID is given twice"),
 ])
 async def test_usage_errors_exit_2(args: list[str], fragment: str) -> None:
     result = await run_minipacs("find", LOOPBACK, "104", *args)
@@ -133,6 +137,20 @@ async def test_table_has_a_column_per_requested_key(pacs: int) -> None:
     assert sorted(row.split() for row in rows) == [["Doe^John", "20240105", "ACC1"],
                                                    ["Doe^John", "20240220", "ACC2"]]
     assert "2 matches" in err
+
+
+async def test_table_aligns_wide_characters(pacs: int) -> None:
+    """A CJK character takes two terminal columns: the next column starts at the same
+    display position on every line (UAX #11 East Asian Width)."""
+    code, lines, err = await find(pacs, "-k", "PatientName", "-k", "PatientID",
+                                  "-k", "StudyDate")
+    assert code == 0, err
+    assert any("山田" in line for line in lines)
+    starts = {display_width(line[:line.index("P", line.index("  "))]) for line in lines
+              if not set(line) <= {"-", " "}}
+    assert len(starts) == 1, lines  # where PatientID (header) and each PID-... value start
+    rule = lines[1].split("  ")
+    assert len(rule[0]) == max(display_width(line[:line.index("  ")]) for line in lines)
 
 
 async def test_json_lines_carry_every_character(pacs: int) -> None:

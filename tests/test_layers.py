@@ -29,7 +29,7 @@ ALLOWED_LAYERS: dict[str, set[str]] = {
     "web": {"web", "services", "ports", "proto", "root"},
     "storage": {"storage", "ports", "root"},
     "migrations": {"migrations", "index", "ports", "root"},
-    "config": {"config", "root"},
+    "config": {"config", "ports", "root"},  # the policy types it builds
     "app": _EVERY_LAYER | {"app", "migrations"},  # the composition root
     "cli": {"cli", "app", "config", "root"},
     "main": {"main", "cli", "root"},
@@ -85,8 +85,6 @@ def layer_of(module: str) -> str:
         return "ports"
     if parts[1] == "__main__":
         return "main"
-    if parts[1].startswith("cli_"):  # cli_<topic>.py: commands split out of cli.py
-        return "cli"
     return parts[1]
 
 
@@ -136,7 +134,7 @@ def find_violations(root: Path) -> list[str]:
             continue
         if layer not in LOGGING_CONFIGURERS:
             for line in logging_config_calls(path):
-                problems.append(f"{where}:{line}: configures logging (only cli.py may)")
+                problems.append(f"{where}:{line}: configures logging (only minipacs.cli may)")
         for imp in iter_imports(path, root):
             top = imp.target.split(".")[0]
             at = f"{where}:{imp.line}: {layer} imports {imp.target}"
@@ -159,10 +157,64 @@ def find_violations(root: Path) -> list[str]:
     return problems
 
 
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Module → the minipacs modules it imports (packages by their ``__init__``)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted((root / PACKAGE).rglob("*.py")):
+        targets = graph.setdefault(module_name(path, root), set())
+        for imp in iter_imports(path, root):
+            if imp.target.split(".")[0] == PACKAGE:
+                target = imp.target
+                while "." in target and not is_module(target, root):  # `from m import name`
+                    target = target.rpartition(".")[0]
+                targets.add(target)
+    return graph
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every group of modules that import each other, directly or around a loop (Tarjan)."""
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+    for start in sorted(graph):
+        if start in order:
+            continue
+        # Iterative depth-first search: (module, its successors still to visit).
+        work = [(start, iter(sorted(graph.get(start, ()))))]
+        order[start] = low[start] = len(order)
+        stack.append(start)
+        while work:
+            node, successors = work[-1]
+            step = next(successors, None)
+            if step is not None:
+                if step not in order:
+                    order[step] = low[step] = len(order)
+                    stack.append(step)
+                    work.append((step, iter(sorted(graph.get(step, ())))))
+                elif step in stack:
+                    low[node] = min(low[node], order[step])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == order[node]:
+                group = stack[stack.index(node):]
+                del stack[stack.index(node):]
+                if len(group) > 1 or node in graph.get(node, ()):
+                    cycles.append(sorted(group))
+    return cycles
+
+
 def test_minipacs_respects_the_import_direction() -> None:
     modules = {module_name(p, REPO) for p in (REPO / PACKAGE).rglob("*.py")}
     assert {"minipacs", "minipacs.config", "minipacs.cli", "minipacs.__main__"} <= modules
     assert find_violations(REPO) == []
+
+
+def test_no_import_cycles() -> None:
+    """Lazy (function-level) and type-only imports count: a cycle is a cycle."""
+    assert find_cycles(import_graph(REPO)) == []
 
 
 # --- the checker itself: it must catch what it claims to catch ---------------------------
@@ -240,6 +292,20 @@ def test_checker_catches(tmp_path: Path, name: str, source: str, expected: str) 
     except ValueError as exc:  # an impossible relative import is reported by raising
         problems = [str(exc)]
     assert any(expected in p for p in problems), problems
+
+
+def test_cycle_finder_catches_direct_and_roundabout_cycles(tmp_path: Path) -> None:
+    root = make_tree(tmp_path, {
+        "cli/__init__.py": "def main():\n    from minipacs.cli import retrieve\n",
+        "cli/retrieve.py": "from minipacs.cli import main\n",
+        "a.py": "from minipacs.b import x\n",
+        "b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from minipacs import c\n",
+        "c.py": "import minipacs.a\n",
+        "d.py": "from minipacs.cli import main\nfrom minipacs import a\n",
+    })
+    assert sorted(find_cycles(import_graph(root))) == [
+        ["minipacs.a", "minipacs.b", "minipacs.c"], ["minipacs.cli", "minipacs.cli.retrieve"]]
+    assert find_cycles(import_graph(make_tree(tmp_path / "clean", CLEAN))) == []
 
 
 def test_relative_imports_resolve_from_packages_and_modules(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from minipacs.cli import main
-from minipacs.cli_retrieve import _RetrieveDisplay
+from minipacs.cli.retrieve import _RetrieveDisplay
 from minipacs.config import Config
 from minipacs.ports import FileMeta
 from minipacs.proto.negotiation import MAX_PRESENTATION_CONTEXTS
@@ -147,6 +147,8 @@ def test_progress_line_only_on_a_terminal() -> None:
      "SeriesInstanceUID="),
     (["move", LOOPBACK, "70000", "--dest", "X", "-k", "StudyInstanceUID=1"], "out of range"),
     (["move", LOOPBACK, "104", "--dest", "X", "-k", "NoSuchKey=1"], "unknown attribute"),
+    (["move", LOOPBACK, "104", "--dest", "X", "-k", "StudyInstanceUID=1",
+      "-k", "StudyInstanceUID=2"], "-k StudyInstanceUID is given twice"),
     (["move", LOOPBACK, "104", "--dest", "X" * 17, "-k", "StudyInstanceUID=1"], "16"),
     (["move", LOOPBACK, "104", "--dest", "X", "--level", "patient", "-k", "PatientID=1"],
      "no PATIENT level"),

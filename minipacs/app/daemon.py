@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import __version__
@@ -17,14 +19,9 @@ from ..index.engine import make_engine
 from ..index.migrate import upgrade
 from ..index.mpps import SqlMppsIndex
 from ..index.worklist import SqlWorklist
-from ..net.peers import ConnectPolicy, NetPeers, PeerAddress
-from ..net.server import Server, ServerLimits
-from ..ports import (
-    NO_METRICS,
-    DuplicatePolicy,
-    Metrics,
-    Storage,
-)
+from ..net.peers import NetPeers, PeerAddress
+from ..net.server import Server
+from ..ports import NO_METRICS, Metrics, Storage
 from ..proto.dimse import CommandField
 from ..proto.negotiation import AcceptorPolicy, default_supported
 from ..proto.sop import (
@@ -40,7 +37,7 @@ from ..proto.sop import (
     STORAGE_SOP_CLASSES,
     VERIFICATION,
 )
-from ..services.commitment import CommitmentPolicy, CommitmentService
+from ..services.commitment import CommitmentService
 from ..services.dispatcher import Dispatcher
 from ..services.echo import handle_echo
 from ..services.find import EXTENDED_NEGOTIATION as FIND_EXTENDED_NEGOTIATION
@@ -95,32 +92,50 @@ def build_storage(config: Config) -> FilesystemStorage:
 
 def build_peers(config: Config) -> NetPeers:
     """The configured peers as C-MOVE destinations, with the outbound policy."""
-    retrieve = config.retrieve
     return NetPeers(
         config.ae_title,
         {title: PeerAddress(peer.host, peer.port) for title, peer in config.peers.items()},
-        ConnectPolicy(max_per_peer=retrieve.max_associations_per_peer,
-                      connect_timeout=retrieve.connect_timeout,
-                      artim_timeout=config.limits.artim_timeout,
-                      max_pdu_length=config.limits.max_pdu_length),
+        config.retrieve.connect,
     )
 
 
-def build_commitment(config: Config, storage: Storage, index: SqlIndex) -> CommitmentService:
+def build_commitment(config: Config, storage: Storage, index: SqlIndex,
+                     peers: NetPeers) -> CommitmentService:
     """The Storage Commitment SCP (PS3.4 Annex J) and its report worker (not started)."""
-    settings = config.commitment
     return CommitmentService(
-        SqlCommitmentIndex(index.engine), storage, build_peers(config),
+        SqlCommitmentIndex(index.engine), storage, peers,
         ae_title=config.ae_title, storage_classes=storage_classes(config),
-        policy=CommitmentPolicy(
-            same_association=settings.same_association, retry_delay=settings.retry_delay,
-            max_retry_delay=settings.max_retry_delay, max_attempts=settings.max_attempts,
-            give_up_after=settings.give_up_after, timeout=settings.timeout))
+        policy=config.commitment)
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What answers DIMSE requests, built once per server from the configuration."""
+
+    peers: NetPeers  # one per server: C-MOVE and commitment reports share its per-peer slots
+    retrieve: RetrieveService
+    commitment: CommitmentService
+    dispatcher: Dispatcher
+
+
+def build_services(config: Config, storage: Storage, index: SqlIndex,
+                   metrics: Metrics = NO_METRICS) -> Services:
+    """The services of one server, on one set of outbound peers (retrieve.connect)."""
+    peers = build_peers(config)
+    retrieve = RetrieveService(index, storage, peers, ae_title=config.ae_title,
+                               patient_issuers=config.retrieve.patient_issuers,
+                               timeout=config.retrieve.timeout,
+                               strict_hierarchy=config.query.strict_hierarchy,
+                               max_inflated=config.limits.max_inflated_mb << 20)
+    commitment = build_commitment(config, storage, index, peers)
+    return Services(peers, retrieve, commitment,
+                    build_dispatcher(config, storage, index, retrieve, commitment, metrics))
 
 
 def build_dispatcher(config: Config, storage: Storage, index: SqlIndex,
-                     commitment: CommitmentService | None = None,
+                     retrieve: RetrieveService, commitment: CommitmentService,
                      metrics: Metrics = NO_METRICS) -> Dispatcher:
+    """Each DIMSE command and SOP class routed to its service."""
     dispatcher = Dispatcher(metrics)
     dispatcher.register(CommandField.C_ECHO_RQ, [VERIFICATION], handle_echo)
     dispatcher.register(CommandField.C_STORE_RQ, storage_classes(config),
@@ -130,16 +145,9 @@ def build_dispatcher(config: Config, storage: Storage, index: SqlIndex,
                         FindService(index, ae_title=config.ae_title,
                                     max_results=config.query.max_results,
                                     strict_hierarchy=config.query.strict_hierarchy))
-    retrieve = RetrieveService(index, storage, build_peers(config), ae_title=config.ae_title,
-                               patient_issuers=config.retrieve.patient_issuers,
-                               timeout=config.retrieve.timeout,
-                               strict_hierarchy=config.query.strict_hierarchy,
-                               max_inflated=config.limits.max_inflated_mb << 20)
     dispatcher.register(CommandField.C_GET_RQ, QR_GET_SOP_CLASSES, retrieve.get)
     dispatcher.register(CommandField.C_MOVE_RQ, QR_MOVE_SOP_CLASSES, retrieve.move)
-    if commitment is not None:
-        dispatcher.register(CommandField.N_ACTION_RQ, [STORAGE_COMMITMENT_PUSH],
-                            commitment.handle)
+    dispatcher.register(CommandField.N_ACTION_RQ, [STORAGE_COMMITMENT_PUSH], commitment.handle)
     worklist = SqlWorklist(index.engine)
     dispatcher.register(CommandField.C_FIND_RQ, [MODALITY_WORKLIST_FIND],
                         WorklistService(worklist))
@@ -185,22 +193,14 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
     if storage is None:
         storage = await asyncio.to_thread(prepare, config)
     engine = make_engine(config.database.url)
-    index = SqlIndex(engine, duplicate_policy=DuplicatePolicy(config.storage.duplicates))
+    index = SqlIndex(engine, duplicate_policy=config.storage.duplicates)
     await index.start()
-    commitment = build_commitment(config, storage, index)
-    limits = config.limits
     metrics = build_metrics(config)
-    server = DaemonServer(
-        build_policy(config),
-        build_dispatcher(config, storage, index, commitment, metrics),
-        ServerLimits(max_associations=limits.max_associations,
-                     artim_timeout=limits.artim_timeout, idle_timeout=limits.idle_timeout,
-                     association_timeout=limits.association_timeout),
-        metrics,
-    )
+    services = build_services(config, storage, index, metrics)
+    server = DaemonServer(build_policy(config), services.dispatcher, config.limits, metrics)
     http = server.http = build_http_server(
         config, storage, index, storage_classes=storage_classes(config), metrics=metrics)
-    await commitment.start()  # reloads the reports still owed (PS3.4 J.3.3)
+    await services.commitment.start()  # reloads the reports still owed (PS3.4 J.3.3)
     try:
         await server.start(config.listen.host, config.listen.port)
         if http is not None:
@@ -210,7 +210,7 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
         if http is not None:
             await http.shutdown(0)
         await server.shutdown(0)
-        await commitment.aclose()
+        await services.commitment.aclose()
         await index.aclose()
         engine.dispose()
 
@@ -225,16 +225,38 @@ async def _serve(config: Config, storage: FilesystemStorage) -> int:
         return 1
 
 
-async def _shutdown_both(server: Server, http: HttpServer | None, grace: float) -> None:
+async def shut_down(stop: Callable[[float], Awaitable[None]], grace: float,
+                    force: asyncio.Event) -> None:
+    """`stop(grace)`: drain for `grace` seconds; when `force` is set meanwhile, `stop(0)`
+    aborts everything at once.
+
+    Returns only when no shutdown task is left: a forced stop cancels the graceful one.
+    """
+    graceful = asyncio.create_task(stop(grace))
+    forced = asyncio.create_task(force.wait())
+    try:
+        done, _ = await asyncio.wait({graceful, forced}, return_when=asyncio.FIRST_COMPLETED)
+        if graceful in done:
+            await graceful  # its exception, if any, is ours
+        else:
+            graceful.cancel()
+            await stop(0)
+    finally:
+        for task in (graceful, forced):
+            task.cancel()
+        # Each has ended or been cancelled: collect them, so none outlives the shutdown.
+        await asyncio.gather(graceful, forced, return_exceptions=True)
+
+
+async def _shutdown_both(server: DaemonServer, grace: float) -> None:
     """The DIMSE and HTTP listeners stop together, each within `grace` seconds."""
-    if http is None:
+    if server.http is None:
         await server.shutdown(grace)
     else:
-        await asyncio.gather(server.shutdown(grace), http.shutdown(grace))
+        await asyncio.gather(server.shutdown(grace), server.http.shutdown(grace))
 
 
 async def _run_until_signal(config: Config, server: DaemonServer) -> int:
-    limits = config.limits
     stop = asyncio.Event()
     force = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -265,12 +287,8 @@ async def _run_until_signal(config: Config, server: DaemonServer) -> int:
         log.warning("security.known_calling_aes_only is off: any calling AE may associate")
     try:
         await stop.wait()
-        shutdown = asyncio.create_task(_shutdown_both(server, http, limits.shutdown_grace))
-        forced = asyncio.create_task(force.wait())
-        await asyncio.wait({shutdown, forced}, return_when=asyncio.FIRST_COMPLETED)
-        if not shutdown.done():
-            await _shutdown_both(server, http, 0)
-        forced.cancel()
+        await shut_down(functools.partial(_shutdown_both, server),
+                         config.limits.shutdown_grace, force)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

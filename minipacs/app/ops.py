@@ -28,7 +28,7 @@ from ..ports import (
     StorageError,
 )
 from ..storage import FilesystemStorage, file_checksum, inventory
-from . import loop_factory
+from . import OperationFailed, UsageError, loop_factory
 from .daemon import build_storage
 
 if TYPE_CHECKING:
@@ -46,11 +46,11 @@ RowCounts = maintenance.RowCounts
 Deleted = maintenance.Deleted
 
 
-class OpsUsageError(Exception):
+class OpsUsageError(UsageError):
     """An operation refused as asked (exit code 2): ambiguous patient, unsupported database."""
 
 
-class OpsFailed(Exception):
+class OpsFailed(OperationFailed):
     """An operation that could not be done (exit code 1)."""
 
 
@@ -226,7 +226,7 @@ def db_rebuild(config: Config, *, backup: bool = True) -> RebuildResult:
         keys = [e.key for e in entries if inventory.is_storage_key(e.key)]
         skipped = [(e.key, "not a storage key") for e in entries
                    if not inventory.is_storage_key(e.key)]
-        policy = DuplicatePolicy(config.storage.duplicates)
+        policy = config.storage.duplicates
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             indexed, duplicates, failed = runner.run(_reindex(engine, root, keys, policy))
         return RebuildResult(backup_path, removed, len(entries), indexed, duplicates,

@@ -99,7 +99,7 @@ async def _check(config: Config, title: str, peer: PeerConfig) -> PeerCheck:
     started = time.perf_counter()
     try:
         conn = await associate(peer.host, peer.port, request,
-                               connect_timeout=config.retrieve.connect_timeout,
+                               connect_timeout=config.retrieve.connect.connect_timeout,
                                artim_timeout=limit)
     except AssociationRejectedError as exc:
         return failed(problem=f"association rejected: {describe_reject(exc.reject)}")

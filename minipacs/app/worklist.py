@@ -26,6 +26,7 @@ from ..index import maintenance
 from ..index.engine import make_engine
 from ..index.models import normalize_date
 from ..index.worklist import SqlWorklist, StepSummary
+from . import OperationFailed, UsageError
 from .ops import unmigrated_reason
 
 if TYPE_CHECKING:
@@ -47,11 +48,11 @@ _JSON_STARTS: Final = (b"{", b"[")
 _VRS: Final = frozenset(vr.value for vr in VR)  # PS3.5 Table 6.2-1
 
 
-class WorklistUsageError(Exception):
+class WorklistUsageError(UsageError):
     """A file or argument refused as given (exit code 2)."""
 
 
-class WorklistFailed(Exception):
+class WorklistFailed(OperationFailed):
     """An operation that could not be done (exit code 1)."""
 
 

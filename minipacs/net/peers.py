@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from ..ports import Channel, PeerUnreachable
+from ..ports import Channel, ConnectPolicy, PeerUnreachable
 from ..proto.negotiation import build_associate_rq
 from ..proto.pdu import RejectResult, RoleSelection
 from .client import AssociationError, AssociationRejectedError, associate
@@ -35,18 +35,6 @@ class PeerAddress:
 
     host: str
     port: int
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectPolicy:
-    """How we open outbound associations."""
-
-    max_per_peer: int = 2
-    connect_timeout: float = 10.0
-    artim_timeout: float = 30.0
-    attempts: int = 3  # tries to open one association, the first included
-    backoff: float = 0.2  # seconds before the second try, doubled each time after
-    max_pdu_length: int = 262144
 
 
 class NetPeers:

@@ -11,9 +11,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
-from ..ports import NO_METRICS, Channel, Metrics
+from ..ports import NO_METRICS, Channel, Metrics, ServerLimits
 from ..proto.association import AssociationRequested
 from ..proto.negotiation import (
     AcceptorPolicy,
@@ -29,16 +28,6 @@ log = logging.getLogger("minipacs.net")
 assoc_log = logging.getLogger("minipacs.association")
 
 Service = Callable[[Channel], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class ServerLimits:
-    """Per-server limits (see the `limits:` configuration section)."""
-
-    max_associations: int = 64
-    artim_timeout: float = 30.0
-    idle_timeout: float = 300.0
-    association_timeout: float = 0.0
 
 
 class Server:

@@ -39,6 +39,13 @@ from .normalized import (
     StoredCopy,
     WorklistIndex,
 )
+from .policy import (
+    CommitmentPolicy,
+    ConnectPolicy,
+    PatientIssuers,
+    RetrievePolicy,
+    ServerLimits,
+)
 from .query import (
     Condition,
     FindPage,
@@ -71,9 +78,11 @@ __all__ = [
     "Channel",
     "CommitmentIndex",
     "CommitmentItem",
+    "CommitmentPolicy",
     "CommitmentState",
     "CommitmentTransaction",
     "Condition",
+    "ConnectPolicy",
     "DataSetError",
     "DataStream",
     "DuplicatePolicy",
@@ -94,6 +103,7 @@ __all__ = [
     "NoMetrics",
     "Operation",
     "OutOfResources",
+    "PatientIssuers",
     "PeerUnreachable",
     "Peers",
     "Permissions",
@@ -103,6 +113,8 @@ __all__ = [
     "Reply",
     "Request",
     "RetrieveIndex",
+    "RetrievePolicy",
+    "ServerLimits",
     "Spool",
     "Storage",
     "StorageError",

@@ -17,7 +17,6 @@ import hashlib
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -28,6 +27,7 @@ from ..ports import (
     Channel,
     CommitmentIndex,
     CommitmentItem,
+    CommitmentPolicy,
     CommitmentState,
     CommitmentTransaction,
     Peers,
@@ -98,18 +98,6 @@ REASON_TEXT: Final[Mapping[int, str]] = {
     FailureReason.DUPLICATE_TRANSACTION_UID: "duplicate transaction UID",
     FailureReason.RESOURCE_LIMITATION: "resource limitation",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class CommitmentPolicy:
-    """Delivery of reports (the `commitment:` configuration section)."""
-
-    same_association: bool = False
-    retry_delay: float = 10.0
-    max_retry_delay: float = 600.0
-    max_attempts: int = 20
-    give_up_after: float = 86400.0  # seconds since the request; 0: no time limit
-    timeout: float = 30.0
 
 
 class ActionError(Exception):

@@ -26,11 +26,13 @@ from ..ports import (
     Channel,
     FindQuery,
     InstanceLocation,
+    PatientIssuers,
     Peers,
     PeerUnreachable,
     QueryLevel,
     Request,
     RetrieveIndex,
+    RetrievePolicy,
     Storage,
     StorageError,
 )
@@ -60,9 +62,9 @@ log = logging.getLogger("minipacs.retrieve")
 
 PAGE_SIZE: Final = 100  # instances asked of the index at a time: memory stays flat
 PENDING_INTERVAL: Final = 0.1  # seconds between pending responses, at most one per interval
-SUBOP_TIMEOUT: Final = 60.0  # seconds without progress on one C-STORE sub-operation
+SUBOP_TIMEOUT: Final = RetrievePolicy().timeout  # without progress on one C-STORE
 MAX_COUNT: Final = 1 << 40  # "no cap" when counting the instances to send
-ISSUER_RULES: Final = ("all", "refuse")  # retrieve.patient_issuers
+ISSUER_RULES: Final = tuple(PatientIssuers)  # retrieve.patient_issuers
 TAG_FAILED_SOP_INSTANCE_UID_LIST: Final = 0x00080058
 MAX_SHORT_VALUE: Final = 0xFFFE  # explicit VR UI: a 16-bit, even value length (PS3.5 7.1.2)
 
@@ -203,7 +205,8 @@ class RetrieveService:
     """C-GET and C-MOVE handlers (`get`, `move`); one instance serves every association."""
 
     def __init__(self, index: RetrieveIndex, storage: Storage, peers: Peers, *,
-                 ae_title: str, patient_issuers: str = "all", page_size: int = PAGE_SIZE,
+                 ae_title: str, patient_issuers: str = PatientIssuers.ALL,
+                 page_size: int = PAGE_SIZE,
                  pending_interval: float = PENDING_INTERVAL,
                  timeout: float = SUBOP_TIMEOUT,
                  max_contexts: int = MAX_PRESENTATION_CONTEXTS,

@@ -70,7 +70,7 @@ __all__ = [
 NATIVE_SYNTAXES: Final = UNCOMPRESSED_TRANSFER_SYNTAXES
 # What C-MOVE proposes for every SOP class besides its stored syntaxes (one context each).
 FALLBACK_SYNTAXES: Final = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
-CODECS_HINT: Final = "install minipacs[codecs] (pylibjpeg, its libjpeg/openjpeg/rle plugins)"
+CODECS_HINT: Final = "reinstall minipacs (it depends on pylibjpeg and its plugins)"
 # Largest inflated Deflated data set we convert; PS3.5 §8.1.1 caps a value at 2^32-2 bytes.
 MAX_INFLATED: Final = 1 << 32
 # JPEG processes that are lossy by construction (DCT): decoding them never undoes the loss.

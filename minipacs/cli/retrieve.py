@@ -1,34 +1,33 @@
-"""Command line of retrieval: `minipacs peers check`, `minipacs move`, `minipacs get`.
-
-Part of the command line (cli.py builds the parser and calls `add_commands`); exit codes as
-there: 0 success, 1 the operation failed, 2 usage or configuration error, 130 interrupted.
-"""
+"""`minipacs peers check`, `move` and `get`: reaching configured peers, C-MOVE and C-GET."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
-from minipacs.cli import (
+from minipacs.config import Config
+
+from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
-    FIND_LEVELS,
-    FIND_ROOTS,
-    PROGRESS_INTERVAL,
-    _ae_title,
-    _find_key,
-    _port,
-    _setup_logging,
+    Commands,
+    ProgressLine,
     add_association_options,
+    add_config_option,
+    add_key_option,
+    add_peer_arguments,
+    add_query_options,
+    ae_title,
+    repeated_key,
+    run_configured,
+    setup_logging,
+    table,
 )
-from minipacs.config import ConfigError, load_config
 
 if TYPE_CHECKING:
     from minipacs.app.retrieve_scu import PeerCheck, RetrieveOutcome, RetrieveProgress
@@ -37,7 +36,7 @@ DEFAULT_RETRIEVE_TIMEOUT: Final = 60.0
 MAX_FAILED_SHOWN: Final = 5  # Failed SOP Instance UIDs printed in the summary line
 MEGABYTE: Final = 1e6
 
-Commands = argparse._SubParsersAction  # type: ignore[type-arg]
+__all__ = ["add_commands"]
 
 
 def add_commands(commands: Commands) -> None:
@@ -49,8 +48,7 @@ def add_commands(commands: Commands) -> None:
         description="C-ECHO each configured peer (or AE only) as C-MOVE would reach it: our "
                     "AE title, retrieve.connect_timeout, one attempt.")
     check.add_argument("ae", metavar="AE", nargs="?", help="check only this configured peer")
-    check.add_argument("--config", metavar="FILE",
-                       help="YAML configuration (default: embedded defaults)")
+    add_config_option(check)
     check.add_argument("--json", action="store_true", help="print one JSON object per peer")
     check.set_defaults(handler=_cmd_peers_check)
 
@@ -58,7 +56,7 @@ def add_commands(commands: Commands) -> None:
         "move", help="ask a peer to send instances to an AE with C-MOVE",
         description="C-MOVE: the peer sends the selected instances to --dest (an AE it knows).")
     _retrieve_arguments(move)
-    move.add_argument("--dest", required=True, type=_ae_title, metavar="AE",
+    move.add_argument("--dest", required=True, type=ae_title, metavar="AE",
                       help="the Move Destination: an AE title the peer has configured")
     move.set_defaults(handler=_cmd_move)
 
@@ -77,20 +75,14 @@ def add_commands(commands: Commands) -> None:
 
 
 def _retrieve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("host", metavar="HOST", help="peer host name or address")
-    parser.add_argument("port", metavar="PORT", type=_port, help="peer TCP port")
-    parser.add_argument(
-        "-k", "--key", dest="keys", action="append", type=_find_key, default=[],
-        metavar="KEY=VALUE",
-        help="a unique key as keyword or gggg,eeee, e.g. StudyInstanceUID=1.2.3 (repeatable; "
-             "backslash separates a list of UIDs)",
-    )  # fmt: skip
-    parser.add_argument("--level", type=str.upper, choices=FIND_LEVELS, default="STUDY",
-                        help="Query/Retrieve Level (default STUDY)")
-    parser.add_argument("--root", choices=FIND_ROOTS, default="study",
-                        help="information model: patient or study root (default study)")
+    add_peer_arguments(parser)
+    add_key_option(
+        parser, metavar="KEY=VALUE",
+        help="a unique key as keyword or gggg,eeee, e.g. StudyInstanceUID=1.2.3 (repeatable, "
+             "each key once; a backslash separates a list of UIDs)")  # fmt: skip
+    add_query_options(parser)
     add_association_options(
-        parser, timeout=DEFAULT_RETRIEVE_TIMEOUT,
+        parser, timeout_default=DEFAULT_RETRIEVE_TIMEOUT,
         timeout_help="give up on a connection, or when no response or sub-operation came for "
                      "this many seconds")  # fmt: skip
 
@@ -99,33 +91,26 @@ def _retrieve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_peers_check(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_USAGE
-    _setup_logging("WARNING")
     from minipacs.app import retrieve_scu as app
 
-    if not config.peers:
-        source = config.source or "the embedded defaults"
-        print(f"minipacs peers check: no peers configured in {source}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
+    def run(config: Config) -> int:
+        if not config.peers:
+            source = config.source or "the embedded defaults"
+            raise app.RetrieveUsageError(f"no peers configured in {source}")
         results = app.peers_check(config, args.ae)
-    except app.RetrieveUsageError as exc:
-        print(f"minipacs peers check: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.json:
-        for result in results:
-            print(json.dumps({"ae_title": result.ae_title, "host": result.host,
-                              "port": result.port, "ok": result.ok,
-                              "associate_ms": _round(result.associate_ms),
-                              "echo_ms": _round(result.echo_ms), "problem": result.problem}))
-    else:
-        for line in _peer_lines(results):
-            print(line)
-    return EXIT_OK if all(result.ok for result in results) else EXIT_FAILED
+        if args.json:
+            for result in results:
+                print(json.dumps({"ae_title": result.ae_title, "host": result.host,
+                                  "port": result.port, "ok": result.ok,
+                                  "associate_ms": _round(result.associate_ms),
+                                  "echo_ms": _round(result.echo_ms),
+                                  "problem": result.problem}))
+        else:
+            for line in _peer_lines(results):
+                print(line)
+        return EXIT_OK if all(result.ok for result in results) else EXIT_FAILED
+
+    return run_configured("peers check", args.config, run, usage=(app.RetrieveUsageError,))
 
 
 def _round(ms: float | None) -> float | None:
@@ -133,19 +118,15 @@ def _round(ms: float | None) -> float | None:
 
 
 def _peer_lines(results: list[PeerCheck]) -> list[str]:
-    addresses = [f"{r.host}:{r.port}" for r in results]
-    ae_width = max(len(r.ae_title) for r in results)
-    address_width = max(map(len, addresses))
-    lines = []
-    for result, address in zip(results, addresses, strict=True):
+    rows = []
+    for result in results:
         if result.ok:
             outcome = (f"OK      association {result.associate_ms:.1f} ms, "
                        f"C-ECHO {result.echo_ms:.1f} ms")
         else:
             outcome = f"FAILED  {result.problem}"
-        lines.append(f"{result.ae_title.ljust(ae_width)}  {address.ljust(address_width)}  "
-                     f"{outcome}")
-    return lines
+        rows.append([result.ae_title, f"{result.host}:{result.port}", outcome])
+    return table(rows)
 
 
 # --- move and get -------------------------------------------------------------------------------
@@ -153,14 +134,14 @@ def _peer_lines(results: list[PeerCheck]) -> list[str]:
 
 def _checked_keys(args: argparse.Namespace, name: str) -> bool:
     """Set up logging; True when level, root and keys make a retrieve, else say why."""
-    _setup_logging("WARNING")
-    # pydicom warns about odd values it reads; the summary line says what matters.
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    setup_logging("WARNING", quiet_pydicom=True)
     from minipacs.app import retrieve_scu as app
     from minipacs.app import scu
 
     try:
         scu.check_level(args.root, args.level)
+        if (problem := repeated_key(args.keys)) is not None:
+            raise ValueError(problem)
         app.check_keys(args.level, args.keys)
     except ValueError as exc:
         print(f"minipacs {name}: error: {exc}", file=sys.stderr)
@@ -248,35 +229,17 @@ def _summary_line(outcome: RetrieveOutcome, where: str, out: Path | None) -> str
     return line
 
 
-class _RetrieveDisplay:
+class _RetrieveDisplay(ProgressLine):
     """On a terminal, one progress line redrawn from the pending responses; else nothing."""
 
     def __init__(self, stream: TextIO, service: str) -> None:
-        self.stream = stream
+        super().__init__(stream)
         self.service = service
-        self.tty = stream.isatty()
-        self._drawn = False
-        self._last = 0.0
 
     def __call__(self, progress: RetrieveProgress) -> None:
-        now = time.monotonic()
-        if not self.tty or (self._drawn and now - self._last < PROGRESS_INTERVAL):
+        if not self.due():
             return
-        self._last = now
         text = _counts(progress) or "waiting for the first response"
         if progress.files:
             text += f"; {progress.files} file(s), {progress.bytes_written / MEGABYTE:.1f} MB"
-        self.stream.write(f"\r\x1b[K{self.service}: {text}")
-        self.stream.flush()
-        self._drawn = True
-
-    def notice(self, message: str) -> None:
-        self.clear()
-        print(message, file=self.stream, flush=True)
-
-    def clear(self) -> None:
-        if self._drawn:
-            self.stream.write("\r\x1b[K")  # carriage return, erase to the end of the line
-            self.stream.flush()
-            self._drawn = False
-
+        self.draw(f"{self.service}: {text}")

@@ -1,30 +1,26 @@
 """`minipacs worklist add|list|remove`: the Modality Worklist's scheduled procedure steps.
 
-Exit codes as for every command: 0 success, 1 the operation failed (no index database, an
-unknown step ID: nothing removed), 2 usage or configuration error (a bad file: nothing
-added).
+Exit codes: 0 success, 1 the operation failed (no index database, an unknown step ID:
+nothing removed), 2 usage or configuration error (a bad file: nothing added).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from minipacs.config import Config, ConfigError, load_config
+from minipacs.config import Config
+
+from .common import EXIT_OK, Commands, add_config_option, run_configured, table
 
 if TYPE_CHECKING:
     from minipacs.app.worklist import StepSummary
 
 __all__ = ["add_commands"]
 
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
 _COLUMNS: Final = ("ID", "DATE", "TIME", "MODALITY", "STATION", "PATIENT", "ACCESSION",
                    "STATUS")
 
@@ -39,7 +35,7 @@ def _step_id(text: str) -> int:
     return value
 
 
-def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(commands: Commands) -> None:
     """Add `worklist add|list|remove` to the `minipacs` parser."""
     worklist = commands.add_parser(
         "worklist", help="Modality Worklist: add, list and remove scheduled procedure steps")
@@ -55,28 +51,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     remove = actions.add_parser("remove", help="remove steps by the ID `worklist list` shows")
     remove.add_argument("ids", metavar="ID", nargs="+", type=_step_id, help="a step ID")
     remove.set_defaults(handler=_cmd_remove)
-    for parser in (add, listing, remove):
-        parser.add_argument("--config", metavar="FILE",
-                            help="YAML configuration (default: embedded defaults)")
-
-
-def _run(args: argparse.Namespace, name: str, operation: Callable[[Config], int]) -> int:
-    """Load the configuration, run `operation`, turn its errors into one line and a code."""
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_USAGE
-    from minipacs.app import worklist as app
-
-    try:
-        return operation(config)
-    except app.WorklistUsageError as exc:
-        print(f"minipacs worklist {name}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except app.WorklistFailed as exc:
-        print(f"minipacs worklist {name}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    add_config_option(add, listing, remove)
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
@@ -89,7 +64,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
             print(f"{added.path}: added {len(added.ids)} {noun} (ID {ids})")
         return EXIT_OK
 
-    return _run(args, "add", run)
+    return run_configured("worklist add", args.config, run)
 
 
 def _row(step: StepSummary) -> tuple[str, ...]:
@@ -107,14 +82,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
             for step in steps:
                 print(json.dumps(asdict(step), ensure_ascii=False))
             return EXIT_OK
-        rows = [_COLUMNS, *(_row(step) for step in steps)]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-        for row in rows:
-            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths,
-                                                                      strict=True)).rstrip())
+        for line in table([_COLUMNS, *(_row(step) for step in steps)]):
+            print(line)
         return EXIT_OK
 
-    return _run(args, "list", run)
+    return run_configured("worklist list", args.config, run)
 
 
 def _cmd_remove(args: argparse.Namespace) -> int:
@@ -125,4 +97,4 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         print(f"removed {removed} step{'' if removed == 1 else 's'}")
         return EXIT_OK
 
-    return _run(args, "remove", run)
+    return run_configured("worklist remove", args.config, run)
