@@ -48,6 +48,19 @@ MAX_REPLY_DATASET: Final = 16 << 20
 _END: Final = object()
 
 
+class PeerAborted(AssociationClosed):
+    """The peer aborted the association (A-ABORT, or it closed the connection).
+
+    `early` when it did so before sending us any DIMSE message: right after accepting the
+    association or on our first request, which is how some peers refuse a calling AE title
+    they do not know (instead of an A-ASSOCIATE-RJ).
+    """
+
+    def __init__(self, detail: str, *, early: bool) -> None:
+        super().__init__(detail)
+        self.early = early
+
+
 class _Stream:
     """The `DataStream` of one request: fragments handed over by the reader task."""
 
@@ -141,6 +154,7 @@ class Connection:
         self._artim: asyncio.TimerHandle | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._release_asked = False
+        self.ended: AssociationClosed | None = None  # what every waiter was told at the end
         self._reader_task: asyncio.Task[None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -245,7 +259,7 @@ class Connection:
                         self.abort("message interrupted while its data set was being sent")
                         raise
             except LocalProtocolError as exc:
-                raise AssociationClosed(str(exc)) from None
+                raise self.ended or AssociationClosed(str(exc)) from None
             self._flush()
             if is_response(message) and category(message.status) is not StatusCategory.PENDING:
                 # The operation is over: C-CANCEL no longer applies, idleness may count again.
@@ -408,16 +422,21 @@ class Connection:
                 self._released.set_result(None)
         elif isinstance(event, Aborted):
             self.outcome = "aborted"
-            who = "we" if event.local else "peer"
-            self.detail = f"{who}: {event.detail} (source {event.source}, reason {event.reason})"
-            self._fail_all(AssociationClosed(self.detail))
+            if event.local:
+                self.detail = f"we: {event.detail}"
+                self._fail_all(AssociationClosed(self.detail))
+            else:
+                self.detail = f"peer: {event.detail}"
+                self._fail_all(PeerAborted(self.detail, early=self.messages == 0))
 
     # --- plumbing ---------------------------------------------------------------------------
 
     def _end_requests(self) -> None:
         self._requests.put_nowait(None)
 
-    def _fail_all(self, exc: BaseException) -> None:
+    def _fail_all(self, exc: AssociationClosed) -> None:
+        if self.ended is None:
+            self.ended = exc
         if not self._handshake.done():
             self._handshake.set_exception(exc)
             self._handshake.exception()  # mark retrieved: nobody may be waiting

@@ -33,6 +33,7 @@ from .pdu import (
     ContextResult,
     PDataTF,
     Pdu,
+    describe_abort,
 )
 from .pdu_codec import PduError, PduFramer, encode_pdata, encode_pdu
 
@@ -386,10 +387,11 @@ class Association:
             self.artim_running = True
         elif action is A.AA_3:
             assert isinstance(pdu, AAbort)
-            self._events.append(Aborted(pdu.source, pdu.reason, False, "A-ABORT from peer"))
+            self._events.append(Aborted(pdu.source, pdu.reason, False,
+                                        f"A-ABORT {describe_abort(pdu.source, pdu.reason)}"))
         elif action is A.AA_4:
             self._events.append(Aborted(AbortSource.SERVICE_PROVIDER, AbortReason.NOT_SPECIFIED,
-                                        False, "connection closed by peer"))
+                                        False, "connection closed"))
         elif action is A.AA_6:
             pass
         elif action is A.AA_7:

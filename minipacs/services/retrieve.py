@@ -47,7 +47,7 @@ from .identifier import MAX_IDENTIFIER_BYTES, decode_identifier
 from .matching import IdentifierError, describe_tag
 from .retrieve_keys import RETRIEVE_MODELS, RetrieveSelection, parse_retrieve_identifier
 from .retrieve_routes import Key, MovePlan, Route, no_route_reason, plan_move, route
-from .store_scu import CHUNK_SIZE, ChunkReader, store_instance
+from .store_sender import CHUNK_SIZE, ChunkReader, store_instance
 from .transcode import TranscodeError, convert
 
 __all__ = [

@@ -26,7 +26,7 @@ from pydicom.uid import (
     MRImageStorage,
 )
 
-from minipacs.net.client import associate
+from minipacs.net.client import association
 from minipacs.net.server import Server
 from minipacs.proto.dimse import CStoreRQ
 from minipacs.proto.negotiation import build_associate_rq
@@ -94,11 +94,10 @@ async def populate(port: int, items: Sequence[tuple[Dataset, str]]) -> dict[str,
     """C-STORE every (data set, transfer syntax) over one association; all must succeed."""
     keys = sorted({(str(ds.SOPClassUID), ts) for ds, ts in items})
     rq = build_associate_rq("POPULATE", SERVER_AE, [(c, [t]) for c, t in keys])
-    conn = await associate(LOOPBACK, port, rq)
-    contexts = {(c.abstract_syntax, c.transfer_syntax): c.context_id
-                for c in conn.info.negotiated.contexts.values()}
     stored: dict[str, Stored] = {}
-    try:
+    async with association(LOOPBACK, port, rq, artim_timeout=5) as conn:
+        contexts = {(c.abstract_syntax, c.transfer_syntax): c.context_id
+                    for c in conn.info.negotiated.contexts.values()}
         for ds, ts in items:
             data = encode_dataset(ds, ts)
             message = CStoreRQ(message_id=conn.next_message_id(),
@@ -110,8 +109,6 @@ async def populate(port: int, items: Sequence[tuple[Dataset, str]]) -> dict[str,
             stored[str(ds.SOPInstanceUID)] = Stored(
                 str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.StudyInstanceUID),
                 str(ds.SeriesInstanceUID), ts, data)
-    finally:
-        await conn.release(5)
     return stored
 
 
