@@ -22,7 +22,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from minipacs.net.client import association
-from minipacs.net.connection import Connection
+from minipacs.net.router import Router
 from minipacs.proto.dimse import CFindRQ
 from minipacs.proto.negotiation import build_associate_rq
 from minipacs.proto.pdu import AAssociateRQ
@@ -86,16 +86,15 @@ def _request() -> AAssociateRQ:
         max_pdu_length=MAX_PDU)
 
 
-def _find_context(conn: Connection) -> tuple[int, str]:
-    assert conn.negotiated is not None
-    context = next((c for c in conn.negotiated.contexts.values()
+def _find_context(conn: Router) -> tuple[int, str]:
+    context = next((c for c in conn.info.negotiated.contexts.values()
                     if c.abstract_syntax == STUDY_ROOT_QR_FIND), None)
     if context is None:
         raise RuntimeError("the server did not accept Study Root Query/Retrieve - FIND")
     return context.context_id, context.transfer_syntax
 
 
-async def _one(conn: Connection, context_id: int, data: bytes
+async def _one(conn: Router, context_id: int, data: bytes
                ) -> tuple[float, float, int, int, bytes | None]:
     """(ms to first response, ms to final, pending count, final status, first answer)."""
     message = CFindRQ(message_id=conn.next_message_id(),

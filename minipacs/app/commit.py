@@ -116,7 +116,7 @@ async def _run(host: str, port: int, calling_ae: str, called_ae: str, timeout: f
     try:
         async with association(host, port, request, connect_timeout=timeout,
                                artim_timeout=timeout) as conn:
-            contexts = sorted(conn.negotiated.contexts) if conn.negotiated else []
+            contexts = sorted(conn.info.negotiated.contexts)
             if not contexts:
                 return CommitOutcome(1, (), f"{where}: Storage Commitment Push Model not "
                                             "accepted")

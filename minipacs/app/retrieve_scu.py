@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..config import Config, PeerConfig
 from ..net.client import association
-from ..net.connection import Connection
+from ..net.router import Router
 from ..ports import AssociationClosed, PeerUnreachable, QueryLevel, StorageError
 from ..proto.negotiation import build_associate_rq
 from ..proto.pdu import AAssociateRQ
@@ -139,7 +139,7 @@ def move(host: str, port: int, keys: Sequence[FindKey], *, level: str, root: str
     request = build_associate_rq(calling_ae, called_ae, [(sop_class, PROPOSABLE_UNCOMPRESSED)],
                                  max_pdu_length=max_pdu)
 
-    def operation(conn: Connection, cancel: asyncio.Event) -> Awaitable[RetrieveOutcome]:
+    def operation(conn: Router, cancel: asyncio.Event) -> Awaitable[RetrieveOutcome]:
         return move_scu(conn, sop_class, QueryLevel(level), keys, destination, cancel=cancel,
                         timeout=timeout, progress=progress)
 
@@ -172,7 +172,7 @@ def get(host: str, port: int, keys: Sequence[FindKey], out: Path, *, level: str,
                                  [(sop_class, PROPOSABLE_UNCOMPRESSED), *storage],
                                  max_pdu_length=max_pdu, roles=roles)
 
-    def operation(conn: Connection, cancel: asyncio.Event) -> Awaitable[RetrieveOutcome]:
+    def operation(conn: Router, cancel: asyncio.Event) -> Awaitable[RetrieveOutcome]:
         return get_scu(conn, sop_class, QueryLevel(level), keys, files, cancel=cancel,
                        timeout=timeout, progress=progress)
 
@@ -180,7 +180,7 @@ def get(host: str, port: int, keys: Sequence[FindKey], out: Path, *, level: str,
 
 
 def _run_retrieve(service: str, host: str, port: int, request: AAssociateRQ,
-                  operation: Callable[[Connection, asyncio.Event], Awaitable[RetrieveOutcome]],
+                  operation: Callable[[Router, asyncio.Event], Awaitable[RetrieveOutcome]],
                   timeout: float, notify: Notify | None) -> RetrieveOutcome:
     """Run `_retrieve` on a loop of its own (the command line's synchronous entry)."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
@@ -194,12 +194,12 @@ def _failed(service: str, error: str, *, interrupted: bool = False) -> RetrieveO
 
 
 async def _retrieve(service: str, host: str, port: int, request: AAssociateRQ,
-                    operation: Callable[[Connection, asyncio.Event], Awaitable[RetrieveOutcome]],
+                    operation: Callable[[Router, asyncio.Event], Awaitable[RetrieveOutcome]],
                     timeout: float, notify: Notify) -> RetrieveOutcome:
     """Associate, run `operation`, release (or abort after an error); Ctrl-C as documented."""
     loop = asyncio.get_running_loop()
     cancel = asyncio.Event()
-    conn: Connection | None = None
+    conn: Router | None = None
     presses = 0
 
     async def body() -> RetrieveOutcome:

@@ -25,10 +25,11 @@ from ..ports import PeerUnreachable
 from ..proto.association import AssociationAccepted, AssociationRejected
 from ..proto.negotiation import negotiated
 from ..proto.pdu import AAssociateRJ, AAssociateRQ, RejectResult, describe_reject
-from .connection import Connection, PeerAborted
+from .router import Router
+from .transport import PeerAborted, Transport
 
 __all__ = ["DEFAULT_ARTIM_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT", "AssociationRejectedError",
-           "PeerAborted", "PeerUnreachable", "association"]
+           "PeerAborted", "PeerUnreachable", "Router", "association"]
 
 log = logging.getLogger("minipacs.net")
 
@@ -60,21 +61,21 @@ async def association(
     idle_timeout: float = 0.0,
     attempts: int = 1,
     backoff: float = 0.2,
-) -> AsyncIterator[Connection]:
+) -> AsyncIterator[Router]:
     """An established association to host:port for the block; released or aborted after it.
 
     `attempts` > 1 retries opening it, `backoff` seconds after the first failure and twice
     as long each time after; a permanent rejection is never retried. A-RELEASE waits
     `artim_timeout` for its answer, then aborts.
     """
-    conn = await _establish(host, port, request, connect_timeout, artim_timeout, idle_timeout,
-                            attempts, backoff)
+    transport = await _establish(host, port, request, connect_timeout, artim_timeout,
+                                 idle_timeout, attempts, backoff)
     try:
-        yield conn
+        yield transport.channel
     except BaseException as exc:
-        conn.abort(_abort_detail(exc))
+        transport.abort(_abort_detail(exc))
         raise
-    await conn.release(artim_timeout)
+    await transport.release(artim_timeout)
 
 
 def _abort_detail(exc: BaseException) -> str:
@@ -88,7 +89,7 @@ def _abort_detail(exc: BaseException) -> str:
 
 async def _establish(host: str, port: int, request: AAssociateRQ, connect_timeout: float,
                      artim_timeout: float, idle_timeout: float, attempts: int,
-                     backoff: float) -> Connection:
+                     backoff: float) -> Transport:
     """Open the association, trying up to `attempts` times; raises PeerUnreachable."""
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
@@ -131,12 +132,12 @@ async def _open_transport(host: str, port: int, connect_timeout: float
 
 
 async def _open(host: str, port: int, request: AAssociateRQ, connect_timeout: float,
-                artim_timeout: float, idle_timeout: float) -> Connection:
+                artim_timeout: float, idle_timeout: float) -> Transport:
     """One attempt: connect, A-ASSOCIATE-RQ, the answer (PS3.8 §9.2 AE-1 to AE-4)."""
     reader, writer = await _open_transport(host, port, connect_timeout)
     max_pdu = request.user_information.max_length or 0
-    conn = Connection(reader, writer, requestor=True, max_pdu_length=max_pdu,
-                      artim_timeout=artim_timeout, idle_timeout=idle_timeout)
+    conn = Transport(reader, writer, requestor=True, max_pdu_length=max_pdu,
+                     artim_timeout=artim_timeout, idle_timeout=idle_timeout)
     conn.assoc.send(request)
     conn.start()
     try:

@@ -23,7 +23,7 @@ from ..proto.negotiation import (
 )
 from ..proto.pdu import AAssociateRJ
 from ..proto.sop import name_of
-from .connection import Connection
+from .transport import Transport
 
 log = logging.getLogger("minipacs.net")
 assoc_log = logging.getLogger("minipacs.association")
@@ -49,7 +49,7 @@ class Server:
         self.service = service
         self.limits = limits
         self._server: asyncio.Server | None = None
-        self._connections: set[Connection] = set()
+        self._connections: set[Transport] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -57,10 +57,6 @@ class Server:
         """The bound port (useful when listening on port 0)."""
         assert self._server is not None and self._server.sockets
         return int(self._server.sockets[0].getsockname()[1])
-
-    @property
-    def active(self) -> int:
-        return len(self._connections)
 
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._on_connect, host, port,
@@ -95,9 +91,9 @@ class Server:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         limits = self.limits
-        conn = Connection(reader, writer, requestor=False,
-                          max_pdu_length=self.policy.max_pdu_length,
-                          artim_timeout=limits.artim_timeout, idle_timeout=limits.idle_timeout)
+        conn = Transport(reader, writer, requestor=False,
+                         max_pdu_length=self.policy.max_pdu_length,
+                         artim_timeout=limits.artim_timeout, idle_timeout=limits.idle_timeout)
         over_limit = len(self._connections) >= limits.max_associations
         self._connections.add(conn)
         started = time.monotonic()
@@ -118,7 +114,7 @@ class Server:
                 conn.abort("closing")
             self._log_association(conn, time.monotonic() - started)
 
-    async def _run(self, conn: Connection, over_limit: bool) -> None:
+    async def _run(self, conn: Transport, over_limit: bool) -> None:
         conn.start()
         try:
             event = await conn.handshake()
@@ -140,10 +136,10 @@ class Server:
             return
         conn.respond_association(answer, negotiated(rq, answer, local_is_requestor=False))
         conn.outcome = "established"
-        await self.service(conn)
+        await self.service(conn.channel)
         await conn.finish()
 
-    def _log_association(self, conn: Connection, duration: float) -> None:
+    def _log_association(self, conn: Transport, duration: float) -> None:
         rq = conn.assoc.request
         accepted = list(conn.negotiated.contexts.values()) if conn.negotiated else []
         syntaxes = sorted({name_of(c.abstract_syntax) for c in accepted})
@@ -156,5 +152,5 @@ class Server:
             conn.peer_host, conn.peer_port,
             rq.calling_ae_title if rq else "-", rq.called_ae_title if rq else "-",
             len(accepted), proposed, ", ".join(syntaxes), duration,
-            conn.messages, conn.outcome, f" ({conn.detail})" if conn.detail else "",
+            conn.channel.messages, conn.outcome, f" ({conn.detail})" if conn.detail else "",
         )

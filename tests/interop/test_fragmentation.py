@@ -211,15 +211,14 @@ async def send_c_store(port: int, ds: Dataset, data: bytes) -> tuple[int, int]:
                             [(CTImageStorage, [IMPLICIT_VR_LITTLE_ENDIAN])])
     async with association(LOOPBACK, port, rq, connect_timeout=WAIT,
                            artim_timeout=WAIT) as conn:
-        assert conn.negotiated is not None
-        (context,) = conn.negotiated.contexts.values()
+        (context,) = conn.info.negotiated.contexts.values()
         assert context.transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN
         message = CStoreRQ(message_id=conn.next_message_id(),
                            affected_sop_class_uid=CTImageStorage,
                            affected_sop_instance_uid=ds.SOPInstanceUID)
         async with asyncio.timeout(WAIT):
             replies = [reply async for reply in conn.request(context.context_id, message, data)]
-    return replies[-1].message.status, conn.negotiated.peer_max_pdu  # type: ignore[union-attr]
+    return replies[-1].message.status, conn.info.negotiated.peer_max_pdu  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("scp_max", [SMALL_PDU, None, 131072],

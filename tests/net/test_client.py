@@ -51,8 +51,8 @@ def echo_request(called: str = SERVER_AE) -> AAssociateRQ:
 async def test_leaving_the_block_releases(assoc_log: AssociationLog) -> None:
     async with serving() as server:
         async with association(LOOPBACK, server.port, echo_request(), artim_timeout=WAIT) as conn:
-            assert conn.assoc.established
-        assert conn.outcome == "released"
+            assert conn.transport.assoc.established
+        assert conn.transport.outcome == "released"
         (line,) = await assoc_log.wait_for(1)
     assert line.endswith("result=released"), line
 
@@ -62,7 +62,7 @@ async def test_an_exception_in_the_block_aborts(assoc_log: AssociationLog) -> No
         with pytest.raises(LookupError):
             async with association(LOOPBACK, server.port, echo_request()) as conn:
                 raise LookupError("no context")
-        assert conn.outcome == "aborted"
+        assert conn.transport.outcome == "aborted"
         (line,) = await assoc_log.wait_for(1)
     assert "result=aborted (peer: A-ABORT by the service user)" in line, line
 

@@ -185,10 +185,10 @@ async def test_data_set_source_failing_mid_send_aborts_the_association(
     message = CStoreRQ(message_id=1, affected_sop_class_uid=CT_IMAGE_STORAGE,
                        affected_sop_instance_uid="1.2.3.4")
     async with association(LOOPBACK, server.port, rq, artim_timeout=5) as conn:
-        (context,) = conn.negotiated.contexts.values()
+        (context,) = conn.info.negotiated.contexts.values()
         with pytest.raises(OSError):
             async for _reply in conn.request(context.context_id, message, broken_source()):
                 pass
-        await asyncio.wait_for(conn.closed(), 5)
-    assert conn.outcome == "aborted"
+        await asyncio.wait_for(conn.transport.closed(), 5)
+    assert conn.transport.outcome == "aborted"
     assert not stored_files(tmp_path)  # the server kept nothing of the half data set
