@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Final, Protocol
 
-from ..ports import AssociationClosed, AssociationInfo, Reply, Request
+from ..ports import AssociationClosed, AssociationInfo, AssociationUsage, Reply, Request
 from ..proto.association import (
     Association,
     CommandReceived,
@@ -119,6 +119,7 @@ class Router:
     def __init__(self, transport: Link) -> None:
         self.transport = transport
         self.messages = 0  # DIMSE messages received
+        self.usage = AssociationUsage()  # what the services did with it, for the summary
         self.ended: AssociationClosed | None = None  # what every waiter was told at the end
         # Unbounded: the peer's window bounds it, and the end marker must always fit.
         self._requests: asyncio.Queue[Request | None] = asyncio.Queue()

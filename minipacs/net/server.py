@@ -21,7 +21,7 @@ from ..proto.negotiation import (
     negotiate_as_acceptor,
     negotiated,
 )
-from ..proto.pdu import AAssociateRJ
+from ..proto.pdu import AAssociateRJ, describe_reject
 from ..proto.sop import name_of
 from .transport import Transport
 
@@ -130,7 +130,7 @@ class Server:
             return
         answer = negotiate_as_acceptor(rq, self.policy)
         if isinstance(answer, AAssociateRJ):
-            conn.detail = f"result {answer.result}, source {answer.source}, reason {answer.reason}"
+            conn.detail = describe_reject(answer)
             conn.respond_association(answer)
             await conn.closed()
             return
@@ -140,17 +140,25 @@ class Server:
         await conn.finish()
 
     def _log_association(self, conn: Transport, duration: float) -> None:
+        """One INFO line per association: who, what it was used for, how it ended.
+
+        Peer-supplied strings (AE titles) are written escaped (repr): a title cannot forge a
+        line or drive the operator's terminal.
+        """
         rq = conn.assoc.request
-        accepted = list(conn.negotiated.contexts.values()) if conn.negotiated else []
-        syntaxes = sorted({name_of(c.abstract_syntax) for c in accepted})
-        if len(syntaxes) > 4:
-            syntaxes = [*syntaxes[:4], f"+{len(syntaxes) - 4} more"]
+        accepted = len(conn.negotiated.contexts) if conn.negotiated else 0
         proposed = len(rq.presentation_contexts) if rq else 0
+        usage = conn.channel.usage
+        used = ", ".join(f"{name_of(uid)} x{count}"
+                         for uid, count in usage.requests.most_common())
+        instances = usage.stored + usage.duplicates + usage.failed
+        counts = (f" stored={usage.stored} duplicates={usage.duplicates} failed={usage.failed}"
+                  if instances else "")
         assoc_log.info(
-            "association peer=%s:%d calling=%s called=%s contexts=%d/%d [%s] duration=%.3fs "
-            "messages=%d result=%s%s",
+            "association peer=%s:%d calling=%s called=%s contexts=%d/%d used=[%s]%s "
+            "duration=%.3fs messages=%d result=%s%s",
             conn.peer_host, conn.peer_port,
-            rq.calling_ae_title if rq else "-", rq.called_ae_title if rq else "-",
-            len(accepted), proposed, ", ".join(syntaxes), duration,
+            repr(rq.calling_ae_title) if rq else "-", repr(rq.called_ae_title) if rq else "-",
+            accepted, proposed, used, counts, duration,
             conn.channel.messages, conn.outcome, f" ({conn.detail})" if conn.detail else "",
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from .channel import (
     AssociationClosed,
     AssociationInfo,
+    AssociationUsage,
     Channel,
     DataStream,
     Peers,
@@ -64,6 +65,7 @@ __all__ = [
     "AddResult",
     "AssociationClosed",
     "AssociationInfo",
+    "AssociationUsage",
     "Channel",
     "CommitmentIndex",
     "CommitmentItem",

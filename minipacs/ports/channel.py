@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -64,11 +65,26 @@ class AssociationInfo:
     negotiated: Negotiated
 
 
+@dataclass(slots=True)
+class AssociationUsage:
+    """What one association was used for: its summary log line (the dispatcher counts)."""
+
+    requests: Counter[str] = field(default_factory=Counter)  # by SOP class UID
+    stored: int = 0  # C-STORE: instances kept that we did not have
+    duplicates: int = 0  # C-STORE: instances we already had, received again
+    failed: int = 0  # C-STORE: instances refused (a failure status)
+
+
 class Channel(Protocol):
     """One established association, either role, as the services use it."""
 
     @property
     def info(self) -> AssociationInfo: ...
+
+    @property
+    def usage(self) -> AssociationUsage:
+        """Counts for the association's summary line, kept by whoever serves it."""
+        ...
 
     def requests(self) -> AsyncIterator[Request]:
         """Requests from the peer, each as soon as its command set has arrived; ends at release."""

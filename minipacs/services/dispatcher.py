@@ -3,7 +3,8 @@
 A handler returns its final response; the dispatcher drains what is left of the request's
 data set, sends the response, and turns a handler's exception into a failure status for that
 operation only. Requests of one association run concurrently up to the negotiated
-asynchronous operations window (PS3.7 D.3.3.3).
+asynchronous operations window (PS3.7 D.3.3.3). It counts what the association was used for
+(`Channel.usage`, for its summary line) and logs each failed operation once, naming the peer.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..ports import AssociationClosed, Channel, Request
-from ..proto.dimse import MESSAGE_TYPES, RESPONSE_BIT, CommandField, DimseMessage
+from ..proto.dimse import MESSAGE_TYPES, RESPONSE_BIT, CommandField, CStoreRQ, DimseMessage
 from ..proto.sop import name_of
-from ..proto.status import Status
+from ..proto.status import Status, StatusCategory, category, describe
 
 log = logging.getLogger("minipacs.services")
 
@@ -31,6 +32,7 @@ class Outcome:
 
     message: DimseMessage
     dataset: bytes | None = None
+    duplicate: bool = False  # C-STORE: we already had this instance (it was received again)
 
 
 Handler = Callable[[Channel, Request], Awaitable[Outcome]]
@@ -120,13 +122,47 @@ class Dispatcher:
             except AssociationClosed:
                 return
             except Exception as exc:
-                log.exception("%s failed", type(request.message).__name__)
+                log.exception("%s from %s failed", label(request.message), peer(channel))
                 outcome = Outcome(response_for(request.message, Status.PROCESSING_FAILURE,
                                                f"internal error: {type(exc).__name__}"))
             if request.data is not None:
                 await request.data.drain()  # PS3.4 B.2.3: take the whole message, then answer
+            account(channel, request.message, outcome)
             await channel.send(request.context.context_id, outcome.message, outcome.dataset)
         except AssociationClosed:
             pass
         finally:
             slots.release()
+
+
+def label(message: DimseMessage) -> str:
+    """'C-STORE', 'N-ACTION': the operation a request asks for (PS3.7 Table E.1-1)."""
+    return CommandField(message.command_field).label.removesuffix("-RQ")
+
+
+def peer(channel: Channel) -> str:
+    """"'CALLING_AE' at host:port", for log lines (the AE title escaped: it is the peer's)."""
+    info = channel.info
+    return f"{info.calling_ae!r} at {info.peer_host}:{info.peer_port}"
+
+
+def account(channel: Channel, request: DimseMessage, outcome: Outcome) -> None:
+    """Count the operation for the association's summary; log it when it failed."""
+    usage = channel.usage
+    usage.requests[sop_class_of(request)] += 1
+    status = int(getattr(outcome.message, "status", Status.PROCESSING_FAILURE))
+    failed = category(status) is StatusCategory.FAILURE
+    if isinstance(request, CStoreRQ):
+        if failed:
+            usage.failed += 1
+        elif outcome.duplicate:
+            usage.duplicates += 1
+        else:
+            usage.stored += 1
+    if failed:
+        service = label(request)
+        instance = getattr(request, "affected_sop_instance_uid", None) \
+            or getattr(request, "requested_sop_instance_uid", None)
+        comment = getattr(outcome.message, "error_comment", None)
+        log.warning("%s%s from %s: %s%s", service, f" {instance!r}" if instance else "",
+                    peer(channel), describe(status, service), f" ({comment!r})" if comment else "")

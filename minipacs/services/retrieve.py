@@ -259,8 +259,7 @@ class RetrieveService:
         destination = message.move_destination.strip(" ")
         address = self.peers.address(destination)
         if address is None:  # PS3.4 C.4.2.1.5: A801 Move destination unknown
-            log.warning("C-MOVE from %s refused: move destination %r is not a configured "
-                        "peer", channel.info.calling_ae, destination)
+            log.debug("C-MOVE destination %r is not a configured peer", destination)
             return Outcome(response_for(message, Status.MOVE_DESTINATION_UNKNOWN,
                                         f"unknown move destination {destination[:16]!r}"))
         selection = await self._selection(request, "C-MOVE")
@@ -269,7 +268,7 @@ class RetrieveService:
         query = _instances(selection)
         run = _Run(channel, request, await self.index.count(query, cap=MAX_COUNT),
                    self.pending_interval, "C-MOVE", self.clock)
-        where = f"{destination} ({address})"
+        where = f"{destination!r} ({address})"
         if not run.tally.total:
             return self._finish(run, selection, where, started)
         await run.pending(force=True)
@@ -288,7 +287,7 @@ class RetrieveService:
                         raise _Lost(run.lost)  # abort the sub-association on the way out
             except PeerUnreachable as exc:
                 run.lost = f"{destination}: {exc}"
-                log.warning("C-MOVE from %s to %s: %s", channel.info.calling_ae, where, exc)
+                log.warning("C-MOVE from %r to %s: %s", channel.info.calling_ae, where, exc)
                 unsent = unsent.union(*(p.members for p in plans[number:]))
                 break
             except _Lost:
@@ -346,8 +345,8 @@ class RetrieveService:
                           ", ".join(describe_tag(t) for t in selection.ignored))
             await self._check_issuers(selection)
         except IdentifierError as exc:
-            log.warning("%s refused: %s %s", service, describe(exc.status, service),
-                        exc.comment)
+            # The dispatcher logs the refusal once, with the peer and the status in words.
+            log.debug("%s refused: %s %r", service, describe(exc.status, service), exc.comment)
             offending = (exc.tag,) if exc.tag is not None else None
             return Outcome(response_for(message, exc.status, exc.comment,
                                         offending_element=offending))
@@ -428,7 +427,7 @@ class RetrieveService:
         outcome = run.final()
         tally = run.tally
         status = int(outcome.message.status)  # type: ignore[union-attr]
-        log.info("%s from %s to %s, %s %s x%d: %d completed, %d failed, %d warning, "
+        log.info("%s from %r to %s, %s %s x%d: %d completed, %d failed, %d warning, "
                  "%d remaining in %.2f s: %s", run.service, run.channel.info.calling_ae,
                  where, selection.model.value, selection.level.value, selection.entities,
                  tally.completed, tally.failed, tally.warning, tally.remaining,

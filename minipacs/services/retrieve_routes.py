@@ -154,7 +154,7 @@ class GetRoutes:
             found = route((c for c in negotiated.contexts.values() if c.scp_role), *key)
             if found is None:
                 reason = _no_context_reason(negotiated, *key)
-                log.warning("C-GET from %s: cannot send %s in %s: %s", self.info.calling_ae,
+                log.warning("C-GET from %r: cannot send %s in %s: %s", self.info.calling_ae,
                             name_of(key[0]), name_of(key[1]), reason)
                 found = "no context: " + reason
             self.routes[key] = found

@@ -187,7 +187,8 @@ class StoreService:
             await self._delete_unreferenced(stored.key)
         log.debug("stored %s from %s (%d bytes, %s)", message.affected_sop_instance_uid,
                   meta.sending_ae_title, stored.size, result.outcome)
-        return Outcome(response_for(message, Status.SUCCESS))
+        return Outcome(response_for(message, Status.SUCCESS),
+                       duplicate=result.outcome is not AddOutcome.ADDED)
 
     async def _delete_unreferenced(self, key: str) -> None:
         """Remove a file no row points to; failing here must not fail a durable store."""
@@ -198,8 +199,9 @@ class StoreService:
 
     @staticmethod
     def _fail(message: CStoreRQ, status: Status, comment: str) -> Outcome:
-        log.warning("C-STORE %s refused: %s (%s)", message.affected_sop_instance_uid,
-                    status.name, comment)
+        # The dispatcher logs the refusal once, with the peer and the status in words.
+        log.debug("C-STORE %r refused: 0x%04X (%r)", message.affected_sop_instance_uid,
+                  status, comment)
         return Outcome(response_for(message, status, comment))
 
 

@@ -62,8 +62,8 @@ async def test_one_structured_log_line_per_association(
     assert len(records) == 1
     line = records[0].getMessage()
     assert re.fullmatch(
-        r"association peer=127\.0\.0\.1:\d+ calling=ECHOSCU called=ANY-SCP "
-        r"contexts=1/1 \[Verification SOP Class\] duration=\d+\.\d{3}s messages=1 "
+        r"association peer=127\.0\.0\.1:\d+ calling='ECHOSCU' called='ANY-SCP' "
+        r"contexts=1/1 used=\[Verification SOP Class x1\] duration=\d+\.\d{3}s messages=1 "
         r"result=released", line), line
 
 
@@ -105,10 +105,10 @@ async def test_association_over_the_limit_is_rejected(start_server: ServerFactor
         assert rejection == Rejection(RejectResult.TRANSIENT,
                                       RejectSource.SERVICE_PROVIDER_PRESENTATION,
                                       PRESENTATION_TEMPORARY_CONGESTION)
-    lines = sorted(await assoc_log.wait_for(2), key=lambda line: "calling=HOLDER" in line)
-    assert "calling=PYNETDICOM" in lines[0]
+    lines = sorted(await assoc_log.wait_for(2), key=lambda line: "calling='HOLDER'" in line)
+    assert "calling='PYNETDICOM'" in lines[0]
     assert lines[0].endswith("result=rejected (over the limit of 1 associations)")
-    assert "calling=HOLDER" in lines[1] and lines[1].endswith("result=released")
+    assert "calling='HOLDER'" in lines[1] and lines[1].endswith("result=released")
     await assert_echo_works(server.port)  # the slot is free again
 
 

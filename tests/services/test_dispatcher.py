@@ -9,7 +9,14 @@ from typing import Final
 
 import pytest
 
-from minipacs.ports import AssociationClosed, AssociationInfo, Channel, Reply, Request
+from minipacs.ports import (
+    AssociationClosed,
+    AssociationInfo,
+    AssociationUsage,
+    Channel,
+    Reply,
+    Request,
+)
 from minipacs.proto.dimse import (
     CEchoRQ,
     CEchoRSP,
@@ -72,6 +79,7 @@ class FakeChannel:
     sent: list[tuple[DimseMessage, bytes | None]] = field(default_factory=list)
     drained_when_sent: list[bool] = field(default_factory=list)
     closed: bool = False
+    usage: AssociationUsage = field(default_factory=AssociationUsage)
 
     @property
     def info(self) -> AssociationInfo:
