@@ -16,7 +16,14 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Final, Protocol
 
-from ..ports import AssociationClosed, AssociationInfo, AssociationUsage, Reply, Request
+from ..ports import (
+    AssociationClosed,
+    AssociationInfo,
+    AssociationUsage,
+    MessageNotEncodable,
+    Reply,
+    Request,
+)
 from ..proto.association import (
     Association,
     CommandReceived,
@@ -166,7 +173,10 @@ class Router:
         transport = self.transport
         async with transport.sending:
             try:
-                transport.queue_command(context_id, message)
+                try:
+                    transport.queue_command(context_id, message)
+                except ValueError as exc:  # nothing was queued: the association goes on
+                    raise MessageNotEncodable(str(exc)) from None
                 if isinstance(dataset, bytes | bytearray | memoryview):
                     transport.send_data(context_id, dataset, last=True)
                 elif dataset is not None:

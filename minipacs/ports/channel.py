@@ -22,6 +22,12 @@ class AssociationClosed(Exception):
     """The association ended (released, aborted or lost) while an operation still used it."""
 
 
+class MessageNotEncodable(ValueError):
+    """A message to send breaks its command set's encoding (PS3.7 §6.3.1, PS3.5 §6.2: a UI
+    value over 64 bytes, a character outside the default repertoire). Nothing was sent:
+    the association goes on."""
+
+
 class DataStream(Protocol):
     """A data set arriving fragment by fragment (PS3.7 §8.1); iterate it exactly once."""
 
@@ -92,13 +98,20 @@ class Channel(Protocol):
 
     def next_message_id(self) -> int: ...
 
+    def abort(self, detail: str = ...) -> None:
+        """A-ABORT the association (PS3.8 §7.3): when it cannot go on in good order."""
+        ...
+
     async def send(
         self,
         context_id: int,
         message: DimseMessage,
         dataset: bytes | AsyncIterable[bytes] | None = None,
     ) -> None:
-        """Send one whole message; fragments of two messages never interleave (PS3.8 Annex E)."""
+        """Send one whole message; fragments of two messages never interleave (PS3.8 Annex E).
+
+        Raises MessageNotEncodable (nothing sent) or AssociationClosed.
+        """
         ...
 
     def request(

@@ -10,12 +10,13 @@ asynchronous operations window (PS3.7 D.3.3.3). It counts what the association w
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from ..ports import AssociationClosed, Channel, Request
+from ..ports import AssociationClosed, Channel, MessageNotEncodable, Request
 from ..proto.dimse import MESSAGE_TYPES, RESPONSE_BIT, CommandField, CStoreRQ, DimseMessage
 from ..proto.sop import name_of
 from ..proto.status import Status, StatusCategory, category, describe
@@ -115,24 +116,62 @@ class Dispatcher:
 
     async def _run(self, channel: Channel, request: Request,
                    slots: asyncio.Semaphore) -> None:
+        """One operation: its handler, then its one final response, or an A-ABORT.
+
+        Whatever goes wrong while answering, the requestor is never left waiting for a
+        response that will not come: if none can be sent, the association is aborted.
+        """
         try:
-            route = self._route(request)
-            try:
-                outcome = route if isinstance(route, Outcome) else await route(channel, request)
-            except AssociationClosed:
-                return
-            except Exception as exc:
-                log.exception("%s from %s failed", label(request.message), peer(channel))
-                outcome = Outcome(response_for(request.message, Status.PROCESSING_FAILURE,
-                                               f"internal error: {type(exc).__name__}"))
+            outcome = await self._outcome(channel, request)
+            if outcome is None:
+                return  # the association ended under the handler: nobody to answer
             if request.data is not None:
                 await request.data.drain()  # PS3.4 B.2.3: take the whole message, then answer
             account(channel, request.message, outcome)
-            await channel.send(request.context.context_id, outcome.message, outcome.dataset)
+            await self._answer(channel, request, outcome)
         except AssociationClosed:
             pass
+        except Exception:
+            log.exception("%s from %s: no response can be sent; aborting the association",
+                          label(request.message), peer(channel))
+            channel.abort("no response could be sent")
         finally:
             slots.release()
+
+    async def _outcome(self, channel: Channel, request: Request) -> Outcome | None:
+        """The handler's final response; a handler's exception is 0110 for this operation."""
+        try:
+            route = self._route(request)
+            return route if isinstance(route, Outcome) else await route(channel, request)
+        except AssociationClosed:
+            return None
+        except Exception as exc:
+            log.exception("%s from %s failed", label(request.message), peer(channel))
+            return Outcome(response_for(request.message, Status.PROCESSING_FAILURE,
+                                        f"internal error: {type(exc).__name__}"))
+
+    @staticmethod
+    async def _answer(channel: Channel, request: Request, outcome: Outcome) -> None:
+        """Send the final response; without the fields it echoes when those cannot go back.
+
+        A request may carry a UID over 64 bytes or a byte outside the default repertoire
+        (PS3.5 §6.2) that our response would echo. The echoed fields are all optional in a
+        response (U(=), PS3.7 §9.3, §10.3): it then goes with its status alone.
+        """
+        context_id = request.context.context_id
+        try:
+            await channel.send(context_id, outcome.message, outcome.dataset)
+        except MessageNotEncodable as exc:
+            log.warning("%s from %s: answered without its identifying fields (%s)",
+                        label(request.message), peer(channel), exc)
+            await channel.send(context_id, bare(outcome.message), outcome.dataset)
+
+
+def bare(message: DimseMessage) -> DimseMessage:
+    """`message` without its text fields (UIDs, Error Comment): what must encode is left."""
+    texts = {f.name: None for f in dataclasses.fields(message)  # type: ignore[arg-type]
+             if isinstance(getattr(message, f.name), str)}
+    return dataclasses.replace(message, **texts)  # type: ignore[type-var]
 
 
 def label(message: DimseMessage) -> str:

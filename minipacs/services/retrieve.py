@@ -30,6 +30,7 @@ from ..ports import (
     Channel,
     FindQuery,
     InstanceLocation,
+    MessageNotEncodable,
     Peers,
     PeerUnreachable,
     QueryLevel,
@@ -402,6 +403,10 @@ class RetrieveService:
         try:
             status, comment = await store_instance(channel, found.context_id, loc, data,
                                                    timeout=self.timeout, originator=originator)
+        except MessageNotEncodable as exc:  # e.g. a stored UID over 64 bytes: nothing sent
+            log.warning("%s: cannot send %r: %s", run.service, loc.sop_instance_uid, exc)
+            run.fail(loc, "its C-STORE request cannot be encoded")
+            return
         finally:
             if chunks is not None:
                 chunks.close()

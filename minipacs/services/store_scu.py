@@ -26,7 +26,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import BinaryIO, Final, Generic, TypeAlias, TypeVar
 
-from ..ports import AssociationClosed, Channel, PeerUnreachable
+from ..ports import AssociationClosed, Channel, MessageNotEncodable, PeerUnreachable
 from ..proto.negotiation import MAX_PRESENTATION_CONTEXTS
 from ..proto.sop import name_of
 from ..proto.status import StatusCategory, category, describe
@@ -287,6 +287,9 @@ async def _send_one(channel: Channel, accepted: dict[ContextKey, int], item: T,
     except AssociationClosed as exc:
         raise _Lost(FileOutcome(item.source, StatusCategory.FAILURE, None,
                                 f"association lost: {exc}"), by_peer=True) from None
+    except MessageNotEncodable as exc:  # e.g. a SOP Instance UID over 64 bytes: not sent
+        return FileOutcome(item.source, StatusCategory.FAILURE, None,
+                           f"cannot be sent: {exc}"), 0
     except OSError as exc:  # a read error in mid-file: the message cannot be completed
         raise _Lost(FileOutcome(item.source, StatusCategory.FAILURE, None,
                                 f"read error: {exc.strerror or exc}; association aborted"),

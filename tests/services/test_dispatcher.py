@@ -93,6 +93,9 @@ class FakeChannel:
     def next_message_id(self) -> int:
         return 1
 
+    def abort(self, detail: str = "aborted") -> None:
+        self.closed = True
+
     async def send(self, context_id: int, message: DimseMessage,
                    dataset: bytes | AsyncIterable[bytes] | None = None) -> None:
         if self.closed:
