@@ -109,7 +109,10 @@ class SecurityConfig:
 class LimitsConfig:
     """Resource limits and timers; seconds are floats, 0 disables where documented."""
 
-    max_associations: int = 64
+    max_associations: int = 500
+    max_associations_per_address: int = 250
+    max_handshakes: int = 1000
+    handshake_timeout: float = 10.0
     max_pdu_length: int = 262144
     artim_timeout: float = 30.0
     idle_timeout: float = 300.0
@@ -402,6 +405,9 @@ def _security(raw: object, where: str) -> SecurityConfig:
 
 _LIMIT_RULES: dict[str, Callable[[object, str], int | float]] = {
     "max_associations": lambda v, w: _int(v, w, 1, MAX_ASSOCIATIONS),
+    "max_associations_per_address": lambda v, w: _int(v, w, 1, MAX_ASSOCIATIONS),
+    "max_handshakes": lambda v, w: _int(v, w, 1, MAX_ASSOCIATIONS),
+    "handshake_timeout": lambda v, w: _seconds(v, w, zero_allowed=False),
     "max_pdu_length": lambda v, w: _int(v, w, MIN_PDU_LENGTH, MAX_PDU_LENGTH),
     "artim_timeout": lambda v, w: _seconds(v, w, zero_allowed=False),
     "idle_timeout": lambda v, w: _seconds(v, w, zero_allowed=True),

@@ -179,6 +179,9 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
         build_policy(config),
         build_dispatcher(config, storage, index, commitment),
         ServerLimits(max_associations=limits.max_associations,
+                     max_associations_per_address=limits.max_associations_per_address,
+                     max_handshakes=limits.max_handshakes,
+                     handshake_timeout=limits.handshake_timeout,
                      artim_timeout=limits.artim_timeout, idle_timeout=limits.idle_timeout,
                      association_timeout=limits.association_timeout),
     )

@@ -441,8 +441,9 @@ def _decode_associate(body: memoryview, is_request: bool) -> AAssociateRQ | AAss
     """PS3.8 §9.3.2 / §9.3.3 A-ASSOCIATE-RQ or -AC body."""
     # Reserved fields are not tested (PS3.8 §9.3.2); the AC's AE titles are reserved too.
     version, _, called, calling, _ = _ASSOCIATE_FIXED.unpack_from(body)
-    called_ae = _text(called, "called AE title").strip(" ")
-    calling_ae = _text(calling, "calling AE title").strip(" ")
+    # Space padding (PS3.8 §9.3.2); trailing NULs, which some peers pad with, too.
+    called_ae = _text(called, "called AE title").rstrip("\0 ").strip(" ")
+    calling_ae = _text(calling, "calling AE title").rstrip("\0 ").strip(" ")
     if is_request:
         app, rq_contexts, info = _associate_items(
             body, "A-ASSOCIATE-RQ", ItemType.PRESENTATION_CONTEXT_RQ, _decode_context_rq)

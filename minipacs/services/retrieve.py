@@ -390,12 +390,12 @@ class RetrieveService:
             else:
                 data = chunks = await ChunkReader.open(lambda: self._open(loc))
         except (OSError, StorageError) as exc:
-            log.error("%s: cannot read %s (%s): %s", run.service, loc.sop_instance_uid,
+            log.error("%s: cannot read %r (%s): %s", run.service, loc.sop_instance_uid,
                       loc.storage_key, exc)
             run.fail(loc, "cannot read the stored file")
             return
         except TranscodeError as exc:
-            log.warning("%s: cannot convert %s from %s to %s: %s", run.service,
+            log.warning("%s: cannot convert %r from %s to %s: %s", run.service,
                         loc.sop_instance_uid, name_of(loc.transfer_syntax_uid),
                         name_of(found.transfer_syntax), exc)
             run.fail(loc, f"conversion failed: {exc}")
@@ -416,7 +416,7 @@ class RetrieveService:
         problem = None
         if kind is not StatusCategory.SUCCESS:
             problem = describe(status, "C-STORE") + (f" ({comment})" if comment else "")
-            log.info("%s: C-STORE of %s: %s", run.service, loc.sop_instance_uid, problem)
+            log.info("%s: C-STORE of %r: %s", run.service, loc.sop_instance_uid, problem)
         run.tally.record(loc.sop_instance_uid, kind, problem)
 
     def _open(self, loc: InstanceLocation) -> BinaryIO:

@@ -161,7 +161,7 @@ class StoreService:
                 return self._fail(message, exc.status, exc.comment)
             if isinstance(exc, DataSetError):
                 return self._fail(message, Status.CANNOT_UNDERSTAND, exc.comment)
-            log.exception("parsing %s failed", message.affected_sop_instance_uid)
+            log.exception("parsing %r failed", message.affected_sop_instance_uid)
             return self._fail(message, Status.OUT_OF_RESOURCES, "cannot read the stored file")
         return await self._index(message, meta, stored, attributes)
 
