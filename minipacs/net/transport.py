@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
 
 from ..ports import AssociationClosed
 from ..proto.association import (
@@ -115,10 +114,6 @@ class Transport:
         """Wait until the transport is closed."""
         await self._closed.wait()
 
-    @property
-    def is_closed(self) -> bool:
-        return self._closed.is_set()
-
     async def finish(self) -> None:
         """After the service is done: answer a pending release, then wait for the close."""
         if self.assoc.awaiting_release_response:
@@ -183,8 +178,12 @@ class Transport:
         if self.assoc.finished:
             self._close()
 
-    def _write(self, pdus: Iterable[bytes]) -> None:
-        if not self._writer.is_closing():
+    def _write(self, pdus: list[bytes]) -> None:
+        if not pdus or self._writer.is_closing():
+            return
+        if len(pdus) == 1:
+            self._writer.write(pdus[0])
+        else:
             self._writer.writelines(pdus)
 
     # --- reading ----------------------------------------------------------------------------

@@ -282,8 +282,9 @@ class RetrieveService:
             try:
                 async with self.peers.connect(destination, plan.contexts) as sub:
                     routes = MoveRoutes(sub, plan, destination)
-                    await self._send(run, sub, self._each(query, plan.members), routes,
-                                     originator)
+                    # One plan holds every instance: no need to narrow the selection.
+                    kinds = plan.members if len(plans) > 1 else None
+                    await self._send(run, sub, self._each(query, kinds), routes, originator)
                     if run.lost is not None:
                         raise _Lost(run.lost)  # abort the sub-association on the way out
             except PeerUnreachable as exc:
