@@ -269,7 +269,7 @@ class RetrieveService:
         query = _instances(selection)
         run = _Run(channel, request, await self.index.count(query, cap=MAX_COUNT),
                    self.pending_interval, "C-MOVE", self.clock)
-        where = f"{destination!r} ({address})"
+        where = f"{destination} ({address})"
         if not run.tally.total:
             return self._finish(run, selection, where, started)
         await run.pending(force=True)

@@ -198,7 +198,7 @@ async def test_getscu_study_level_gets_byte_identical_data_sets(tmp_path: Path,
         assert result.returncode == 0, output
         expected = [u for u, s in stored.items() if s.study == study_uid(1)]
         assert_identical(received(out), stored, expected)
-        summary = [line for line in lines if line.startswith("C-GET from RETRIEVER")]
+        summary = [line for line in lines if line.startswith("C-GET from 'RETRIEVER'")]
         assert len(summary) == 1, lines
         assert "same association" in summary[0] and "5 completed, 0 failed" in summary[0]
         assert "PatientID" in " ".join(lines)  # the ignored key is logged
@@ -438,7 +438,7 @@ async def test_movescu_to_storescp_byte_identical(tmp_path: Path) -> None:
         assert result.returncode == 0, output
         expected = [u for u, s in stored.items() if s.series == f"{ROOT}.1.1"]
         assert_identical(received(dest.directory), stored, expected)
-        summary = [line for line in lines if line.startswith("C-MOVE from RETRIEVER to DEST")]
+        summary = [line for line in lines if line.startswith("C-MOVE from 'RETRIEVER' to DEST")]
         assert len(summary) == 1 and "3 completed, 0 failed" in summary[0], lines
 
 
