@@ -21,10 +21,11 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from minipacs.net.client import associate
-from minipacs.net.connection import Connection
+from minipacs.net.client import association
+from minipacs.net.router import Router
 from minipacs.proto.dimse import CFindRQ
 from minipacs.proto.negotiation import build_associate_rq
+from minipacs.proto.pdu import AAssociateRQ
 from minipacs.proto.sop import STUDY_ROOT_QR_FIND, dataset_encoding
 from minipacs.proto.status import Status, StatusCategory, category, describe
 
@@ -78,23 +79,22 @@ def encode_identifier(query: FindQuery, transfer_syntax: str) -> bytes:
     return fp.getvalue()
 
 
-async def _open(port: int) -> tuple[Connection, int, str]:
-    request = build_associate_rq(
+def _request() -> AAssociateRQ:
+    return build_associate_rq(
         CLIENT_AE, SERVER_AE,
         [(STUDY_ROOT_QR_FIND, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])],
         max_pdu_length=MAX_PDU)
-    conn = await associate("127.0.0.1", port, request, connect_timeout=TIMEOUT,
-                           artim_timeout=TIMEOUT)
-    assert conn.negotiated is not None
-    context = next((c for c in conn.negotiated.contexts.values()
+
+
+def _find_context(conn: Router) -> tuple[int, str]:
+    context = next((c for c in conn.info.negotiated.contexts.values()
                     if c.abstract_syntax == STUDY_ROOT_QR_FIND), None)
     if context is None:
-        conn.abort("no Study Root FIND context")
         raise RuntimeError("the server did not accept Study Root Query/Retrieve - FIND")
-    return conn, context.context_id, context.transfer_syntax
+    return context.context_id, context.transfer_syntax
 
 
-async def _one(conn: Connection, context_id: int, data: bytes
+async def _one(conn: Router, context_id: int, data: bytes
                ) -> tuple[float, float, int, int, bytes | None]:
     """(ms to first response, ms to final, pending count, final status, first answer)."""
     message = CFindRQ(message_id=conn.next_message_id(),
@@ -126,9 +126,10 @@ async def measure_queries(port: int, queries: list[FindQuery], reps: int, warmup
     `per_instance`: the server answers once per matching instance, not per entity.
     `cpu_probe`: the server's CPU seconds so far, read around the measured repetitions.
     """
-    conn, context_id, ts = await _open(port)
     results = []
-    try:
+    async with association("127.0.0.1", port, _request(), connect_timeout=TIMEOUT,
+                           artim_timeout=TIMEOUT) as conn:
+        context_id, ts = _find_context(conn)
         for query in queries:
             result = QueryResult(query, FindTiming())
             results.append(result)
@@ -155,8 +156,4 @@ async def measure_queries(port: int, queries: list[FindQuery], reps: int, warmup
             if cpu_probe is not None and result.timing.totals:
                 spent = cpu_probe() - cpu_start
                 result.timing.server_cpu = spent * 1000 / len(result.timing.totals)
-        await conn.release(TIMEOUT)
-    except BaseException:
-        conn.abort("benchmark stopped")
-        raise
     return results

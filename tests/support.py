@@ -37,9 +37,10 @@ from minipacs.app.daemon import open_server
 from minipacs.app.scu import _echo
 from minipacs.config import Config, load_config
 from minipacs.net.server import Server
+from minipacs.proto.framer import decode_pdu
 from minipacs.proto.negotiation import build_associate_rq
 from minipacs.proto.pdu import Pdu
-from minipacs.proto.pdu_codec import decode_pdu, encode_pdu
+from minipacs.proto.pdu_codec import encode_pdu
 from minipacs.proto.sop import IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION
 from minipacs.proto.status import Status
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from pydicom.uid import generate_uid
 
-from ..net.client import AssociationError, associate
+from ..net.client import association
 from ..net.server import Server, ServerLimits
-from ..ports import AssociationClosed
+from ..ports import AssociationClosed, Channel, PeerUnreachable
 from ..proto.negotiation import AcceptorPolicy, build_associate_rq
 from ..proto.pdu import RoleSelection
 from ..proto.sop import (
@@ -27,6 +27,7 @@ from ..services.commitment import describe_reason
 from ..services.commitment_scu import CommitReport, ReportWaiter, request_commitment
 from ..storage.files import scan
 from . import loop_factory
+from .scu import association_lost
 
 __all__ = ["CommitOutcome", "InstanceLine", "commit"]
 
@@ -111,45 +112,56 @@ async def _run(host: str, port: int, calling_ae: str, called_ae: str, timeout: f
     request = build_associate_rq(calling_ae, called_ae,
                                  [(STORAGE_COMMITMENT_PUSH, [ts]) for ts in _SYNTAXES],
                                  max_pdu_length=max_pdu, roles=roles)
-    try:
-        conn = await associate(host, port, request, connect_timeout=timeout,
-                               artim_timeout=timeout)
-    except AssociationError as exc:
-        return CommitOutcome(1, (), str(exc))
     started = time.perf_counter()
-    contexts = sorted(conn.negotiated.contexts) if conn.negotiated else []
-    if not contexts:
-        await conn.release(timeout)
-        return CommitOutcome(1, (), f"{where}: Storage Commitment Push Model not accepted")
-    serving = asyncio.create_task(waiter.serve(conn)) if same_association else None
     try:
-        async with asyncio.timeout(timeout):
-            status, comment = await request_commitment(conn, contexts[0],
-                                                       waiter.transaction_uid, items)
-        if status != Status.SUCCESS:
-            await conn.release(timeout)
-            text = f": {comment}" if comment else ""
-            return CommitOutcome(1, (), f"N-ACTION {where}: {describe(status)}{text}")
-        if same_association:
+        async with association(host, port, request, connect_timeout=timeout,
+                               artim_timeout=timeout) as conn:
+            contexts = sorted(conn.info.negotiated.contexts)
+            if not contexts:
+                return CommitOutcome(1, (), f"{where}: Storage Commitment Push Model not "
+                                            "accepted")
+            report = await _exchange(conn, contexts[0], items, waiter, timeout, where,
+                                     same_association=same_association)
+        if isinstance(report, CommitOutcome):  # refused: released all the same
+            return report
+        if not same_association:  # the SCP reports on an association of its own
             async with asyncio.timeout(timeout):
                 report = await asyncio.shield(waiter.report)
-            await conn.release(timeout)
-        else:
-            await conn.release(timeout)
-            async with asyncio.timeout(timeout):
-                report = await asyncio.shield(waiter.report)
+    except PeerUnreachable as exc:
+        return CommitOutcome(1, (), str(exc))
     except TimeoutError:
-        conn.abort("timeout")
         return CommitOutcome(1, (), f"{where}: no storage commitment report within "
                                     f"{timeout:g} s (transaction {waiter.transaction_uid})")
     except AssociationClosed as exc:
-        return CommitOutcome(1, (), f"{where}: association lost ({exc})")
+        return CommitOutcome(1, (), association_lost(where, exc, calling_ae))
+    assert report is not None
+    return _outcome(report, items, sources, time.perf_counter() - started)
+
+
+async def _exchange(conn: Channel, context_id: int, items: list[tuple[str, str]],
+                    waiter: ReportWaiter, timeout: float, where: str, *,
+                    same_association: bool) -> CommitReport | CommitOutcome | None:
+    """The N-ACTION, then the report when it comes on this association (else None).
+
+    A CommitOutcome when the N-ACTION is refused.
+    """
+    serving = asyncio.create_task(waiter.serve(conn)) if same_association else None
+    try:
+        async with asyncio.timeout(timeout):
+            status, comment = await request_commitment(conn, context_id,
+                                                       waiter.transaction_uid, items)
+        if status != Status.SUCCESS:
+            text = f": {comment}" if comment else ""
+            return CommitOutcome(1, (), f"N-ACTION {where}: {describe(status)}{text}")
+        if serving is None:
+            return None
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(waiter.report)
     finally:
         if serving is not None:
             serving.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await serving
-    return _outcome(report, items, sources, time.perf_counter() - started)
 
 
 def _outcome(report: CommitReport, items: list[tuple[str, str]], sources: dict[str, str],

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, PeerConfig
-from ..net.client import AssociationError, AssociationRejectedError, associate, describe_reject
-from ..net.connection import Connection
-from ..ports import AssociationClosed, QueryLevel, StorageError
+from ..net.client import association
+from ..net.router import Router
+from ..ports import AssociationClosed, PeerUnreachable, QueryLevel, StorageError
 from ..proto.negotiation import build_associate_rq
 from ..proto.pdu import AAssociateRQ
 from ..proto.sop import (
@@ -44,6 +44,7 @@ from ..services.retrieve_scu import get as get_scu
 from ..services.retrieve_scu import move as move_scu
 from ..storage.folder import FolderWriter
 from . import loop_factory
+from .scu import explain_abort
 
 __all__ = ["PeerCheck", "RetrieveOutcome", "RetrieveProgress", "RetrieveUsageError",
            "check_keys", "describe_status", "get", "move", "peers_check"]
@@ -97,29 +98,27 @@ async def _check(config: Config, title: str, peer: PeerConfig) -> PeerCheck:
                                  max_pdu_length=config.limits.max_pdu_length)
     failed = functools.partial(PeerCheck, title, peer.host, peer.port, False)
     started = time.perf_counter()
+    associated: float | None = None
     try:
-        conn = await associate(peer.host, peer.port, request,
+        async with association(peer.host, peer.port, request,
                                connect_timeout=config.retrieve.connect.connect_timeout,
-                               artim_timeout=limit)
-    except AssociationRejectedError as exc:
-        return failed(problem=f"association rejected: {describe_reject(exc.reject)}")
-    except AssociationError as exc:
+                               artim_timeout=limit) as conn:
+            associated = time.perf_counter()
+            async with asyncio.timeout(limit):
+                status = await echo_scu(conn)
+            echo_ms = (time.perf_counter() - associated) * 1000
+    except PeerUnreachable as exc:
         return failed(problem=str(exc))
-    associated = time.perf_counter()
-    assoc_ms = (associated - started) * 1000
-    try:
-        async with asyncio.timeout(limit):
-            status = await echo_scu(conn)
-    except LookupError as exc:
-        conn.abort(str(exc))
+    except (LookupError, TimeoutError, AssociationClosed) as exc:
+        assert associated is not None
+        assoc_ms = (associated - started) * 1000
+        if isinstance(exc, TimeoutError):
+            return failed(assoc_ms, problem=f"no C-ECHO response within {limit:g} s")
+        if isinstance(exc, AssociationClosed):
+            return failed(assoc_ms, problem=explain_abort(f"association aborted ({exc})", exc,
+                                                          config.ae_title))
         return failed(assoc_ms, problem=str(exc))
-    except TimeoutError:
-        conn.abort("timeout")
-        return failed(assoc_ms, problem=f"no C-ECHO response within {limit:g} s")
-    except AssociationClosed as exc:
-        return failed(assoc_ms, problem=f"association aborted ({exc})")
-    echo_ms = (time.perf_counter() - associated) * 1000
-    await conn.release(limit)
+    assoc_ms = (associated - started) * 1000
     if status != Status.SUCCESS:
         return failed(assoc_ms, echo_ms, problem=f"C-ECHO answered {describe(status, 'C-ECHO')}")
     return PeerCheck(title, peer.host, peer.port, True, assoc_ms, echo_ms)
@@ -141,7 +140,7 @@ def move(host: str, port: int, keys: Sequence[FindKey], *, level: str, root: str
     request = build_associate_rq(calling_ae, called_ae, [(sop_class, PROPOSABLE_UNCOMPRESSED)],
                                  max_pdu_length=max_pdu)
 
-    def operation(conn: Connection, cancel: asyncio.Event) -> Awaitable[RetrieveOutcome]:
+    def operation(conn: Router, cancel: asyncio.Event) -> Awaitable[RetrieveOutcome]:
         return move_scu(conn, sop_class, QueryLevel(level), keys, destination, cancel=cancel,
                         timeout=timeout, progress=progress)
 
@@ -174,7 +173,7 @@ def get(host: str, port: int, keys: Sequence[FindKey], out: Path, *, level: str,
                                  [(sop_class, PROPOSABLE_UNCOMPRESSED), *storage],
                                  max_pdu_length=max_pdu, roles=roles)
 
-    def operation(conn: Connection, cancel: asyncio.Event) -> Awaitable[RetrieveOutcome]:
+    def operation(conn: Router, cancel: asyncio.Event) -> Awaitable[RetrieveOutcome]:
         return get_scu(conn, sop_class, QueryLevel(level), keys, files, cancel=cancel,
                        timeout=timeout, progress=progress)
 
@@ -182,7 +181,7 @@ def get(host: str, port: int, keys: Sequence[FindKey], out: Path, *, level: str,
 
 
 def _run_retrieve(service: str, host: str, port: int, request: AAssociateRQ,
-                  operation: Callable[[Connection, asyncio.Event], Awaitable[RetrieveOutcome]],
+                  operation: Callable[[Router, asyncio.Event], Awaitable[RetrieveOutcome]],
                   timeout: float, notify: Notify | None) -> RetrieveOutcome:
     """Run `_retrieve` on a loop of its own (the command line's synchronous entry)."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
@@ -196,33 +195,28 @@ def _failed(service: str, error: str, *, interrupted: bool = False) -> RetrieveO
 
 
 async def _retrieve(service: str, host: str, port: int, request: AAssociateRQ,
-                    operation: Callable[[Connection, asyncio.Event], Awaitable[RetrieveOutcome]],
+                    operation: Callable[[Router, asyncio.Event], Awaitable[RetrieveOutcome]],
                     timeout: float, notify: Notify) -> RetrieveOutcome:
     """Associate, run `operation`, release (or abort after an error); Ctrl-C as documented."""
     loop = asyncio.get_running_loop()
     cancel = asyncio.Event()
-    conn: Connection | None = None
+    conn: Router | None = None
     presses = 0
 
     async def body() -> RetrieveOutcome:
         nonlocal conn
         try:
-            conn = await associate(host, port, request, connect_timeout=timeout,
-                                   artim_timeout=timeout)
-        except AssociationError as exc:
+            async with association(host, port, request, connect_timeout=timeout,
+                                   artim_timeout=timeout) as conn:
+                outcome = await operation(conn, cancel)
+                if outcome.error is not None:  # the association is unusable
+                    conn.abort(outcome.error)
+                    error = explain_abort(outcome.error, conn.ended, request.calling_ae_title)
+                    outcome = dataclasses.replace(outcome, error=error)
+        except PeerUnreachable as exc:
             return _failed(service, str(exc))
-        try:
-            outcome = await operation(conn, cancel)
         except LookupError as exc:
-            conn.abort(str(exc))
             return _failed(service, str(exc))
-        except BaseException:
-            conn.abort(f"{service} SCU stopped")
-            raise
-        if outcome.error is None:
-            await conn.release(timeout)
-        else:
-            conn.abort(outcome.error)
         return dataclasses.replace(outcome, interrupted=presses > 1)
 
     work = asyncio.create_task(body(), name=service)

@@ -6,14 +6,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..net.client import AssociationError, associate
-from ..net.connection import Connection
-from ..ports import AssociationClosed, QueryLevel
+from ..net.client import PeerAborted, association
+from ..ports import AssociationClosed, Channel, PeerUnreachable, QueryLevel
 from ..proto.negotiation import build_associate_rq
 from ..proto.sop import (
     PROPOSABLE_UNCOMPRESSED,
@@ -28,7 +27,6 @@ from ..services.find_scu import find as find_scu
 from ..services.find_scu import parse_key as parse_key
 from ..services.store_scu import (
     FileOutcome,
-    PeerUnavailable,
     StoreProgress,
     StoreSummary,
     StoreTally,
@@ -44,6 +42,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("minipacs")
 
 
+def explain_abort(message: str, ended: BaseException | None, calling_ae: str) -> str:
+    """`message`, plus a hint when the peer aborted before answering anything.
+
+    Some peers (Orthanc among them) accept the association of a calling AE title they do
+    not know and abort it on the first request instead of rejecting it (PS3.8 §9.3.4).
+    """
+    if isinstance(ended, PeerAborted) and ended.early:
+        return (f"{message}; the peer may not know our calling AE title {calling_ae!r} "
+                "(--aet sets it)")
+    return message
+
+
+def association_lost(where: str, exc: AssociationClosed, calling_ae: str) -> str:
+    """'<where>: association lost (<why>)', with the calling-AE hint when it applies."""
+    return explain_abort(f"{where}: association lost ({exc})", exc, calling_ae)
+
+
 def echo(host: str, port: int, *, calling_ae: str, called_ae: str, timeout: float,
          max_pdu: int) -> tuple[bool, str]:
     """C-ECHO SCU: (success, one line for the user)."""
@@ -56,29 +71,25 @@ async def _echo(host: str, port: int, calling_ae: str, called_ae: str, timeout: 
     request = build_associate_rq(calling_ae, called_ae,
                                  [(VERIFICATION, PROPOSABLE_UNCOMPRESSED)],
                                  max_pdu_length=max_pdu)
+    where = f"C-ECHO {called_ae}@{host}:{port}"
     started = time.perf_counter()
     try:
-        conn = await associate(host, port, request, connect_timeout=timeout,
-                               artim_timeout=timeout)
-    except AssociationError as exc:
+        async with association(host, port, request, connect_timeout=timeout,
+                               artim_timeout=timeout) as conn:
+            async with asyncio.timeout(timeout):
+                status = await echo_scu(conn)
+            elapsed = (time.perf_counter() - started) * 1000
+    except PeerUnreachable as exc:
         return False, str(exc)
-    where = f"{called_ae}@{host}:{port}"
-    try:
-        async with asyncio.timeout(timeout):
-            status = await echo_scu(conn)
-        elapsed = (time.perf_counter() - started) * 1000
-        await conn.release(timeout)
     except LookupError as exc:
-        conn.abort(str(exc))
-        return False, f"C-ECHO {where}: {exc}"
+        return False, f"{where}: {exc}"
     except TimeoutError:
-        conn.abort("timeout")
-        return False, f"C-ECHO {where}: no response within {timeout:g} s"
+        return False, f"{where}: no response within {timeout:g} s"
     except AssociationClosed as exc:
-        return False, f"C-ECHO {where}: association lost ({exc})"
+        return False, association_lost(where, exc, calling_ae)
     if status != Status.SUCCESS:
-        return False, f"C-ECHO {where}: {describe(status)}"
-    return True, f"C-ECHO {where}: success in {elapsed:.1f} ms"
+        return False, f"{where}: {describe(status)}"
+    return True, f"{where}: success in {elapsed:.1f} ms"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,40 +117,36 @@ async def _find(host: str, port: int, keys: Sequence[FindKey], level: QueryLevel
     sop_class = ROOTS[root]
     request = build_associate_rq(calling_ae, called_ae, [(sop_class, PROPOSABLE_UNCOMPRESSED)],
                                  max_pdu_length=max_pdu)
-    try:
-        conn = await associate(host, port, request, connect_timeout=timeout,
-                               artim_timeout=timeout)
-    except AssociationError as exc:
-        return FindSummary(False, 0, None, str(exc))
     where = f"C-FIND {called_ae}@{host}:{port}"
     started = time.perf_counter()
     matches = 0
     final: FindReply | None = None
     try:
-        replies = find_scu(conn, sop_class, level, keys)
-        while True:
-            async with asyncio.timeout(timeout):  # each response restarts the wait
-                reply = await anext(replies, None)
-            if reply is None:
-                break
-            if reply.pending:
-                matches += 1
-                if reply.identifier is not None:
-                    on_answer(reply.identifier)
-            else:
-                final = reply
-        await conn.release(timeout)
+        async with association(host, port, request, connect_timeout=timeout,
+                               artim_timeout=timeout) as conn:
+            replies = find_scu(conn, sop_class, level, keys)
+            while True:
+                async with asyncio.timeout(timeout):  # each response restarts the wait
+                    reply = await anext(replies, None)
+                if reply is None:
+                    break
+                if reply.pending:
+                    matches += 1
+                    if reply.identifier is not None:
+                        on_answer(reply.identifier)
+                else:
+                    final = reply
+    except PeerUnreachable as exc:
+        return FindSummary(False, 0, None, str(exc))
     except LookupError as exc:
-        conn.abort(str(exc))
         return FindSummary(False, 0, None, f"{where}: {exc}")
     except AnswerError as exc:  # e.g. a Deflated answer past its bound: said, not cut short
         conn.abort(str(exc))
         return FindSummary(False, matches, None, f"{where}: {exc}")
     except TimeoutError:
-        conn.abort("timeout")
         return FindSummary(False, matches, None, f"{where}: no response within {timeout:g} s")
     except AssociationClosed as exc:
-        return FindSummary(False, matches, None, f"{where}: association lost ({exc})")
+        return FindSummary(False, matches, None, association_lost(where, exc, calling_ae))
     assert final is not None
     elapsed = (time.perf_counter() - started) * 1000
     plural = "match" if matches == 1 else "matches"
@@ -171,22 +178,13 @@ async def _store(host: str, port: int, paths: list[Path], calling_ae: str, calle
     for problem in found.unreadable:
         tally.record(FileOutcome(str(problem.path), StatusCategory.FAILURE, reason=problem.reason))
 
-    @contextlib.asynccontextmanager
-    async def connect(contexts: Sequence[tuple[str, str]]) -> AsyncIterator[Connection]:
+    def connect(contexts: Sequence[tuple[str, str]]
+                ) -> contextlib.AbstractAsyncContextManager[Channel]:
         request = build_associate_rq(calling_ae, called_ae,
                                      [(sop_class, [ts]) for sop_class, ts in contexts],
                                      max_pdu_length=max_pdu)
-        try:
-            conn = await associate(host, port, request, connect_timeout=timeout,
-                                   artim_timeout=timeout)
-        except AssociationError as exc:
-            raise PeerUnavailable(str(exc)) from None
-        try:
-            yield conn
-        except BaseException:
-            conn.abort("C-STORE SCU stopped")
-            raise
-        await conn.release(timeout)
+        return association(host, port, request, connect_timeout=timeout,
+                           artim_timeout=timeout)
 
     await send_all(plan_associations(found.files), connect, open_dataset, tally,
                    timeout=timeout)

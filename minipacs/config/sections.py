@@ -89,6 +89,9 @@ SECURITY_RULES: Final[Mapping[str, Rule]] = {
 }
 LIMIT_RULES: Final[Mapping[str, Rule]] = {
     "max_associations": integer(1, MAX_ASSOCIATIONS),
+    "max_associations_per_address": integer(1, MAX_ASSOCIATIONS),
+    "max_handshakes": integer(1, MAX_ASSOCIATIONS),
+    "handshake_timeout": seconds(zero_allowed=False),
     "max_pdu_length": integer(MIN_PDU_LENGTH, MAX_PDU_LENGTH),
     "artim_timeout": seconds(zero_allowed=False),
     "idle_timeout": seconds(zero_allowed=True),

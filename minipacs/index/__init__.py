@@ -96,10 +96,10 @@ class SqlIndex:
         """How many entities match, counting at most `cap` + 1."""
         return await self.query.count(query, cap=cap)
 
-    async def instances(self, query: FindQuery, *, after: object | None,
-                        limit: int) -> InstancePage:
+    async def instances(self, query: FindQuery, *, after: object | None, limit: int,
+                        kinds: frozenset[tuple[str, str]] | None = None) -> InstancePage:
         """One keyset page of the instances a C-MOVE/C-GET selects (`SqlRetrieveIndex`)."""
-        return await self.retrieve.instances(query, after=after, limit=limit)
+        return await self.retrieve.instances(query, after=after, limit=limit, kinds=kinds)
 
     async def instance_kinds(self, query: FindQuery) -> tuple[tuple[str, str], ...]:
         """The distinct (SOP class, transfer syntax) pairs of the selected instances."""

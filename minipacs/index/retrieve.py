@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Final
 
-from sqlalchemy import Engine, Select, bindparam, func, select
+from sqlalchemy import Engine, Select, and_, bindparam, false, func, or_, select
 
 from ..ports import FindQuery, InstanceLocation, InstancePage, QueryLevel
 from .engine import dialect_of
@@ -49,8 +49,8 @@ class SqlRetrieveIndex:
         stmt = select(func.count()).select_from(matches.subquery())
         return await asyncio.to_thread(self._scalar, stmt)
 
-    async def instances(self, query: FindQuery, *, after: object | None,
-                        limit: int) -> InstancePage:
+    async def instances(self, query: FindQuery, *, after: object | None, limit: int,
+                        kinds: frozenset[tuple[str, str]] | None = None) -> InstancePage:
         """At most `limit` instances under the entities `query` selects, in pk order."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
@@ -58,6 +58,10 @@ class SqlRetrieveIndex:
             raise TypeError(f"not a cursor of this index: {after!r}")
         keyset = keyset_select(_instances_of(query), self._dialect, after=after,
                                limit=limit + 1)
+        if kinds is not None:
+            keyset = keyset.where(or_(false(), *(
+                and_(_TABLE.c.sop_class_uid == sop_class, _TABLE.c.transfer_syntax_uid == ts)
+                for sop_class, ts in sorted(kinds))))
         return await asyncio.to_thread(self._page, keyset, limit)
 
     async def instance_kinds(self, query: FindQuery) -> tuple[tuple[str, str], ...]:

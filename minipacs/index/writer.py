@@ -324,7 +324,7 @@ class IndexWriter:
         attrs = record.attributes
         existing = conn.execute(INSTANCE_BY_UID, {"uid": attrs.sop_instance_uid}).first()
         if existing is not None and self.duplicate_policy is DuplicatePolicy.KEEP_FIRST:
-            log.info("instance %s received again: first copy kept", attrs.sop_instance_uid)
+            log.debug("instance %s received again: first copy kept", attrs.sop_instance_uid)
             return AddResult(AddOutcome.KEPT_FIRST)
         patient_pk = self._patient(conn, attrs)
         study_pk = self._upsert(conn, STUDY, attrs.study_instance_uid, patient_pk, attrs.study)
@@ -340,7 +340,8 @@ class IndexWriter:
             log.warning("instance %s moved to series %s", attrs.sop_instance_uid,
                         attrs.series_instance_uid)
             self._drop_if_empty(conn, SERIES, existing.series_pk)
-        log.info("instance %s replaced (old file %s)", attrs.sop_instance_uid, existing.storage_key)
+        log.debug("instance %s replaced (old file %s)", attrs.sop_instance_uid,
+                  existing.storage_key)
         return AddResult(AddOutcome.REPLACED, existing.storage_key)
 
     def _patient(self, conn: Connection, attrs: InstanceAttributes) -> int:

@@ -1,90 +1,143 @@
-"""Outbound associations (association-requestor): connect, negotiate, hand back a Channel."""
+"""The one outbound association lifecycle (association-requestor) every SCU path uses.
+
+`association()` is an async context manager: it opens the TCP connection (bounded by
+`connect_timeout`), sends the A-ASSOCIATE-RQ and waits for the answer (bounded by the ARTIM
+timeout, PS3.8 §9.1.5), and hands the association to the block. Leaving the block releases
+it (A-RELEASE, PS3.8 §7.2); an exception or a cancellation inside the block aborts it
+(A-ABORT, §7.3). An association that cannot be established raises `PeerUnreachable` (one
+line in words), or its subclass `AssociationRejectedError` for an A-ASSOCIATE-RJ.
+
+The request carries everything negotiated, user identity (PS3.7 D.3.3.7) included, so new
+user-information items need nothing here; TLS (PS3.15 B.1) plugs in at `_open_transport`, as
+the `ssl.SSLContext` handed to `asyncio.open_connection`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
+from collections.abc import AsyncIterator
 from typing import Final
 
+from ..ports import PeerUnreachable
 from ..proto.association import AssociationAccepted, AssociationRejected
 from ..proto.negotiation import negotiated
-from ..proto.pdu import (
-    ACSE_PROTOCOL_VERSION_NOT_SUPPORTED,
-    PRESENTATION_LOCAL_LIMIT_EXCEEDED,
-    PRESENTATION_TEMPORARY_CONGESTION,
-    AAssociateRJ,
-    AAssociateRQ,
-    RejectReason,
-    RejectResult,
-    RejectSource,
-)
-from .connection import Connection
+from ..proto.pdu import AAssociateRJ, AAssociateRQ, RejectResult, describe_reject
+from .router import Router
+from .transport import PeerAborted, Transport
+
+__all__ = ["DEFAULT_ARTIM_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT", "AssociationRejectedError",
+           "PeerAborted", "PeerUnreachable", "Router", "association"]
+
+log = logging.getLogger("minipacs.net")
 
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+DEFAULT_ARTIM_TIMEOUT: Final = 30.0
 
 
-class AssociationError(Exception):
-    """An outbound association could not be established; str() is one line for humans."""
-
-
-class AssociationRejectedError(AssociationError):
-    """The peer answered A-ASSOCIATE-RJ."""
+class AssociationRejectedError(PeerUnreachable):
+    """The peer answered A-ASSOCIATE-RJ; `reject` holds result, source and reason."""
 
     def __init__(self, reject: AAssociateRJ) -> None:
         super().__init__(f"association rejected: {describe_reject(reject)}")
         self.reject = reject
 
-
-def describe_reject(rj: AAssociateRJ) -> str:
-    """Result, source and reason of an A-ASSOCIATE-RJ in words (PS3.8 §9.3.4)."""
-    result = {RejectResult.PERMANENT: "permanent", RejectResult.TRANSIENT: "transient"}.get(
-        rj.result, f"result {rj.result}")
-    if rj.source == RejectSource.SERVICE_USER:
-        source = "service user"
-        reason = {
-            RejectReason.NO_REASON: "no reason given",
-            RejectReason.APPLICATION_CONTEXT_NOT_SUPPORTED: "application context not supported",
-            RejectReason.CALLING_AE_NOT_RECOGNIZED: "calling AE title not recognized",
-            RejectReason.CALLED_AE_NOT_RECOGNIZED: "called AE title not recognized",
-        }.get(rj.reason)
-    elif rj.source == RejectSource.SERVICE_PROVIDER_ACSE:
-        source = "service provider (ACSE)"
-        reason = {1: "no reason given",
-                  ACSE_PROTOCOL_VERSION_NOT_SUPPORTED: "protocol version not supported"
-                  }.get(rj.reason)
-    elif rj.source == RejectSource.SERVICE_PROVIDER_PRESENTATION:
-        source = "service provider (presentation)"
-        reason = {PRESENTATION_TEMPORARY_CONGESTION: "temporary congestion",
-                  PRESENTATION_LOCAL_LIMIT_EXCEEDED: "local limit exceeded"}.get(rj.reason)
-    else:
-        source, reason = f"source {rj.source}", None
-    return f"{result}, {source}, {reason or f'reason {rj.reason}'}"
+    @property
+    def transient(self) -> bool:
+        """PS3.8 §9.3.4: a transient rejection may succeed when tried again later."""
+        return self.reject.result == RejectResult.TRANSIENT
 
 
-async def associate(
+@contextlib.asynccontextmanager
+async def association(
     host: str,
     port: int,
     request: AAssociateRQ,
     *,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-    artim_timeout: float = 30.0,
+    artim_timeout: float = DEFAULT_ARTIM_TIMEOUT,
     idle_timeout: float = 0.0,
-) -> Connection:
-    """Open an association to host:port; raises AssociationError with a one-line reason."""
+    attempts: int = 1,
+    backoff: float = 0.2,
+) -> AsyncIterator[Router]:
+    """An established association to host:port for the block; released or aborted after it.
+
+    `attempts` > 1 retries opening it, `backoff` seconds after the first failure and twice
+    as long each time after; a permanent rejection is never retried. A-RELEASE waits
+    `artim_timeout` for its answer, then aborts.
+    """
+    transport = await _establish(host, port, request, connect_timeout, artim_timeout,
+                                 idle_timeout, attempts, backoff)
+    try:
+        yield transport.channel
+    except BaseException as exc:
+        transport.abort(_abort_detail(exc))
+        raise
+    await transport.release(artim_timeout)
+
+
+def _abort_detail(exc: BaseException) -> str:
+    """Why we abort, for the log: the association ended, was cancelled, or the block failed."""
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+        return "cancelled"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    return str(exc) or type(exc).__name__
+
+
+async def _establish(host: str, port: int, request: AAssociateRQ, connect_timeout: float,
+                     artim_timeout: float, idle_timeout: float, attempts: int,
+                     backoff: float) -> Transport:
+    """Open the association, trying up to `attempts` times; raises PeerUnreachable."""
+    if attempts < 1:
+        raise ValueError("attempts must be at least 1")
+    delay = backoff
+    for attempt in range(1, attempts + 1):
+        try:
+            return await _open(host, port, request, connect_timeout, artim_timeout,
+                               idle_timeout)
+        except AssociationRejectedError as exc:
+            if not exc.transient or attempt == attempts:
+                raise
+            reason = str(exc)
+        except PeerUnreachable as exc:
+            if attempt == attempts:
+                if attempt > 1:
+                    raise PeerUnreachable(f"{exc} (after {attempt} attempts)") from None
+                raise
+            reason = str(exc)
+        log.info("association to %r at %s:%d, attempt %d of %d: %s; retrying in %.1f s",
+                 request.called_ae_title, host, port, attempt, attempts, reason, delay)
+        await asyncio.sleep(delay)
+        delay *= 2
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+async def _open_transport(host: str, port: int, connect_timeout: float
+                          ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The TCP connection (TLS would wrap it here); raises PeerUnreachable in words."""
     try:
         async with asyncio.timeout(connect_timeout):
-            reader, writer = await asyncio.open_connection(host, port)
+            return await asyncio.open_connection(host, port)
     except TimeoutError:
-        raise AssociationError(f"cannot connect to {host}:{port}: timed out after "
-                               f"{connect_timeout:g} s") from None
+        raise PeerUnreachable(f"cannot connect to {host}:{port}: timed out after "
+                              f"{connect_timeout:g} s") from None
     except OSError as exc:
         # A refusal in the same words on every loop (asyncio's says "Connect call failed").
         reason = os.strerror(exc.errno) if isinstance(exc, ConnectionError) and exc.errno \
             else exc.strerror or exc
-        raise AssociationError(f"cannot connect to {host}:{port}: {reason}") from None
+        raise PeerUnreachable(f"cannot connect to {host}:{port}: {reason}") from None
+
+
+async def _open(host: str, port: int, request: AAssociateRQ, connect_timeout: float,
+                artim_timeout: float, idle_timeout: float) -> Transport:
+    """One attempt: connect, A-ASSOCIATE-RQ, the answer (PS3.8 §9.2 AE-1 to AE-4)."""
+    reader, writer = await _open_transport(host, port, connect_timeout)
     max_pdu = request.user_information.max_length or 0
-    conn = Connection(reader, writer, requestor=True, max_pdu_length=max_pdu,
-                      artim_timeout=artim_timeout, idle_timeout=idle_timeout)
+    conn = Transport(reader, writer, requestor=True, max_pdu_length=max_pdu,
+                     artim_timeout=artim_timeout, idle_timeout=idle_timeout)
     conn.assoc.send(request)
     conn.start()
     try:
@@ -92,11 +145,13 @@ async def associate(
             event = await conn.handshake()
     except TimeoutError:
         conn.abort("no A-ASSOCIATE response")
-        raise AssociationError(f"{host}:{port} did not answer the association request "
-                               f"within {artim_timeout:g} s") from None
-    except Exception as exc:
+        raise PeerUnreachable(f"{host}:{port} did not answer the association request "
+                              f"within {artim_timeout:g} s") from None
+    except BaseException as exc:
         conn.abort()
-        raise AssociationError(f"association with {host}:{port} failed: {exc}") from None
+        if not isinstance(exc, Exception):
+            raise
+        raise PeerUnreachable(f"association with {host}:{port} failed: {exc}") from None
     if isinstance(event, AssociationRejected):
         await conn.closed()
         raise AssociationRejectedError(event.reject)
@@ -105,5 +160,5 @@ async def associate(
         conn.negotiated = negotiated(request, event.accept, local_is_requestor=True)
     except ValueError as exc:
         conn.abort(str(exc))
-        raise AssociationError(f"invalid A-ASSOCIATE-AC from {host}:{port}: {exc}") from None
+        raise PeerUnreachable(f"invalid A-ASSOCIATE-AC from {host}:{port}: {exc}") from None
     return conn

@@ -11,22 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
 
 from ..ports import Channel, ConnectPolicy, PeerUnreachable
 from ..proto.negotiation import build_associate_rq
-from ..proto.pdu import RejectResult, RoleSelection
-from .client import AssociationError, AssociationRejectedError, associate
-from .connection import Connection
+from ..proto.pdu import RoleSelection
+from .client import association
 
 __all__ = ["ConnectPolicy", "NetPeers", "PeerAddress"]
-
-log = logging.getLogger("minipacs.peers")
-
-RELEASE_TIMEOUT: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +31,7 @@ class PeerAddress:
 
 
 class NetPeers:
-    """`ports.Peers`: the configured AEs, reached with `net.client.associate`."""
+    """`ports.Peers`: the configured AEs, reached through `net.client.association`."""
 
     def __init__(self, ae_title: str, peers: Mapping[str, PeerAddress],
                  policy: ConnectPolicy | None = None) -> None:
@@ -61,41 +54,15 @@ class NetPeers:
         peer = self.peers.get(title)
         if peer is None:
             raise PeerUnreachable(f"{title!r} is not a configured peer")
-        slots = self._slots.setdefault(title, asyncio.Semaphore(self.policy.max_per_peer))
-        async with slots:
-            conn = await self._open(title, peer, contexts, roles, calling_ae or self.ae_title)
-            try:
-                yield conn
-            except BaseException:
-                conn.abort("sub-operations stopped")
-                raise
-            await conn.release(RELEASE_TIMEOUT)
-
-    async def _open(self, title: str, peer: PeerAddress, contexts: Sequence[tuple[str, str]],
-                    roles: Sequence[RoleSelection], calling_ae: str) -> Connection:
         policy = self.policy
         # One transfer syntax per context: a context's list is not a preference order, the
         # acceptor may pick any (PS3.8 §7.1.1.13), so each pair is proposed on its own.
-        request = build_associate_rq(calling_ae, title,
+        request = build_associate_rq(calling_ae or self.ae_title, title,
                                      [(sop_class, [ts]) for sop_class, ts in contexts],
                                      max_pdu_length=policy.max_pdu_length, roles=roles)
-        delay = policy.backoff
-        for attempt in range(1, policy.attempts + 1):
-            try:
-                return await associate(peer.host, peer.port, request,
-                                       connect_timeout=policy.connect_timeout,
-                                       artim_timeout=policy.artim_timeout)
-            except AssociationRejectedError as exc:
-                if exc.reject.result == RejectResult.PERMANENT or attempt == policy.attempts:
-                    raise PeerUnreachable(str(exc)) from None
-                reason = str(exc)
-            except AssociationError as exc:
-                if attempt == policy.attempts:
-                    suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
-                    raise PeerUnreachable(f"{exc}{suffix}") from None
-                reason = str(exc)
-            log.info("association to %s at %s:%d, attempt %d of %d: %s; retrying in %.1f s",
-                     title, peer.host, peer.port, attempt, policy.attempts, reason, delay)
-            await asyncio.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")  # the loop returns or raises
+        slots = self._slots.setdefault(title, asyncio.Semaphore(policy.max_per_peer))
+        async with slots, association(peer.host, peer.port, request,
+                                      connect_timeout=policy.connect_timeout,
+                                      artim_timeout=policy.artim_timeout,
+                                      attempts=policy.attempts, backoff=policy.backoff) as conn:
+            yield conn

@@ -1,7 +1,11 @@
 """The asyncio DICOM listener: one coroutine per association, limits, graceful shutdown.
 
-Every connection negotiates on its own task, so a peer that connects and says nothing costs
-one socket for at most the ARTIM timeout while every other association proceeds.
+Every connection negotiates on its own task. A connection that has not yet sent its
+A-ASSOCIATE-RQ is a *handshake*: it does not count against the association limits, has
+`handshake_timeout` seconds to complete, and at most `max_handshakes` are kept (a new
+connection beyond that closes the oldest silent one), so silent sockets or a client dripping
+one byte at a time cannot lock real clients out. Established associations are limited in
+total and per peer address (A-ASSOCIATE-RJ, transient, PS3.8 §9.3.4).
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Final
 
-from ..ports import NO_METRICS, Channel, Metrics, ServerLimits
+from ..ports import NO_METRICS, AssociationClosed, Channel, Metrics, ServerLimits
 from ..proto.association import AssociationRequested
 from ..proto.negotiation import (
     AcceptorPolicy,
@@ -20,14 +26,18 @@ from ..proto.negotiation import (
     negotiate_as_acceptor,
     negotiated,
 )
-from ..proto.pdu import AAssociateRJ
+from ..proto.pdu import AAssociateRJ, describe_reject
 from ..proto.sop import name_of
-from .connection import Connection
+from .transport import Transport
 
 log = logging.getLogger("minipacs.net")
 assoc_log = logging.getLogger("minipacs.association")
 
 Service = Callable[[Channel], Awaitable[None]]
+
+
+# File descriptors kept free beyond the connections (index, spool files, logs, listeners).
+SPARE_DESCRIPTORS: Final = 256
 
 
 class Server:
@@ -40,8 +50,10 @@ class Server:
         self.limits = limits
         self.metrics = metrics
         self._server: asyncio.Server | None = None
-        self._connections: set[Connection] = set()
+        self._connections: set[Transport] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._handshakes: dict[Transport, None] = {}  # in arrival order: the oldest first
+        self._associations: Counter[str] = Counter()  # established, by peer address
 
     @property
     def port(self) -> int:
@@ -49,11 +61,9 @@ class Server:
         assert self._server is not None and self._server.sockets
         return int(self._server.sockets[0].getsockname()[1])
 
-    @property
-    def active(self) -> int:
-        return len(self._connections)
-
     async def start(self, host: str, port: int) -> None:
+        limits = self.limits
+        ensure_descriptors(limits.max_handshakes + limits.max_associations + SPARE_DESCRIPTORS)
         self._server = await asyncio.start_server(self._on_connect, host, port,
                                                   reuse_address=True)
 
@@ -86,16 +96,15 @@ class Server:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         limits = self.limits
-        conn = Connection(reader, writer, requestor=False,
-                          max_pdu_length=self.policy.max_pdu_length,
-                          artim_timeout=limits.artim_timeout, idle_timeout=limits.idle_timeout)
-        over_limit = len(self._connections) >= limits.max_associations
+        conn = Transport(reader, writer, requestor=False,
+                         max_pdu_length=self.policy.max_pdu_length,
+                         artim_timeout=limits.artim_timeout, idle_timeout=limits.idle_timeout)
         self._connections.add(conn)
         self.metrics.association_started()
         started = time.monotonic()
         try:
             async with asyncio.timeout(limits.association_timeout or None):
-                await self._run(conn, over_limit)
+                await self._run(conn)
         except TimeoutError:
             conn.outcome, conn.detail = "timeout", (
                 f"association exceeded {limits.association_timeout:g} s")
@@ -110,45 +119,116 @@ class Server:
                 conn.abort("closing")
             self._log_association(conn, time.monotonic() - started)
 
-    async def _run(self, conn: Connection, over_limit: bool) -> None:
+    async def _run(self, conn: Transport) -> None:
+        event = await self._handshake(conn)
+        if event is None:
+            return
+        rq = event.request
+        refusal = self._over_limit(conn.peer_host)
+        if refusal is not None:
+            conn.detail, answer = refusal
+        else:
+            answer = negotiate_as_acceptor(rq, self.policy)
+            if isinstance(answer, AAssociateRJ):
+                conn.detail = describe_reject(answer)
+        if isinstance(answer, AAssociateRJ):
+            if conn.respond_association(answer):
+                await conn.closed()
+            return
+        if not conn.respond_association(answer, negotiated(rq, answer, local_is_requestor=False)):
+            return  # gone before our answer (PS3.8 Table 9-10, Sta3): AA-4 said it all
+        conn.outcome = "established"
+        self._associations[conn.peer_host] += 1
+        try:
+            await self.service(conn.channel)
+            await conn.finish()
+        finally:
+            self._associations[conn.peer_host] -= 1
+            if not self._associations[conn.peer_host]:
+                del self._associations[conn.peer_host]
+
+    async def _handshake(self, conn: Transport) -> AssociationRequested | None:
+        """Wait for the A-ASSOCIATE-RQ, within the handshake deadline; None if none came."""
+        limits = self.limits
+        if len(self._handshakes) >= limits.max_handshakes:
+            oldest = next(iter(self._handshakes))
+            del self._handshakes[oldest]
+            oldest.outcome = "dropped"
+            oldest.detail = (f"{limits.max_handshakes} connections were waiting for their "
+                             "A-ASSOCIATE-RQ; the oldest made room")
+            oldest.abort(oldest.detail)
+        self._handshakes[conn] = None
         conn.start()
         try:
-            event = await conn.handshake()
-        except Exception:
-            await conn.closed()  # ARTIM expiry or a bad first PDU; already logged as outcome
-            return
+            async with asyncio.timeout(limits.handshake_timeout):
+                event = await conn.handshake()
+        except TimeoutError:
+            conn.outcome = "timeout"
+            conn.detail = f"no A-ASSOCIATE-RQ within {limits.handshake_timeout:g} s"
+            conn.abort(conn.detail)
+            return None
+        except AssociationClosed:
+            await conn.closed()  # ARTIM, a bad first PDU, or made room: its outcome says
+            return None
+        finally:
+            self._handshakes.pop(conn, None)
         assert isinstance(event, AssociationRequested)
-        rq = event.request
-        if over_limit:
-            conn.detail = f"over the limit of {self.limits.max_associations} associations"
-            conn.respond_association(association_limit_rejection())
-            await conn.closed()
-            return
-        answer = negotiate_as_acceptor(rq, self.policy)
-        if isinstance(answer, AAssociateRJ):
-            conn.detail = f"result {answer.result}, source {answer.source}, reason {answer.reason}"
-            conn.respond_association(answer)
-            await conn.closed()
-            return
-        conn.respond_association(answer, negotiated(rq, answer, local_is_requestor=False))
-        conn.outcome = "established"
-        await self.service(conn)
-        await conn.finish()
+        return event
 
-    def _log_association(self, conn: Connection, duration: float) -> None:
+    def _over_limit(self, address: str) -> tuple[str, AAssociateRJ] | None:
+        """Why and how to refuse one more association, if a limit is reached."""
+        limits = self.limits
+        if sum(self._associations.values()) >= limits.max_associations:
+            return (f"over the limit of {limits.max_associations} associations",
+                    association_limit_rejection())
+        if self._associations[address] >= limits.max_associations_per_address:
+            return (f"over the limit of {limits.max_associations_per_address} associations "
+                    f"from {address}", association_limit_rejection(per_peer=True))
+        return None
+
+    def _log_association(self, conn: Transport, duration: float) -> None:
+        """One INFO line per association: who, what it was used for, how it ended.
+
+        Peer-supplied strings (AE titles) are written escaped (repr): a title cannot forge a
+        line or drive the operator's terminal.
+        """
         rq = conn.assoc.request
-        accepted = list(conn.negotiated.contexts.values()) if conn.negotiated else []
-        syntaxes = sorted({name_of(c.abstract_syntax) for c in accepted})
-        if len(syntaxes) > 4:
-            syntaxes = [*syntaxes[:4], f"+{len(syntaxes) - 4} more"]
+        accepted = len(conn.negotiated.contexts) if conn.negotiated else 0
         proposed = len(rq.presentation_contexts) if rq else 0
+        usage = conn.channel.usage
+        used = ", ".join(f"{name_of(uid)} x{count}"
+                         for uid, count in usage.requests.most_common())
+        instances = usage.stored + usage.duplicates + usage.failed
+        counts = (f" stored={usage.stored} duplicates={usage.duplicates} failed={usage.failed}"
+                  if instances else "")
         assoc_log.info(
-            "association peer=%s:%d calling=%s called=%s contexts=%d/%d [%s] duration=%.3fs "
-            "messages=%d result=%s%s",
+            "association peer=%s:%d calling=%s called=%s contexts=%d/%d used=[%s]%s "
+            "duration=%.3fs messages=%d result=%s%s",
             conn.peer_host, conn.peer_port,
-            rq.calling_ae_title if rq else "-", rq.called_ae_title if rq else "-",
-            len(accepted), proposed, ", ".join(syntaxes), duration,
-            conn.messages, conn.outcome, f" ({conn.detail})" if conn.detail else "",
+            repr(rq.calling_ae_title) if rq else "-", repr(rq.called_ae_title) if rq else "-",
+            accepted, proposed, used, counts, duration,
+            conn.channel.messages, conn.outcome, f" ({conn.detail})" if conn.detail else "",
         )
         self.metrics.association_ended(rq.calling_ae_title if rq else "-", conn.outcome,
                                        duration)
+
+
+def ensure_descriptors(wanted: int) -> None:
+    """Raise this process's open-file limit towards `wanted` (up to the hard limit).
+
+    Each connection is a socket: with a soft limit of 1024 (a common default), accept()
+    would fail long before the configured limits are reached.
+    """
+    try:
+        import resource
+    except ImportError:  # not on this platform: nothing to raise
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        log.warning("the limits need %d file descriptors; this process may open %d "
+                    "(raise its hard limit, e.g. LimitNOFILE= in systemd)", wanted, target)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -19,6 +20,12 @@ from ..proto.pdu import RoleSelection
 
 class AssociationClosed(Exception):
     """The association ended (released, aborted or lost) while an operation still used it."""
+
+
+class MessageNotEncodable(ValueError):
+    """A message to send breaks its command set's encoding (PS3.7 §6.3.1, PS3.5 §6.2: a UI
+    value over 64 bytes, a character outside the default repertoire). Nothing was sent:
+    the association goes on."""
 
 
 class DataStream(Protocol):
@@ -64,11 +71,26 @@ class AssociationInfo:
     negotiated: Negotiated
 
 
+@dataclass(slots=True)
+class AssociationUsage:
+    """What one association was used for: its summary log line (the dispatcher counts)."""
+
+    requests: Counter[str] = field(default_factory=Counter)  # by SOP class UID
+    stored: int = 0  # C-STORE: instances kept that we did not have
+    duplicates: int = 0  # C-STORE: instances we already had, received again
+    failed: int = 0  # C-STORE: instances refused (a failure status)
+
+
 class Channel(Protocol):
     """One established association, either role, as the services use it."""
 
     @property
     def info(self) -> AssociationInfo: ...
+
+    @property
+    def usage(self) -> AssociationUsage:
+        """Counts for the association's summary line, kept by whoever serves it."""
+        ...
 
     def requests(self) -> AsyncIterator[Request]:
         """Requests from the peer, each as soon as its command set has arrived; ends at release."""
@@ -76,13 +98,20 @@ class Channel(Protocol):
 
     def next_message_id(self) -> int: ...
 
+    def abort(self, detail: str = ...) -> None:
+        """A-ABORT the association (PS3.8 §7.3): when it cannot go on in good order."""
+        ...
+
     async def send(
         self,
         context_id: int,
         message: DimseMessage,
         dataset: bytes | AsyncIterable[bytes] | None = None,
     ) -> None:
-        """Send one whole message; fragments of two messages never interleave (PS3.8 Annex E)."""
+        """Send one whole message; fragments of two messages never interleave (PS3.8 Annex E).
+
+        Raises MessageNotEncodable (nothing sent) or AssociationClosed.
+        """
         ...
 
     def request(

@@ -41,7 +41,10 @@ class ServerLimits:
     """Resource limits and timers of the server (``limits:``); seconds, 0 disables where
     documented (idle_timeout, association_timeout, shutdown_grace)."""
 
-    max_associations: int = 64
+    max_associations: int = 500
+    max_associations_per_address: int = 250
+    max_handshakes: int = 1000
+    handshake_timeout: float = 10.0
     max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH  # the largest PDU we receive
     artim_timeout: float = DEFAULT_ARTIM_TIMEOUT
     idle_timeout: float = 300.0

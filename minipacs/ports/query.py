@@ -131,9 +131,13 @@ class RetrieveIndex(Protocol):
         """How many entities of `query.level` match, counting at most `cap` + 1."""
         ...
 
-    async def instances(self, query: FindQuery, *, after: object | None,
-                        limit: int) -> InstancePage:
-        """At most `limit` instances under the matching entities, after the cursor."""
+    async def instances(self, query: FindQuery, *, after: object | None, limit: int,
+                        kinds: frozenset[tuple[str, str]] | None = None) -> InstancePage:
+        """At most `limit` instances under the matching entities, after the cursor.
+
+        `kinds`: only instances of these (SOP class, stored transfer syntax) pairs (one
+        C-MOVE sub-association's share), so a selection split over several is read once.
+        """
         ...
 
     async def instance_kinds(self, query: FindQuery) -> tuple[tuple[str, str], ...]:

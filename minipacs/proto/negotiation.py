@@ -14,6 +14,7 @@ from typing import Final
 
 from .pdu import (
     ACSE_PROTOCOL_VERSION_NOT_SUPPORTED,
+    PRESENTATION_LOCAL_LIMIT_EXCEEDED,
     PRESENTATION_TEMPORARY_CONGESTION,
     AAssociateAC,
     AAssociateRJ,
@@ -71,6 +72,17 @@ def _ae(title: str) -> str:
     return title.strip(" ")
 
 
+_AE_FORBIDDEN: Final = frozenset(chr(c) for c in (*range(0x20), 0x7F)) | {"\\"}
+
+
+def valid_ae_title(title: str) -> bool:
+    """PS3.5 §6.2 AE: default repertoire without backslash and control characters, at most
+    16 characters, not only spaces."""
+    significant = _ae(title)
+    return (0 < len(significant) <= MAX_AE_TITLE_LENGTH and title.isascii()
+            and _AE_FORBIDDEN.isdisjoint(title))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AcceptorPolicy:
     """What we accept on associations that peers open (PS3.8 §7.1, PS3.7 Annex D)."""
@@ -115,12 +127,13 @@ def default_supported(extra_storage: Iterable[str] = ()) -> dict[str, frozenset[
     return supported
 
 
-def association_limit_rejection() -> AAssociateRJ:
-    """The answer when we already serve our maximum number of associations (PS3.8 §9.3.4)."""
+def association_limit_rejection(*, per_peer: bool = False) -> AAssociateRJ:
+    """The answer when we already serve our maximum number of associations (PS3.8 §9.3.4):
+    temporary congestion, or "local limit exceeded" when the limit is the peer's own share."""
     return AAssociateRJ(
         result=RejectResult.TRANSIENT,
         source=RejectSource.SERVICE_PROVIDER_PRESENTATION,
-        reason=PRESENTATION_TEMPORARY_CONGESTION,
+        reason=PRESENTATION_LOCAL_LIMIT_EXCEEDED if per_peer else PRESENTATION_TEMPORARY_CONGESTION,
     )
 
 
@@ -138,6 +151,14 @@ def _check_association(rq: AAssociateRQ, policy: AcceptorPolicy) -> AAssociateRJ
             RejectSource.SERVICE_USER,
             RejectReason.APPLICATION_CONTEXT_NOT_SUPPORTED,
         )
+    # PS3.5 §6.2: a title with a control character (or a backslash) is no AE title at all,
+    # whatever the policy; refusing it also keeps it out of every log line.
+    if not valid_ae_title(rq.calling_ae_title):
+        return AAssociateRJ(RejectResult.PERMANENT, RejectSource.SERVICE_USER,
+                            RejectReason.CALLING_AE_NOT_RECOGNIZED)
+    if not valid_ae_title(rq.called_ae_title):
+        return AAssociateRJ(RejectResult.PERMANENT, RejectSource.SERVICE_USER,
+                            RejectReason.CALLED_AE_NOT_RECOGNIZED)
     if policy.check_called_ae and _ae(rq.called_ae_title) != _ae(policy.ae_title):
         return AAssociateRJ(
             RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectReason.CALLED_AE_NOT_RECOGNIZED

@@ -269,3 +269,54 @@ class AAbort:
 
 
 Pdu = AAssociateRQ | AAssociateAC | AAssociateRJ | PDataTF | AReleaseRQ | AReleaseRP | AAbort
+
+
+# --- in words, for log lines and error messages --------------------------------------------
+
+_REJECT_REASONS: dict[int, dict[int, str]] = {  # PS3.8 §9.3.4, per source
+    RejectSource.SERVICE_USER: {
+        RejectReason.NO_REASON: "no reason given",
+        RejectReason.APPLICATION_CONTEXT_NOT_SUPPORTED: "application context not supported",
+        RejectReason.CALLING_AE_NOT_RECOGNIZED: "calling AE title not recognized",
+        RejectReason.CALLED_AE_NOT_RECOGNIZED: "called AE title not recognized",
+    },
+    RejectSource.SERVICE_PROVIDER_ACSE: {
+        1: "no reason given",
+        ACSE_PROTOCOL_VERSION_NOT_SUPPORTED: "protocol version not supported",
+    },
+    RejectSource.SERVICE_PROVIDER_PRESENTATION: {
+        PRESENTATION_TEMPORARY_CONGESTION: "temporary congestion",
+        PRESENTATION_LOCAL_LIMIT_EXCEEDED: "local limit exceeded",
+    },
+}
+_REJECT_SOURCES: dict[int, str] = {
+    RejectSource.SERVICE_USER: "service user",
+    RejectSource.SERVICE_PROVIDER_ACSE: "service provider (ACSE)",
+    RejectSource.SERVICE_PROVIDER_PRESENTATION: "service provider (presentation)",
+}
+_ABORT_REASONS: dict[int, str] = {  # PS3.8 §9.3.8, meaningful for the provider source
+    AbortReason.NOT_SPECIFIED: "reason not specified",
+    AbortReason.UNRECOGNIZED_PDU: "unrecognized PDU",
+    AbortReason.UNEXPECTED_PDU: "unexpected PDU",
+    AbortReason.UNRECOGNIZED_PDU_PARAMETER: "unrecognized PDU parameter",
+    AbortReason.UNEXPECTED_PDU_PARAMETER: "unexpected PDU parameter",
+    AbortReason.INVALID_PDU_PARAMETER_VALUE: "invalid PDU parameter value",
+}
+
+
+def describe_reject(rj: AAssociateRJ) -> str:
+    """Result, source and reason of an A-ASSOCIATE-RJ in words (PS3.8 §9.3.4)."""
+    result = {RejectResult.PERMANENT: "permanent", RejectResult.TRANSIENT: "transient"}.get(
+        rj.result, f"result {rj.result}")
+    source = _REJECT_SOURCES.get(rj.source, f"source {rj.source}")
+    reason = _REJECT_REASONS.get(rj.source, {}).get(rj.reason, f"reason {rj.reason}")
+    return f"{result}, {source}, {reason}"
+
+
+def describe_abort(source: int, reason: int) -> str:
+    """Source and reason of an A-ABORT in words (PS3.8 §9.3.8)."""
+    if source == AbortSource.SERVICE_USER:
+        return "by the service user"
+    if source == AbortSource.SERVICE_PROVIDER:
+        return f"by the service provider: {_ABORT_REASONS.get(reason, f'reason {reason}')}"
+    return f"source {source}, reason {reason}"

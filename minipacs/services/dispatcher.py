@@ -3,22 +3,24 @@
 A handler returns its final response; the dispatcher drains what is left of the request's
 data set, sends the response, and turns a handler's exception into a failure status for that
 operation only. Requests of one association run concurrently up to the negotiated
-asynchronous operations window (PS3.7 D.3.3.3).
+asynchronous operations window (PS3.7 D.3.3.3). It counts what the association was used for
+(`Channel.usage`, for its summary line) and logs each failed operation once, naming the peer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from ..ports import NO_METRICS, AssociationClosed, Channel, Metrics, Request
-from ..proto.dimse import MESSAGE_TYPES, RESPONSE_BIT, CommandField, DimseMessage
+from ..ports import NO_METRICS, AssociationClosed, Channel, MessageNotEncodable, Metrics, Request
+from ..proto.dimse import MESSAGE_TYPES, RESPONSE_BIT, CommandField, CStoreRQ, DimseMessage
 from ..proto.sop import name_of
-from ..proto.status import Status
+from ..proto.status import Status, StatusCategory, category, describe
 
 log = logging.getLogger("minipacs.services")
 
@@ -32,6 +34,7 @@ class Outcome:
 
     message: DimseMessage
     dataset: bytes | None = None
+    duplicate: bool = False  # C-STORE: we already had this instance (it was received again)
 
 
 Handler = Callable[[Channel, Request], Awaitable[Outcome]]
@@ -115,24 +118,96 @@ class Dispatcher:
 
     async def _run(self, channel: Channel, request: Request,
                    slots: asyncio.Semaphore) -> None:
+        """One operation: its handler, then its one final response, or an A-ABORT.
+
+        Whatever goes wrong while answering, the requestor is never left waiting for a
+        response that will not come: if none can be sent, the association is aborted.
+        """
         started = time.perf_counter()
         try:
-            route = self._route(request)
-            try:
-                outcome = route if isinstance(route, Outcome) else await route(channel, request)
-            except AssociationClosed:
-                return
-            except Exception as exc:
-                log.exception("%s failed", type(request.message).__name__)
-                outcome = Outcome(response_for(request.message, Status.PROCESSING_FAILURE,
-                                               f"internal error: {type(exc).__name__}"))
+            outcome = await self._outcome(channel, request)
+            if outcome is None:
+                return  # the association ended under the handler: nobody to answer
             if request.data is not None:
                 await request.data.drain()  # PS3.4 B.2.3: take the whole message, then answer
-            await channel.send(request.context.context_id, outcome.message, outcome.dataset)
+            account(channel, request.message, outcome)
+            await self._answer(channel, request, outcome)
             self.metrics.dimse_operation(CommandField(request.message.command_field).name,
                                          int(getattr(outcome.message, "status", 0)),
                                          time.perf_counter() - started)
         except AssociationClosed:
             pass
+        except Exception:
+            log.exception("%s from %s: no response can be sent; aborting the association",
+                          label(request.message), peer(channel))
+            channel.abort("no response could be sent")
         finally:
             slots.release()
+
+    async def _outcome(self, channel: Channel, request: Request) -> Outcome | None:
+        """The handler's final response; a handler's exception is 0110 for this operation."""
+        try:
+            route = self._route(request)
+            return route if isinstance(route, Outcome) else await route(channel, request)
+        except AssociationClosed:
+            return None
+        except Exception as exc:
+            log.exception("%s from %s failed", label(request.message), peer(channel))
+            return Outcome(response_for(request.message, Status.PROCESSING_FAILURE,
+                                        f"internal error: {type(exc).__name__}"))
+
+    @staticmethod
+    async def _answer(channel: Channel, request: Request, outcome: Outcome) -> None:
+        """Send the final response; without the fields it echoes when those cannot go back.
+
+        A request may carry a UID over 64 bytes or a byte outside the default repertoire
+        (PS3.5 §6.2) that our response would echo. The echoed fields are all optional in a
+        response (U(=), PS3.7 §9.3, §10.3): it then goes with its status alone.
+        """
+        context_id = request.context.context_id
+        try:
+            await channel.send(context_id, outcome.message, outcome.dataset)
+        except MessageNotEncodable as exc:
+            log.warning("%s from %s: answered without its identifying fields (%s)",
+                        label(request.message), peer(channel), exc)
+            await channel.send(context_id, bare(outcome.message), outcome.dataset)
+
+
+def bare(message: DimseMessage) -> DimseMessage:
+    """`message` without its text fields (UIDs, Error Comment): what must encode is left."""
+    texts = {f.name: None for f in dataclasses.fields(message)  # type: ignore[arg-type]
+             if isinstance(getattr(message, f.name), str)}
+    return dataclasses.replace(message, **texts)  # type: ignore[type-var]
+
+
+def label(message: DimseMessage) -> str:
+    """'C-STORE', 'N-ACTION': the operation a request asks for (PS3.7 Table E.1-1)."""
+    return CommandField(message.command_field).label.removesuffix("-RQ")
+
+
+def peer(channel: Channel) -> str:
+    """"'CALLING_AE' at host:port", for log lines (the AE title escaped: it is the peer's)."""
+    info = channel.info
+    return f"{info.calling_ae!r} at {info.peer_host}:{info.peer_port}"
+
+
+def account(channel: Channel, request: DimseMessage, outcome: Outcome) -> None:
+    """Count the operation for the association's summary; log it when it failed."""
+    usage = channel.usage
+    usage.requests[sop_class_of(request)] += 1
+    status = int(getattr(outcome.message, "status", Status.PROCESSING_FAILURE))
+    failed = category(status) is StatusCategory.FAILURE
+    if isinstance(request, CStoreRQ):
+        if failed:
+            usage.failed += 1
+        elif outcome.duplicate:
+            usage.duplicates += 1
+        else:
+            usage.stored += 1
+    if failed:
+        service = label(request)
+        instance = getattr(request, "affected_sop_instance_uid", None) \
+            or getattr(request, "requested_sop_instance_uid", None)
+        comment = getattr(outcome.message, "error_comment", None)
+        log.warning("%s%s from %s: %s%s", service, f" {instance!r}" if instance else "",
+                    peer(channel), describe(status, service), f" ({comment!r})" if comment else "")

@@ -221,7 +221,7 @@ async def read_identifier(request: Request) -> bytes:
 
 def refused(message: DimseMessage, error: IdentifierError) -> Outcome:
     """The final C-FIND response refusing a query: its status, comment and offending key."""
-    log.warning("C-FIND refused: 0x%04X %s", error.status, error.comment)
+    log.debug("C-FIND refused: 0x%04X %r", error.status, error.comment)  # logged by the dispatcher
     offending = (error.tag,) if error.tag is not None else None
     return Outcome(response_for(message, error.status, error.comment,
                                 offending_element=offending))

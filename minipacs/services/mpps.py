@@ -253,8 +253,8 @@ def _refuse(request: Request, refusal: _Refusal) -> Outcome:
     if refusal.dataset is not None:
         fields["has_dataset"] = True
         dataset = encode_dataset(refusal.dataset, request.context.transfer_syntax)
-    log.info("%s refused: 0x%04X %s", type(request.message).__name__, refusal.status,
-             refusal.comment)
+    log.debug("%s refused: 0x%04X %s", type(request.message).__name__, refusal.status,
+              refusal.comment)
     return Outcome(response_for(request.message, refusal.status, refusal.comment, **fields),
                    dataset)
 

@@ -26,6 +26,7 @@ from ..ports import (
     Channel,
     FindQuery,
     InstanceLocation,
+    MessageNotEncodable,
     PatientIssuers,
     Peers,
     PeerUnreachable,
@@ -37,7 +38,7 @@ from ..ports import (
     StorageError,
 )
 from ..proto.dimse import CGetRQ, CMoveRQ
-from ..proto.negotiation import MAX_PRESENTATION_CONTEXTS, Negotiated
+from ..proto.negotiation import MAX_PRESENTATION_CONTEXTS
 from ..proto.sop import dataset_encoding, name_of
 from ..proto.status import Status, StatusCategory, category, describe
 from .dataset_codec import encode_dataset_bytes
@@ -45,8 +46,8 @@ from .dispatcher import Outcome, response_for
 from .identifier import MAX_IDENTIFIER_BYTES, decode_identifier
 from .matching import IdentifierError, describe_tag
 from .retrieve_keys import RETRIEVE_MODELS, RetrieveSelection, parse_retrieve_identifier
-from .retrieve_routes import Key, MovePlan, Route, no_route_reason, plan_move, route
-from .store_scu import ChunkReader, store_instance
+from .retrieve_routes import GetRoutes, Key, MoveRoutes, Route, SubOperationRoutes, plan_move
+from .store_sender import ChunkReader, store_instance
 from .transcode import MAX_INFLATED, TranscodeError, open_converted
 
 __all__ = [
@@ -65,7 +66,6 @@ PENDING_INTERVAL: Final = 0.1  # seconds between pending responses, at most one 
 SUBOP_TIMEOUT: Final = RetrievePolicy().timeout  # without progress on one C-STORE
 MAX_COUNT: Final = 1 << 40  # "no cap" when counting the instances to send
 ISSUER_RULES: Final = tuple(PatientIssuers)  # retrieve.patient_issuers
-TAG_FAILED_SOP_INSTANCE_UID_LIST: Final = 0x00080058
 MAX_SHORT_VALUE: Final = 0xFFFE  # explicit VR UI: a 16-bit, even value length (PS3.5 7.1.2)
 
 
@@ -139,18 +139,6 @@ def encode_failed_list(uids: list[str], transfer_syntax: str) -> bytes:
     ds = Dataset()
     ds.FailedSOPInstanceUIDList = kept
     return encode_dataset_bytes(ds, transfer_syntax)
-
-
-def _no_context_reason(negotiated: Negotiated, sop_class: str, transfer_syntax: str) -> str:
-    """Why a C-GET has no context for an instance, in words (the usual C-GET confusion)."""
-    name = name_of(sop_class)
-    contexts = [c for c in negotiated.contexts.values() if c.abstract_syntax == sop_class]
-    if not contexts:
-        return f"{name} was not proposed (or not accepted) on this association"
-    with_role = [c for c in contexts if c.scp_role]
-    if not with_role:
-        return f"{name} was proposed without the SCP role (role selection, PS3.7 D.3.3.4)"
-    return no_route_reason(with_role, sop_class, transfer_syntax)
 
 
 class _Run:
@@ -244,35 +232,9 @@ class RetrieveService:
                    self.pending_interval, "C-GET", self.clock)
         if run.tally.total:
             await run.pending(force=True)
-        negotiated = channel.info.negotiated
         try:
-            async for loc in self._each(query):
-                if request.cancelled.is_set():  # PS3.4 C.4.3.3.1: stop, answer Cancel
-                    run.cancelled = True
-                    break
-                if run.lost is not None:
-                    run.fail(loc, run.lost)
-                    continue
-                key = (loc.sop_class_uid, loc.transfer_syntax_uid)
-                if key not in run.routes:  # PS3.7 D.3.3.4: only contexts with the SCP role
-                    run.routes[key] = route((c for c in negotiated.contexts.values() if c.scp_role),
-                                            *key)
-                found = run.routes[key]
-                if found is None:
-                    reason = _no_context_reason(negotiated, *key)
-                    if key not in run.missing:
-                        run.missing.add(key)
-                        log.warning("C-GET from %s: cannot send %s in %s: %s",
-                                    channel.info.calling_ae, name_of(key[0]), name_of(key[1]),
-                                    reason)
-                    run.fail(loc, "no context: " + reason)
-                else:
-                    try:
-                        await self._sub_operation(run, channel, found, loc, None)
-                    except TimeoutError:
-                        run.lost = f"no C-STORE response for {self.timeout:g} s"
-                        run.fail(loc, run.lost)
-                await run.pending()
+            await self._send(run, channel, self._each(query), GetRoutes(channel, self.timeout),
+                             None)
         except AssociationClosed:
             # The requestor went away mid-get: still log the one summary line (issue 5,
             # diagnosis), then let the dispatcher end the operation.
@@ -282,15 +244,18 @@ class RetrieveService:
         return self._finish(run, selection, "same association", started)
 
     async def move(self, channel: Channel, request: Request) -> Outcome:
-        """C-MOVE SCP (PS3.4 C.4.2.3): sub-operations on a new association to the destination."""
+        """C-MOVE SCP (PS3.4 C.4.2.3): sub-operations on a new association to the destination.
+
+        One sub-association per plan of at most 128 contexts (retrieve_routes.plan_move),
+        one after another; each reads only its own instances, so the selection is read once.
+        """
         message = request.message
         assert isinstance(message, CMoveRQ)
         started = self.clock()
         destination = message.move_destination.strip(" ")
         address = self.peers.address(destination)
         if address is None:  # PS3.4 C.4.2.1.5: A801 Move destination unknown
-            log.warning("C-MOVE from %s refused: move destination %r is not a configured "
-                        "peer", channel.info.calling_ae, destination)
+            log.debug("C-MOVE destination %r is not a configured peer", destination)
             return Outcome(response_for(message, Status.MOVE_DESTINATION_UNKNOWN,
                                         f"unknown move destination {destination[:16]!r}"))
         selection = await self._selection(request, "C-MOVE")
@@ -303,24 +268,58 @@ class RetrieveService:
         if not run.tally.total:
             return self._finish(run, selection, where, started)
         await run.pending(force=True)
-        kinds = await self.index.instance_kinds(query)
+        plans = plan_move(await self.index.instance_kinds(query), self.max_contexts)
         originator = (channel.info.calling_ae, message.message_id)
-        for plan in plan_move(kinds, self.max_contexts):
+        unsent: frozenset[Key] = frozenset()  # pairs of the plans the destination never got
+        for number, plan in enumerate(plans):
             if run.cancelled:
                 break
-            if run.lost is not None:
-                await self._fail_group(run, query, plan.members)
-                continue
             try:
                 async with self.peers.connect(destination, plan.contexts) as sub:
-                    await self._move_group(run, sub, query, plan, destination, originator)
+                    routes = MoveRoutes(sub, plan, destination)
+                    # One plan holds every instance: no need to narrow the selection.
+                    kinds = plan.members if len(plans) > 1 else None
+                    await self._send(run, sub, self._each(query, kinds), routes, originator)
+                    if run.lost is not None:
+                        raise _Lost(run.lost)  # abort the sub-association on the way out
             except PeerUnreachable as exc:
                 run.lost = f"{destination}: {exc}"
-                log.warning("C-MOVE from %s to %s: %s", channel.info.calling_ae, where, exc)
-                await self._fail_group(run, query, plan.members)
+                log.warning("C-MOVE from %r to %s: %s", channel.info.calling_ae, where, exc)
+                unsent = unsent.union(*(p.members for p in plans[number:]))
+                break
             except _Lost:
-                pass  # counted in _move_group; the association was aborted on the way out
+                unsent = unsent.union(*(p.members for p in plans[number + 1:]))
+                break
+        if unsent and not run.cancelled:
+            async for loc in self._each(query, unsent):  # out of reach: each one failed
+                run.fail(loc, run.lost or "not sent")
         return self._finish(run, selection, where, started)
+
+    async def _send(self, run: _Run, channel: Channel, locations: AsyncIterator[InstanceLocation],
+                    routes: SubOperationRoutes, originator: tuple[str, int] | None) -> None:
+        """The send loop of C-GET and C-MOVE: a C-STORE sub-operation per instance, counted.
+
+        Stops at a C-CANCEL (PS3.4 C.4.2.3.1, C.4.3.3.1: the final status is then Cancel);
+        once the sub-operations' association is lost, every instance left fails.
+        """
+        async for loc in locations:
+            if run.request.cancelled.is_set():
+                run.cancelled = True
+                break
+            if run.lost is not None:
+                run.fail(loc, run.lost)
+                continue
+            found = routes.route(loc)
+            if isinstance(found, str):
+                run.fail(loc, found)
+            else:
+                try:
+                    await self._sub_operation(run, channel, found, loc, originator)
+                except routes.losses as exc:
+                    run.lost = routes.lost(exc)
+                    log.warning("%s: %s", run.service, run.lost)
+                    run.fail(loc, run.lost)
+            await run.pending()
 
     # --- shared steps -------------------------------------------------------------------
 
@@ -347,8 +346,8 @@ class RetrieveService:
                           ", ".join(describe_tag(t) for t in selection.ignored))
             await self._check_issuers(selection)
         except IdentifierError as exc:
-            log.warning("%s refused: %s %s", service, describe(exc.status, service),
-                        exc.comment)
+            # The dispatcher logs the refusal once, with the peer and the status in words.
+            log.debug("%s refused: %s %r", service, describe(exc.status, service), exc.comment)
             offending = (exc.tag,) if exc.tag is not None else None
             return Outcome(response_for(message, exc.status, exc.comment,
                                         offending_element=offending))
@@ -365,11 +364,13 @@ class RetrieveService:
                                   f"PatientID {(selection.patient_id or '')[:16]!r} has "
                                   "several issuers; give IssuerOfPatientID")
 
-    async def _each(self, query: FindQuery) -> AsyncIterator[InstanceLocation]:
-        """Every selected instance, one keyset page at a time (memory stays flat)."""
+    async def _each(self, query: FindQuery, kinds: frozenset[Key] | None = None
+                    ) -> AsyncIterator[InstanceLocation]:
+        """Every selected instance (of `kinds`), a keyset page at a time (memory stays flat)."""
         after: object | None = None
         while True:
-            page = await self.index.instances(query, after=after, limit=self.page_size)
+            page = await self.index.instances(query, after=after, limit=self.page_size,
+                                              kinds=kinds)
             for loc in page.instances:
                 yield loc
             if page.after is None:
@@ -390,12 +391,12 @@ class RetrieveService:
             else:
                 data = chunks = await ChunkReader.open(lambda: self._open(loc))
         except (OSError, StorageError) as exc:
-            log.error("%s: cannot read %s (%s): %s", run.service, loc.sop_instance_uid,
+            log.error("%s: cannot read %r (%s): %s", run.service, loc.sop_instance_uid,
                       loc.storage_key, exc)
             run.fail(loc, "cannot read the stored file")
             return
         except TranscodeError as exc:
-            log.warning("%s: cannot convert %s from %s to %s: %s", run.service,
+            log.warning("%s: cannot convert %r from %s to %s: %s", run.service,
                         loc.sop_instance_uid, name_of(loc.transfer_syntax_uid),
                         name_of(found.transfer_syntax), exc)
             run.fail(loc, f"conversion failed: {exc}")
@@ -403,6 +404,10 @@ class RetrieveService:
         try:
             status, comment = await store_instance(channel, found.context_id, loc, data,
                                                    timeout=self.timeout, originator=originator)
+        except MessageNotEncodable as exc:  # e.g. a stored UID over 64 bytes: nothing sent
+            log.warning("%s: cannot send %r: %s", run.service, loc.sop_instance_uid, exc)
+            run.fail(loc, "its C-STORE request cannot be encoded")
+            return
         finally:
             if chunks is not None:
                 chunks.close()
@@ -412,68 +417,19 @@ class RetrieveService:
         problem = None
         if kind is not StatusCategory.SUCCESS:
             problem = describe(status, "C-STORE") + (f" ({comment})" if comment else "")
-            log.info("%s: C-STORE of %s: %s", run.service, loc.sop_instance_uid, problem)
+            log.info("%s: C-STORE of %r: %s", run.service, loc.sop_instance_uid, problem)
         run.tally.record(loc.sop_instance_uid, kind, problem)
 
     def _open(self, loc: InstanceLocation) -> BinaryIO:
         return self.storage.open_dataset(loc.storage_key, loc.dataset_offset)
 
 
-    async def _move_group(self, run: _Run, sub: Channel, query: FindQuery,
-                          plan: MovePlan, destination: str,
-                          originator: tuple[str, int]) -> None:
-        """The instances of `plan`'s pairs over one sub-association. Raises _Lost."""
-        members = plan.members
-        accepted = [c for c in sub.info.negotiated.contexts.values() if c.scu_role]
-        routes: dict[Key, Route | None] = {}
-        for key in sorted(members):
-            routes[key] = found = route(accepted, *key)
-            if found is None:
-                log.warning("C-MOVE to %s: cannot send %s in %s: %s; those instances fail",
-                            destination, name_of(key[0]), name_of(key[1]),
-                            no_route_reason(accepted, *key))
-            elif found.convert:
-                log.info("C-MOVE to %s: %s stored in %s is converted to %s", destination,
-                         name_of(key[0]), name_of(key[1]), name_of(found.transfer_syntax))
-        async for loc in self._each(query):
-            key = (loc.sop_class_uid, loc.transfer_syntax_uid)
-            if key not in members:
-                continue
-            if run.request.cancelled.is_set():  # PS3.4 C.4.2.3.1: stop, answer Cancel
-                run.cancelled = True
-                break
-            if run.lost is not None:
-                run.fail(loc, run.lost)
-                continue
-            found = routes[key]
-            if found is None:
-                run.fail(loc, f"{destination} accepted no context for {name_of(key[0])} "
-                              f"in {name_of(key[1])} or a syntax it converts to")
-            else:
-                try:
-                    await self._sub_operation(run, sub, found, loc, originator)
-                except (TimeoutError, AssociationClosed) as exc:
-                    run.lost = (f"association to {destination} lost: "
-                                f"{exc or 'no response in time'}")
-                    log.warning("C-MOVE: %s", run.lost)
-                    run.fail(loc, run.lost)
-            await run.pending()
-        if run.lost is not None:
-            raise _Lost(run.lost)
-
-    async def _fail_group(self, run: _Run, query: FindQuery, members: frozenset[Key]) -> None:
-        """Count every instance of the group as failed (the destination is out of reach)."""
-        assert run.lost is not None
-        async for loc in self._each(query):
-            if (loc.sop_class_uid, loc.transfer_syntax_uid) in members:
-                run.fail(loc, run.lost)
-
     def _finish(self, run: _Run, selection: RetrieveSelection, where: str,
                 started: float) -> Outcome:
         outcome = run.final()
         tally = run.tally
         status = int(outcome.message.status)  # type: ignore[union-attr]
-        log.info("%s from %s to %s, %s %s x%d: %d completed, %d failed, %d warning, "
+        log.info("%s from %r to %s, %s %s x%d: %d completed, %d failed, %d warning, "
                  "%d remaining in %.2f s: %s", run.service, run.channel.info.calling_ae,
                  where, selection.model.value, selection.level.value, selection.entities,
                  tally.completed, tally.failed, tally.warning, tally.remaining,

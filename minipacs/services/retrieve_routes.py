@@ -12,14 +12,20 @@ syntax is proposed on its own.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from ..proto.negotiation import MAX_PRESENTATION_CONTEXTS, AcceptedContext
+from ..ports import AssociationClosed, Channel, InstanceLocation
+from ..proto.negotiation import MAX_PRESENTATION_CONTEXTS, AcceptedContext, Negotiated
 from ..proto.sop import name_of
 from .transcode import FALLBACK_SYNTAXES, NATIVE_SYNTAXES, choose_syntax, decoder_missing
 
-__all__ = ["Key", "MovePlan", "Route", "no_route_reason", "plan_move", "route"]
+__all__ = ["GetRoutes", "Key", "MovePlan", "MoveRoutes", "Route", "SubOperationRoutes",
+           "no_route_reason", "plan_move", "route"]
+
+log = logging.getLogger("minipacs.retrieve")
 
 Key = tuple[str, str]  # (SOP Class UID, Transfer Syntax UID)
 
@@ -99,3 +105,90 @@ def plan_move(kinds: Sequence[Key], max_contexts: int = MAX_PRESENTATION_CONTEXT
     if contexts:
         plans.append(MovePlan(tuple(contexts), frozenset(members)))
     return plans
+
+
+# --- the routes of one C-GET or C-MOVE in progress ----------------------------------------
+
+
+def _no_context_reason(negotiated: Negotiated, sop_class: str, transfer_syntax: str) -> str:
+    """Why a C-GET has no context for an instance, in words (the usual C-GET confusion)."""
+    name = name_of(sop_class)
+    contexts = [c for c in negotiated.contexts.values() if c.abstract_syntax == sop_class]
+    if not contexts:
+        return f"{name} was not proposed (or not accepted) on this association"
+    with_role = [c for c in contexts if c.scp_role]
+    if not with_role:
+        return f"{name} was proposed without the SCP role (role selection, PS3.7 D.3.3.4)"
+    return no_route_reason(with_role, sop_class, transfer_syntax)
+
+
+class SubOperationRoutes(Protocol):
+    """How the send loop of one C-GET or C-MOVE sub-association routes and loses."""
+
+    losses: tuple[type[BaseException], ...]  # what loses the sub-operations' association
+
+    def route(self, loc: InstanceLocation) -> Route | str:
+        """The context for `loc`, or why there is none (the instance then fails)."""
+        ...
+
+    def lost(self, exc: BaseException) -> str:
+        """Why nothing more can be sent, in words."""
+        ...
+
+
+class GetRoutes:
+    """C-GET: the requestor's own contexts with the SCP role (PS3.7 D.3.3.4)."""
+
+    losses: tuple[type[BaseException], ...] = (TimeoutError,)  # AssociationClosed ends it
+
+    def __init__(self, channel: Channel, timeout: float) -> None:
+        self.info = channel.info
+        self.timeout = timeout
+        self.routes: dict[Key, Route | str] = {}
+
+    def route(self, loc: InstanceLocation) -> Route | str:
+        key = (loc.sop_class_uid, loc.transfer_syntax_uid)
+        found = self.routes.get(key)
+        if found is None:
+            negotiated = self.info.negotiated
+            found = route((c for c in negotiated.contexts.values() if c.scp_role), *key)
+            if found is None:
+                reason = _no_context_reason(negotiated, *key)
+                log.warning("C-GET from %r: cannot send %s in %s: %s", self.info.calling_ae,
+                            name_of(key[0]), name_of(key[1]), reason)
+                found = "no context: " + reason
+            self.routes[key] = found
+        return found
+
+    def lost(self, exc: BaseException) -> str:
+        return f"no C-STORE response for {self.timeout:g} s"
+
+
+class MoveRoutes:
+    """C-MOVE: the contexts the destination accepted on this sub-association."""
+
+    losses: tuple[type[BaseException], ...] = (TimeoutError, AssociationClosed)
+
+    def __init__(self, sub: Channel, plan: MovePlan, destination: str) -> None:
+        self.destination = destination
+        accepted = [c for c in sub.info.negotiated.contexts.values() if c.scu_role]
+        self.routes: dict[Key, Route | str] = {}
+        for key in sorted(plan.members):
+            found = route(accepted, *key)
+            if found is None:
+                log.warning("C-MOVE to %s: cannot send %s in %s: %s; those instances fail",
+                            destination, name_of(key[0]), name_of(key[1]),
+                            no_route_reason(accepted, *key))
+                self.routes[key] = (f"{destination} accepted no context for {name_of(key[0])} "
+                                    f"in {name_of(key[1])} or a syntax it converts to")
+            else:
+                if found.convert:
+                    log.info("C-MOVE to %s: %s stored in %s is converted to %s", destination,
+                             name_of(key[0]), name_of(key[1]), name_of(found.transfer_syntax))
+                self.routes[key] = found
+
+    def route(self, loc: InstanceLocation) -> Route | str:
+        return self.routes[(loc.sop_class_uid, loc.transfer_syntax_uid)]
+
+    def lost(self, exc: BaseException) -> str:
+        return f"association to {self.destination} lost: {exc or 'no response in time'}"

@@ -57,6 +57,7 @@ class Ingested:
     status: Status
     comment: str = ""
     attributes: InstanceAttributes | None = None  # what was stored, on success
+    duplicate: bool = False  # we already had this instance (received again)
 
 
 class StoreService:
@@ -86,7 +87,8 @@ class StoreService:
             receiving_ae_title=info.called_ae,
         )
         done = await self.ingest(meta, request.data)
-        return Outcome(response_for(message, done.status, done.comment or None))
+        return Outcome(response_for(message, done.status, done.comment or None),
+                       duplicate=done.duplicate)
 
     async def ingest(self, meta: FileMeta, data: AsyncIterable[bytes], *,
                      study: str | None = None) -> Ingested:
@@ -198,7 +200,7 @@ class StoreService:
                 return self._fail(meta, exc.status, exc.comment)
             if isinstance(exc, DataSetError):
                 return self._fail(meta, Status.CANNOT_UNDERSTAND, exc.comment)
-            log.exception("parsing %s failed", meta.sop_instance_uid)
+            log.exception("parsing %r failed", meta.sop_instance_uid)
             return self._fail(meta, Status.OUT_OF_RESOURCES, "cannot read the stored file")
         return await self._index(meta, stored, attributes)
 
@@ -225,7 +227,8 @@ class StoreService:
         log.debug("stored %s from %s (%d bytes, %s)", meta.sop_instance_uid,
                   meta.sending_ae_title, stored.size, result.outcome)
         self.metrics.instance_stored(stored.size)
-        return Ingested(Status.SUCCESS, attributes=attributes)
+        return Ingested(Status.SUCCESS, attributes=attributes,
+                        duplicate=result.outcome is not AddOutcome.ADDED)
 
     def _check_inflated(self, fp: BinaryIO, transfer_syntax: str) -> None:
         """C000 for a Deflated data set past `max_inflated` (a deflate bomb is never stored).
@@ -251,7 +254,9 @@ class StoreService:
 
     @staticmethod
     def _fail(meta: FileMeta, status: Status, comment: str) -> Ingested:
-        log.warning("C-STORE %s refused: %s (%s)", meta.sop_instance_uid, status.name, comment)
+        # The dispatcher (C-STORE) or the web layer (STOW-RS) logs the refusal once, with the
+        # peer and the status in words.
+        log.debug("C-STORE %r refused: 0x%04X (%r)", meta.sop_instance_uid, status, comment)
         return Ingested(status, comment)
 
 

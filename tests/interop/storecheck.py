@@ -23,7 +23,7 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from minipacs.app.daemon import open_server
-from minipacs.net.client import associate
+from minipacs.net.client import association
 from minipacs.proto.dimse import CStoreRQ, CStoreRSP
 from minipacs.proto.negotiation import build_associate_rq
 from minipacs.proto.sop import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -252,13 +252,10 @@ async def own_store(port: int, sop_class: str, instance_uid: str,
                     transfer_syntax: str = ExplicitVRLittleEndian) -> CStoreRSP:
     """One C-STORE through minipacs' own requestor, with any command/data set pairing."""
     rq = build_associate_rq(CALLING, CALLED, [(sop_class, [transfer_syntax])])
-    conn = await associate(LOOPBACK, port, rq)
-    try:
+    async with association(LOOPBACK, port, rq, artim_timeout=5) as conn:
         message = CStoreRQ(message_id=conn.next_message_id(), affected_sop_class_uid=sop_class,
                            affected_sop_instance_uid=instance_uid)
         replies = [reply async for reply in conn.request(1, message, data)]
-    finally:
-        await conn.release(5)
     (reply,) = replies
     assert isinstance(reply.message, CStoreRSP)
     return reply.message

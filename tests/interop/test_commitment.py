@@ -25,7 +25,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from minipacs.net.client import associate
+from minipacs.net.client import association
 from minipacs.proto.dimse import NActionRQ, NActionRSP
 from minipacs.proto.negotiation import build_associate_rq
 from minipacs.proto.sop import (
@@ -321,14 +321,11 @@ async def _n_action(port: int, *, instance: str = STORAGE_COMMITMENT_PUSH_INSTAN
                     sop_class: str = STORAGE_COMMITMENT_PUSH) -> NActionRSP:
     rq = build_associate_rq(MODALITY, SERVER_AE,
                             [(STORAGE_COMMITMENT_PUSH, [ImplicitVRLittleEndian])])
-    conn = await associate(LOOPBACK, port, rq)
-    try:
+    async with association(LOOPBACK, port, rq, artim_timeout=5) as conn:
         message = NActionRQ(message_id=conn.next_message_id(), requested_sop_class_uid=sop_class,
                             requested_sop_instance_uid=instance, action_type_id=action,
                             has_dataset=data is not None)
         replies = [reply async for reply in conn.request(1, message, data)]
-    finally:
-        await conn.release(5)
     (reply,) = replies
     assert isinstance(reply.message, NActionRSP)
     return reply.message

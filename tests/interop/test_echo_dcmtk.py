@@ -29,7 +29,7 @@ def test_echoscu_against_minipacs_serve(tmp_path: Path) -> None:
                                 env=dcmtk_env(), check=False)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "Received Echo Response (Success)" in result.stdout + result.stderr
-        line = served.wait_for_line(r"association peer=.* calling=ECHOSCU ").string
+        line = served.wait_for_line(r"association peer=.* calling='ECHOSCU' ").string
         assert "messages=1 result=released" in line
 
 
@@ -41,7 +41,7 @@ async def test_echoscu_against_in_process_server(server: Server, assoc_log: Asso
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Received Echo Response (Success)" in result.stdout + result.stderr
     (line,) = await assoc_log.wait_for(1)
-    assert "calling=ECHOSCU" in line
+    assert "calling='ECHOSCU'" in line
     assert line.endswith("messages=1 result=released")
 
 

@@ -34,7 +34,7 @@ from minipacs.index import SqlIndex
 from minipacs.index.engine import make_engine
 from minipacs.index.extract import read_attributes
 from minipacs.index.migrate import upgrade
-from minipacs.net.client import associate
+from minipacs.net.client import association
 from minipacs.ports import InstanceRecord, StoredFile
 from minipacs.proto.dimse import CEchoRQ, CFindRQ, CFindRSP
 from minipacs.proto.negotiation import build_associate_rq
@@ -457,8 +457,7 @@ async def test_bad_values_get_a_status(pacs: int, keys: dict[str, str], status: 
 async def test_undecodable_identifier_is_c000_and_the_association_survives(pacs: int) -> None:
     rq = build_associate_rq("RAWFIND", SERVER_AE, [(STUDY_ROOT_QR_FIND, [ExplicitVRLittleEndian]),
                                                    (VERIFICATION, [ExplicitVRLittleEndian])])
-    conn = await associate(LOOPBACK, pacs, rq)
-    try:
+    async with association(LOOPBACK, pacs, rq, artim_timeout=WAIT) as conn:
         for garbage in (b"\x08\x00\x52\x00CS\x40\x00STUDY", b"\xff" * 200):
             message = CFindRQ(message_id=conn.next_message_id(),
                               affected_sop_class_uid=STUDY_ROOT_QR_FIND)
@@ -469,8 +468,6 @@ async def test_undecodable_identifier_is_c000_and_the_association_survives(pacs:
             assert reply.message.error_comment
         echo = CEchoRQ(message_id=conn.next_message_id(), affected_sop_class_uid=VERIFICATION)
         assert [r.message.status async for r in conn.request(3, echo)] == [Status.SUCCESS]
-    finally:
-        await conn.release(WAIT)
 
 
 # --- cancel and limits --------------------------------------------------------------------

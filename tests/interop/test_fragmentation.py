@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ImplicitVRLittleEndian
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from minipacs.net.client import associate
+from minipacs.net.client import association
 from minipacs.net.server import Server
 from minipacs.proto.command_codec import decode_command, encode_command
 from minipacs.proto.dimse import CStoreRQ, CStoreRSP
@@ -209,19 +209,16 @@ async def send_c_store(port: int, ds: Dataset, data: bytes) -> tuple[int, int]:
     """Our client: C-STORE `data`; returns the status and the peer's max PDU length."""
     rq = build_associate_rq("MINIPACS", "STORESCP",
                             [(CTImageStorage, [IMPLICIT_VR_LITTLE_ENDIAN])])
-    conn = await associate(LOOPBACK, port, rq, connect_timeout=WAIT, artim_timeout=WAIT)
-    try:
-        assert conn.negotiated is not None
-        (context,) = conn.negotiated.contexts.values()
+    async with association(LOOPBACK, port, rq, connect_timeout=WAIT,
+                           artim_timeout=WAIT) as conn:
+        (context,) = conn.info.negotiated.contexts.values()
         assert context.transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN
         message = CStoreRQ(message_id=conn.next_message_id(),
                            affected_sop_class_uid=CTImageStorage,
                            affected_sop_instance_uid=ds.SOPInstanceUID)
         async with asyncio.timeout(WAIT):
             replies = [reply async for reply in conn.request(context.context_id, message, data)]
-        return replies[-1].message.status, conn.negotiated.peer_max_pdu  # type: ignore[union-attr]
-    finally:
-        await conn.release(WAIT)
+    return replies[-1].message.status, conn.info.negotiated.peer_max_pdu  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("scp_max", [SMALL_PDU, None, 131072],

@@ -26,7 +26,7 @@ from pydicom.uid import (
     MRImageStorage,
 )
 
-from minipacs.net.client import associate
+from minipacs.net.client import association
 from minipacs.net.server import Server
 from minipacs.proto.dimse import CStoreRQ
 from minipacs.proto.negotiation import build_associate_rq
@@ -94,11 +94,10 @@ async def populate(port: int, items: Sequence[tuple[Dataset, str]]) -> dict[str,
     """C-STORE every (data set, transfer syntax) over one association; all must succeed."""
     keys = sorted({(str(ds.SOPClassUID), ts) for ds, ts in items})
     rq = build_associate_rq("POPULATE", SERVER_AE, [(c, [t]) for c, t in keys])
-    conn = await associate(LOOPBACK, port, rq)
-    contexts = {(c.abstract_syntax, c.transfer_syntax): c.context_id
-                for c in conn.info.negotiated.contexts.values()}
     stored: dict[str, Stored] = {}
-    try:
+    async with association(LOOPBACK, port, rq, artim_timeout=5) as conn:
+        contexts = {(c.abstract_syntax, c.transfer_syntax): c.context_id
+                    for c in conn.info.negotiated.contexts.values()}
         for ds, ts in items:
             data = encode_dataset(ds, ts)
             message = CStoreRQ(message_id=conn.next_message_id(),
@@ -110,8 +109,6 @@ async def populate(port: int, items: Sequence[tuple[Dataset, str]]) -> dict[str,
             stored[str(ds.SOPInstanceUID)] = Stored(
                 str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.StudyInstanceUID),
                 str(ds.SeriesInstanceUID), ts, data)
-    finally:
-        await conn.release(5)
     return stored
 
 
@@ -201,7 +198,7 @@ async def test_getscu_study_level_gets_byte_identical_data_sets(tmp_path: Path,
         assert result.returncode == 0, output
         expected = [u for u, s in stored.items() if s.study == study_uid(1)]
         assert_identical(received(out), stored, expected)
-        summary = [line for line in lines if line.startswith("C-GET from RETRIEVER")]
+        summary = [line for line in lines if line.startswith("C-GET from 'RETRIEVER'")]
         assert len(summary) == 1, lines
         assert "same association" in summary[0] and "5 completed, 0 failed" in summary[0]
         assert "PatientID" in " ".join(lines)  # the ignored key is logged
@@ -441,7 +438,7 @@ async def test_movescu_to_storescp_byte_identical(tmp_path: Path) -> None:
         assert result.returncode == 0, output
         expected = [u for u, s in stored.items() if s.series == f"{ROOT}.1.1"]
         assert_identical(received(dest.directory), stored, expected)
-        summary = [line for line in lines if line.startswith("C-MOVE from RETRIEVER to DEST")]
+        summary = [line for line in lines if line.startswith("C-MOVE from 'RETRIEVER' to DEST")]
         assert len(summary) == 1 and "3 completed, 0 failed" in summary[0], lines
 
 

@@ -140,7 +140,7 @@ async def test_movescu_every_level_to_storescp(tmp_path: Path, model: str, level
         expected = [u for u, s in stored.items() if select(s)]
         check_dcmtk_final(output, "C-MOVE RSP", len(expected))
         assert_identical(received(dest.directory), stored, expected)
-        summary = [line for line in lines if line.startswith("C-MOVE from RETRIEVER to DEST")]
+        summary = [line for line in lines if line.startswith("C-MOVE from 'RETRIEVER' to DEST")]
         assert len(summary) == 1, lines
         assert f"{len(expected)} completed, 0 failed, 0 warning" in summary[0], summary
 
@@ -245,7 +245,7 @@ async def test_cancel_mid_transfer(tmp_path: Path, service: str) -> None:
     assert len(got) == final.completed  # nothing sent after the cancel was seen
     assert elapsed < 1.5, elapsed  # it stopped, rather than finishing the 2 s of work
     service_name = "C-MOVE" if service == "move" else "C-GET"
-    summary = [line for line in lines if line.startswith(f"{service_name} from {CALLING}")]
+    summary = [line for line in lines if line.startswith(f"{service_name} from {CALLING!r}")]
     assert len(summary) == 1, lines
     assert summary[0].endswith("0xFE00 Sub-operations terminated due to cancel"), summary
 
@@ -320,7 +320,7 @@ async def test_aborted_get_still_logs_its_summary_line(tmp_path: Path) -> None:
                 storage=STORAGE, delay=0.05, abort_after=2)
             await assert_echo_works(server.port)  # the server saw the abort by now
     assert aborted.aborted
-    assert any(line.startswith(f"C-GET from {CALLING}") for line in lines), lines
+    assert any(line.startswith(f"C-GET from {CALLING!r}") for line in lines), lines
 
 
 async def test_move_to_storescp_and_get_with_pynetdicom_are_byte_identical(

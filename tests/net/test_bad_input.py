@@ -16,7 +16,16 @@ import tracemalloc
 import pytest
 
 from minipacs.net.server import Server
-from minipacs.proto.pdu import AAssociateAC, AbortReason, ItemType, PduType
+from minipacs.proto.pdu import (
+    AAssociateAC,
+    AAssociateRJ,
+    AbortReason,
+    ItemType,
+    PduType,
+    RejectReason,
+    RejectResult,
+    RejectSource,
+)
 from minipacs.proto.pdu_codec import encode_pdata
 from tests.support import (
     ABORT_PREFIX,
@@ -170,3 +179,47 @@ async def test_half_an_associate_rq_then_silence_is_closed_after_artim(
     (line,) = await assoc_log.wait_for(1)
     assert "result=timeout (ARTIM timer expired)" in line
     await assert_echo_works(server.port)
+
+
+@pytest.mark.parametrize("then", [b"", bytes([0x08, 0, 0, 0, 0, 4, 0, 0, 0, 0])],
+                         ids=["close", "garbage-then-close"])
+async def test_a_client_leaving_right_after_its_request_is_one_info_line(
+        server: Server, assoc_log: AssociationLog, caplog: pytest.LogCaptureFixture,
+        then: bytes) -> None:
+    """A port scanner or health check: A-ASSOCIATE-RQ, then gone before our answer.
+
+    PS3.8 Table 9-10: Evt17 in Sta3 is AA-4 (the A-P-ABORT indication), an invalid PDU in
+    Sta3 is AA-8; either way there is nothing left to answer, and nothing to worry about.
+    """
+    caplog.set_level(logging.DEBUG, logger="minipacs")
+    async with raw_connection(server.port) as (reader, writer):
+        writer.write(associate_rq("SCANNER") + then)  # one segment with the FIN behind it
+        writer.write_eof()
+        await wait_closed_by_server(reader)
+    (line,) = await assoc_log.wait_for(1)
+    assert "calling='SCANNER'" in line and "result=aborted" in line, line
+    worse = [r.getMessage() for r in caplog.records
+             if r.name.startswith("minipacs") and r.levelno > logging.INFO]
+    assert worse == []
+    assert not any(r.exc_info for r in caplog.records)
+    await assert_echo_works(server.port)
+
+
+@pytest.mark.parametrize("title", ["EVIL\nFAKE LINE", "\x1b[2J", "NUL\x00HERE"])
+async def test_a_calling_ae_title_with_control_characters_is_refused_and_escaped(
+        server: Server, assoc_log: AssociationLog, caplog: pytest.LogCaptureFixture,
+        title: str) -> None:
+    """PS3.5 §6.2: not an AE value, so A-ASSOCIATE-RJ (calling AE title not recognized); the
+    summary line shows it escaped: it can neither forge a line nor drive a terminal."""
+    caplog.set_level(logging.DEBUG, logger="minipacs")
+    async with raw_connection(server.port) as (reader, writer):
+        writer.write(associate_rq(title))
+        answer = await read_pdu(reader)
+    assert answer == AAssociateRJ(RejectResult.PERMANENT, RejectSource.SERVICE_USER,
+                                  RejectReason.CALLING_AE_NOT_RECOGNIZED)
+    (line,) = await assoc_log.wait_for(1)
+    assert f"calling={title!r} " in line, line
+    assert "result=rejected (permanent, service user, calling AE title not recognized)" in line
+    for record in caplog.records:
+        text = record.getMessage()
+        assert not any(ord(c) < 0x20 for c in text), text

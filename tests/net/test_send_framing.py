@@ -1,4 +1,4 @@
-"""Connection.send writes a data set as separate, complete PDUs (no joined copy of it)."""
+"""Router.send writes a data set as separate, complete PDUs (no joined copy of it)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 import pytest
 from pydicom.uid import CTImageStorage
 
-from minipacs.net.connection import Connection
+from minipacs.net.router import Router
+from minipacs.net.transport import Transport
 from minipacs.proto.dimse import CStoreRQ
+from minipacs.proto.framer import decode_pdu
 from minipacs.proto.pdu import ContextResult, PDataTF
-from minipacs.proto.pdu_codec import decode_pdu
 from tests.proto.pair import AssociationPair
 
 PEER_MAX_PDU = 4096  # what the acceptor advertises: the largest PDU we may send it
@@ -44,23 +45,23 @@ class RecordingWriter:
         pass
 
 
-async def connection() -> tuple[Connection, RecordingWriter, int]:
-    """A requestor Connection whose association is established in memory."""
+async def connection() -> tuple[Router, RecordingWriter, int]:
+    """A requestor association established in memory, over a recording writer."""
     pair = AssociationPair(acceptor_max_pdu=PEER_MAX_PDU)
     pair.establish()
     writer = RecordingWriter()
-    conn = Connection(asyncio.StreamReader(), writer,  # type: ignore[arg-type]
-                      requestor=True, max_pdu_length=PEER_MAX_PDU, artim_timeout=1.0)
-    conn.assoc = pair.requestor
+    transport = Transport(asyncio.StreamReader(), writer,  # type: ignore[arg-type]
+                          requestor=True, max_pdu_length=PEER_MAX_PDU, artim_timeout=1.0)
+    transport.assoc = pair.requestor
     accepted = pair.requestor.accept
     assert accepted is not None
     context_id = 3  # CT Image Storage: the second context proposed (odd IDs, PS3.8 §9.3.2.2)
     assert any(pc.context_id == context_id and pc.result == ContextResult.ACCEPTANCE
                for pc in accepted.presentation_contexts)
-    return conn, writer, context_id
+    return transport.channel, writer, context_id
 
 
-def store_rq(conn: Connection) -> CStoreRQ:
+def store_rq(conn: Router) -> CStoreRQ:
     return CStoreRQ(message_id=conn.next_message_id(),
                     affected_sop_class_uid=str(CTImageStorage),
                     affected_sop_instance_uid="1.2.3.4")

@@ -19,7 +19,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from minipacs.net.client import associate
+from minipacs.net.client import association
 from minipacs.net.server import Server
 from minipacs.proto.dimse import CStoreRQ
 from minipacs.proto.negotiation import build_associate_rq
@@ -62,8 +62,8 @@ async def test_one_structured_log_line_per_association(
     assert len(records) == 1
     line = records[0].getMessage()
     assert re.fullmatch(
-        r"association peer=127\.0\.0\.1:\d+ calling=ECHOSCU called=ANY-SCP "
-        r"contexts=1/1 \[Verification SOP Class\] duration=\d+\.\d{3}s messages=1 "
+        r"association peer=127\.0\.0\.1:\d+ calling='ECHOSCU' called='ANY-SCP' "
+        r"contexts=1/1 used=\[Verification SOP Class x1\] duration=\d+\.\d{3}s messages=1 "
         r"result=released", line), line
 
 
@@ -99,19 +99,16 @@ async def test_association_over_the_limit_is_rejected(start_server: ServerFactor
     server = await start_server(limits={"max_associations": 1})
     request = build_associate_rq("HOLDER", "ANY-SCP",
                                  [(VERIFICATION, [IMPLICIT_VR_LITTLE_ENDIAN])])
-    held = await associate(LOOPBACK, server.port, request, connect_timeout=5,
-                           artim_timeout=5)
-    try:
+    async with association(LOOPBACK, server.port, request, connect_timeout=5,
+                           artim_timeout=5):
         rejection = await asyncio.to_thread(pynetdicom_reject, server.port)
         assert rejection == Rejection(RejectResult.TRANSIENT,
                                       RejectSource.SERVICE_PROVIDER_PRESENTATION,
                                       PRESENTATION_TEMPORARY_CONGESTION)
-    finally:
-        await held.release(5)
-    lines = sorted(await assoc_log.wait_for(2), key=lambda line: "calling=HOLDER" in line)
-    assert "calling=PYNETDICOM" in lines[0]
+    lines = sorted(await assoc_log.wait_for(2), key=lambda line: "calling='HOLDER'" in line)
+    assert "calling='PYNETDICOM'" in lines[0]
     assert lines[0].endswith("result=rejected (over the limit of 1 associations)")
-    assert "calling=HOLDER" in lines[1] and lines[1].endswith("result=released")
+    assert "calling='HOLDER'" in lines[1] and lines[1].endswith("result=released")
     await assert_echo_works(server.port)  # the slot is free again
 
 
@@ -180,8 +177,6 @@ async def test_data_set_source_failing_mid_send_aborts_the_association(
         server: Server, tmp_path: Path) -> None:
     """Half a data set on the wire leaves no way to go on (PS3.8 Annex E): we abort."""
     rq = build_associate_rq("FAILSCU", OUR_AE, [(CT_IMAGE_STORAGE, [IMPLICIT_VR_LITTLE_ENDIAN])])
-    conn = await associate(LOOPBACK, server.port, rq)
-    (context,) = conn.negotiated.contexts.values()
 
     async def broken_source() -> AsyncIterator[bytes]:
         yield b"\x08\x00\x05\x00\x0a\x00\x00\x00ISO_IR 100"  # a first, well-formed fragment
@@ -189,9 +184,11 @@ async def test_data_set_source_failing_mid_send_aborts_the_association(
 
     message = CStoreRQ(message_id=1, affected_sop_class_uid=CT_IMAGE_STORAGE,
                        affected_sop_instance_uid="1.2.3.4")
-    with pytest.raises(OSError):
-        async for _reply in conn.request(context.context_id, message, broken_source()):
-            pass
-    await asyncio.wait_for(conn.closed(), 5)
-    assert conn.outcome == "aborted"
+    async with association(LOOPBACK, server.port, rq, artim_timeout=5) as conn:
+        (context,) = conn.info.negotiated.contexts.values()
+        with pytest.raises(OSError):
+            async for _reply in conn.request(context.context_id, message, broken_source()):
+                pass
+        await asyncio.wait_for(conn.transport.closed(), 5)
+    assert conn.transport.outcome == "aborted"
     assert not stored_files(tmp_path)  # the server kept nothing of the half data set

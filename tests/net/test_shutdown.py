@@ -91,7 +91,7 @@ def test_sigterm_stops_accepting_then_aborts_after_grace(
     assert GRACE * 0.8 <= elapsed < GRACE + 3
     assert_aborted(assoc)
     assert "aborting 1 association(s) still open after 1 s" in served.log
-    line = served.wait_for_line(r"association .*calling=HOLDER ").string
+    line = served.wait_for_line(r"association .*calling='HOLDER' ").string
     assert "result=aborted" in line
 
 

@@ -20,6 +20,7 @@ from minipacs.proto.association import (
     AssociationEvent,
     AssociationRequested,
 )
+from minipacs.proto.framer import decode_pdu
 from minipacs.proto.negotiation import (
     DEFAULT_MAX_PDU_LENGTH,
     AcceptorPolicy,
@@ -28,7 +29,7 @@ from minipacs.proto.negotiation import (
     negotiate_as_acceptor,
 )
 from minipacs.proto.pdu import AAssociateAC, AAssociateRJ, AReleaseRP, AReleaseRQ, Pdu
-from minipacs.proto.pdu_codec import PDU_HEADER_LENGTH, decode_pdu
+from minipacs.proto.pdu_codec import PDU_HEADER_LENGTH
 from minipacs.proto.sop import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION
 
 CALLING_AE: Final = "TEST_SCU"

@@ -172,15 +172,12 @@ def test_rejection_through_negotiation() -> None:
     assert pair.requestor.finished and pair.acceptor.finished
 
 
-@pytest.mark.parametrize("first", ["requestor", "acceptor"])
-def test_release_collision(first: str) -> None:
-    """Both send A-RELEASE-RQ at once (PS3.8 §7.2.2, Table 9-10 release collision rows)."""
+def _collide(first: str) -> AssociationPair:
+    """Both sides send A-RELEASE-RQ; each crosses the other on the wire, `first` delivered first."""
     pair = _established()
     req, acc = pair.requestor, pair.acceptor
     req.send(AReleaseRQ())
     acc.send(AReleaseRQ())
-    req_states, acc_states = [req.state], [acc.state]
-    # Each RQ crosses the other on the wire; deliver them in either order.
     req_rq, acc_rq = req.data_to_send(), acc.data_to_send()
     if first == "requestor":
         acc.receive_data(req_rq)
@@ -188,8 +185,15 @@ def test_release_collision(first: str) -> None:
     else:
         req.receive_data(acc_rq)
         acc.receive_data(req_rq)
-    req_states.append(req.state)
-    acc_states.append(acc.state)
+    return pair
+
+
+@pytest.mark.parametrize("first", ["requestor", "acceptor"])
+def test_release_collision(first: str) -> None:
+    """Both send A-RELEASE-RQ at once (PS3.8 §7.2.2, Table 9-10 release collision rows)."""
+    pair = _collide(first)
+    req, acc = pair.requestor, pair.acceptor
+    req_states, acc_states = [State.STA7, req.state], [State.STA7, acc.state]
     assert drain_events(req) == [ReleaseRequested(collision=True)]
     assert drain_events(acc) == [ReleaseRequested(collision=True)]
     # The acceptor must wait for the requestor's A-RELEASE-RP before answering (Sta10).
@@ -210,6 +214,56 @@ def test_release_collision(first: str) -> None:
     assert [s.value for s in acc_states] == ["Sta7", "Sta10", "Sta12", "Sta13", "Sta1"]
     assert req.finished and acc.finished
     assert pair.dropped == []
+
+
+def _release_flags(assoc: Association) -> tuple[bool, bool]:
+    return assoc.awaiting_release_response, assoc.release_response_due
+
+
+def test_plain_release_waits_for_the_local_work() -> None:
+    """Sta8: the peer awaits our A-RELEASE response, but not *now* (the work may go on)."""
+    pair = _established()
+    assert _release_flags(pair.acceptor) == (False, False)
+    pair.requestor.send(AReleaseRQ())
+    pair.pump()
+    assert pair.acceptor.state is State.STA8
+    assert _release_flags(pair.acceptor) == (True, False)
+    assert _release_flags(pair.requestor) == (False, False)  # Sta7: we wait for the peer
+
+
+@pytest.mark.parametrize("first", ["requestor", "acceptor"])
+def test_release_collision_says_when_to_answer(first: str) -> None:
+    """PS3.8 §9.2.2: the requestor answers at once (Sta9), the acceptor after the requestor's
+    A-RELEASE-RP (Sta12); a driver that answers whenever `release_response_due` ends both."""
+    pair = _collide(first)
+    req, acc = pair.requestor, pair.acceptor
+    assert (req.state, acc.state) == (State.STA9, State.STA10)
+    assert _release_flags(req) == (True, True)
+    assert _release_flags(acc) == (False, False)  # it must first get the requestor's RP
+    answered: list[str] = []
+    for _ in range(4):  # bounded: two answers and the closes settle it
+        for name, side in (("requestor", req), ("acceptor", acc)):
+            if side.release_response_due:
+                side.send(AReleaseRP())
+                answered.append(f"{name} in {side.state.value}")
+        pair.pump()
+    assert answered == ["requestor in Sta11", "acceptor in Sta13"]
+    assert req.finished and acc.finished
+    assert ReleaseConfirmed() in pair.requestor_events
+    assert ReleaseConfirmed() in pair.acceptor_events
+
+
+def test_no_association_response_once_the_peer_has_gone() -> None:
+    """Evt17 in Sta3 (AA-4): the peer closed before we answered; nothing is left to send."""
+    pair = AssociationPair()
+    pair.connect()
+    pair.pump()
+    acc = pair.acceptor
+    assert acc.association_response_due
+    acc.receive_data(b"")
+    assert not acc.association_response_due
+    assert [type(e) for e in drain_events(acc)] == [Aborted]
+    assert acc.finished
 
 
 @pytest.mark.parametrize("aborting", ["requestor", "acceptor"])

@@ -23,6 +23,7 @@ from minipacs.proto.negotiation import (
     find_context,
     negotiate_as_acceptor,
     negotiated,
+    valid_ae_title,
 )
 from minipacs.proto.pdu import (
     AAssociateAC,
@@ -165,6 +166,25 @@ class TestRejections:
         assert association_limit_rejection() == AAssociateRJ(
             RejectResult.TRANSIENT, RejectSource.SERVICE_PROVIDER_PRESENTATION, 1
         )
+        assert association_limit_rejection(per_peer=True) == AAssociateRJ(
+            RejectResult.TRANSIENT, RejectSource.SERVICE_PROVIDER_PRESENTATION, 2
+        )
+
+    @pytest.mark.parametrize("title", ["EVIL\nFAKE LINE", "\x1b[2J", "NUL\x00X", "A\\B",
+                                       "DEL\x7f", "    "])
+    @pytest.mark.parametrize("which", ["calling", "called"])
+    def test_a_title_that_is_no_ae_value_is_refused(self, title: str, which: str) -> None:
+        """PS3.5 §6.2: no control characters, no backslash, not only spaces; whatever the
+        policy says (both checks off here)."""
+        rq = replace(make_rq(), **{f"{which}_ae_title": title})
+        reason = (RejectReason.CALLING_AE_NOT_RECOGNIZED if which == "calling"
+                  else RejectReason.CALLED_AE_NOT_RECOGNIZED)
+        assert negotiate_as_acceptor(rq, make_policy()) == AAssociateRJ(
+            RejectResult.PERMANENT, RejectSource.SERVICE_USER, reason)
+
+    @pytest.mark.parametrize("title", ["CT_1", " PADDED ", "a-z 0-9 ~!", "X" * 16])
+    def test_ordinary_titles_pass(self, title: str) -> None:
+        assert valid_ae_title(title)
 
 
 # -- presentation contexts (PS3.8 §7.1.1.13-14, §9.3.3.2) --------------------------------

@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from minipacs.proto.framer import PduFramer, decode_pdu
 from minipacs.proto.pdu import (
     AAbort,
     AAssociateAC,
@@ -34,7 +35,7 @@ from minipacs.proto.pdu import (
     UserIdentityRQ,
     UserInformation,
 )
-from minipacs.proto.pdu_codec import PduError, PduFramer, decode_pdu, encode_pdata, encode_pdu
+from minipacs.proto.pdu_codec import PduError, encode_pdata, encode_pdu
 
 VERIFICATION = "1.2.840.10008.1.1"  # 17 characters
 IMPLICIT_LE = "1.2.840.10008.1.2"  # 17 characters

@@ -8,7 +8,7 @@ from typing import BinaryIO
 
 import pytest
 
-from minipacs.services.store_scu import ChunkReader
+from minipacs.services.store_sender import ChunkReader
 
 HEADER = b"PREAMBLE"  # bytes before the data set, skipped by the opener
 CHUNK = 16

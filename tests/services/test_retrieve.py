@@ -83,6 +83,7 @@ class FakeIndex:
     def __init__(self, rows: Sequence[Row]) -> None:
         self.rows = list(rows)
         self.pages = 0
+        self.read = 0  # instance locations handed out
 
     def _match(self, query: FindQuery) -> list[Row]:
         def ok(r: Row, c: Condition) -> bool:
@@ -96,12 +97,14 @@ class FakeIndex:
         assert query.level is QueryLevel.IMAGE
         return min(len(rows), cap + 1)
 
-    async def instances(self, query: FindQuery, *, after: object | None,
-                        limit: int) -> InstancePage:
+    async def instances(self, query: FindQuery, *, after: object | None, limit: int,
+                        kinds: frozenset[tuple[str, str]] | None = None) -> InstancePage:
         self.pages += 1
-        rows = self._match(query)
+        rows = [r for r in self._match(query)
+                if kinds is None or (r.loc.sop_class_uid, r.loc.transfer_syntax_uid) in kinds]
         start = int(after or 0)  # type: ignore[call-overload]
         page = rows[start:start + limit]
+        self.read += len(page)
         more = start + limit < len(rows)
         return InstancePage(tuple(r.loc for r in page), start + limit if more else None)
 
@@ -527,11 +530,24 @@ async def test_move_splits_more_than_128_pairs_over_associations() -> None:
             enumerate((c, ts) for c in classes for ts in (EXPLICIT, IMPLICIT))]
     peers = FakePeers()
     channel = FakeChannel(storage_contexts(qr=STUDY_ROOT_QR_MOVE))
-    final, _ = await run_move(service(rows, peers, page_size=50), channel,
-                              ident("STUDY", StudyInstanceUID="1.1"))
+    svc = service(rows, peers, page_size=50)
+    final, _ = await run_move(svc, channel, ident("STUDY", StudyInstanceUID="1.1"))
     assert [len(p) for p in peers.proposed] == [128, 12]
     assert sum(len(c.stores) for c in peers.channels) == 140
     assert counts(final) == (None, 140, 0, 0) and final.status == Status.SUCCESS
+    assert svc.index.read == 140  # type: ignore[attr-defined]  # once, not once per plan
+
+
+async def test_move_to_unreachable_destination_reads_the_selection_once() -> None:
+    classes = sorted(STORAGE_SOP_CLASSES)[:70]
+    rows = [row(n, sop_class=c, ts=ts) for n, (c, ts) in
+            enumerate((c, ts) for c in classes for ts in (EXPLICIT, IMPLICIT))]
+    peers = FakePeers(unreachable="cannot connect to 127.0.0.1:104: Connection refused")
+    svc = service(rows, peers, page_size=50)
+    final, data = await run_move(svc, FakeChannel(storage_contexts(qr=STUDY_ROOT_QR_MOVE)),
+                                 ident("STUDY", StudyInstanceUID="1.1"))
+    assert counts(final) == (None, 0, 140, 0) and len(failed_list(data)) == 140
+    assert svc.index.read == 140  # type: ignore[attr-defined]
 
 
 async def test_move_cancel_releases_and_answers_cancel() -> None:

@@ -132,7 +132,7 @@ async def test_get_conversion_failure_fails_that_instance(
     assert final.status == Status.SUBOPERATIONS_COMPLETE_WITH_FAILURES
     assert counts(final) == (None, 1, 1, 0) and failed_list(data) == [rows[0].uid]
     assert "conversion failed" in final.error_comment
-    assert any("cannot convert 1.1.1.1" in r.getMessage() for r in caplog.records)
+    assert any("cannot convert '1.1.1.1'" in r.getMessage() for r in caplog.records)
 
 
 # --- C-MOVE ---------------------------------------------------------------------------------

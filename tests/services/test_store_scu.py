@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 import pytest
 
-from minipacs.ports import AssociationClosed, AssociationInfo, Reply
+from minipacs.ports import AssociationClosed, AssociationInfo, PeerUnreachable, Reply
 from minipacs.proto.dimse import CStoreRQ, CStoreRSP, DimseMessage
 from minipacs.proto.negotiation import AcceptedContext, Negotiated
 from minipacs.proto.sop import (
@@ -24,15 +24,13 @@ from minipacs.proto.sop import (
 from minipacs.proto.status import Status, StatusCategory
 from minipacs.services.store_scu import (
     MAX_FRUITLESS_LOSSES,
-    ChunkReader,
     ContextKey,
-    PeerUnavailable,
     StoreProgress,
     StoreTally,
     plan_associations,
     send_all,
-    store_instance,
 )
+from minipacs.services.store_sender import ChunkReader, store_instance
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
@@ -179,7 +177,7 @@ class FakePeer:
     async def connect(self, contexts: Sequence[ContextKey]) -> AsyncIterator[FakeChannel]:
         self.proposals.append(list(contexts))
         if self.unavailable:
-            raise PeerUnavailable("cannot connect to 127.0.0.1:1: Connection refused")
+            raise PeerUnreachable("cannot connect to 127.0.0.1:1: Connection refused")
         try:
             yield FakeChannel(contexts, self.accept, self)
         except BaseException:
