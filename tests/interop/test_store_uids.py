@@ -17,7 +17,7 @@ import pytest
 from pydicom import config as pydicom_config
 from pydicom.uid import ExplicitVRLittleEndian
 
-from minipacs.net.client import associate
+from minipacs.net.client import association
 from minipacs.proto.dimse import CStoreRQ, CStoreRSP
 from minipacs.proto.negotiation import build_associate_rq
 from minipacs.proto.status import Status
@@ -37,11 +37,10 @@ async def store(port: int, cases: list[tuple[str, dict[str, str]]]
     valid = base_dataset("ct", 90)
     sop_class = str(valid.SOPClassUID)
     rq = build_associate_rq("HOSTILE", SERVER_AE, [(sop_class, [ExplicitVRLittleEndian])])
-    conn = await associate(LOOPBACK, port, rq, connect_timeout=WAIT, artim_timeout=WAIT)
     out = []
-    try:
-        assert conn.negotiated is not None
-        (context,) = conn.negotiated.contexts.values()
+    async with association(LOOPBACK, port, rq, connect_timeout=WAIT,
+                           artim_timeout=WAIT) as conn:
+        (context,) = conn.info.negotiated.contexts.values()
         for command_uid, values in cases:
             ds = base_dataset("ct", 90)
             with pydicom_config.disable_value_validation():
@@ -55,8 +54,6 @@ async def store(port: int, cases: list[tuple[str, dict[str, str]]]
                 (reply,) = [r async for r in conn.request(context.context_id, message, data)]
             assert isinstance(reply.message, CStoreRSP)
             out.append((reply.message.status, reply.message.error_comment))
-    finally:
-        await conn.release(WAIT)
     return out
 
 
