@@ -35,7 +35,7 @@ from pydicom.uid import PYDICOM_ROOT_UID, ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import func, select
 
 from minipacs.app import loop_factory
-from minipacs.index import SqlIndex
+from minipacs.index import AttributeReader, SqlIndex
 from minipacs.index.engine import make_engine
 from minipacs.index.migrate import upgrade
 from minipacs.index.models import Instance
@@ -179,7 +179,7 @@ async def _run_once(root: Path, items: list[Item], callers: int, fsync: bool) ->
     channel = Channel()
     try:
         async with SqlIndex(engine) as index:
-            service = StoreService(storage, index)
+            service = StoreService(storage, index, AttributeReader())
 
             async def caller(share: list[Item]) -> None:
                 for n, item in enumerate(share):

@@ -1,7 +1,6 @@
 """The bulk loader makes the rows minipacs' own ingest path makes for the same files.
 
-Run: ``python -m pytest -q benchmarks/test_populate_index.py`` (benchmarks/ is outside the
-default testpaths).
+In pytest's ``testpaths``: ``scripts/test`` (and so CI) runs it with the rest of the suite.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ import yaml
 from pydicom import config as pydicom_config
 from pydicom.uid import UID
 
+from .ports.index import DuplicatePolicy
+
 # PS3.5 §6.2 Table 6.2-1, VR AE: at most 16 characters of the default repertoire.
 AE_TITLE_MAX_LENGTH = 16
 PORT_MIN = 1
@@ -41,7 +43,7 @@ DEFAULT_PORT = 11112
 DEFAULT_STORAGE_ROOT = "minipacs-data/store"
 DEFAULT_DATABASE_URL = "sqlite:///minipacs-data/index.db"
 DEFAULT_MIN_FREE_MB = 512
-DUPLICATE_POLICIES = ("keep-first", "replace")
+DUPLICATE_POLICIES = tuple(policy.value for policy in DuplicatePolicy)
 PATIENT_ISSUER_RULES = ("all", "refuse")  # retrieve.patient_issuers
 MAX_PEER_ASSOCIATIONS = 1000
 
@@ -79,7 +81,7 @@ class StorageConfig:
     root: Path
     fsync: bool = True
     min_free_mb: int = DEFAULT_MIN_FREE_MB
-    duplicates: str = "keep-first"
+    duplicates: str = DuplicatePolicy.default().value
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +331,8 @@ def _storage(raw: object, where: str, base: Path) -> StorageConfig:
     root = _str(data.get("root", DEFAULT_STORAGE_ROOT), f"{where}.root")
     if not root.strip():
         raise ConfigError(f"{where}.root", "must not be empty")
-    duplicates = _str(data.get("duplicates", "keep-first"), f"{where}.duplicates")
+    duplicates = _str(data.get("duplicates", DuplicatePolicy.default().value),
+                      f"{where}.duplicates")
     if duplicates not in DUPLICATE_POLICIES:
         raise ConfigError(f"{where}.duplicates",
                           f"{duplicates!r} is not one of {', '.join(DUPLICATE_POLICIES)}")

@@ -25,7 +25,7 @@ ALLOWED_LAYERS: dict[str, set[str]] = {
     "index": {"index", "ports", "root"},
     "storage": {"storage", "ports", "root"},
     "migrations": {"migrations", "index", "ports", "root"},
-    "config": {"config", "root"},
+    "config": {"config", "ports", "root"},  # the policy types' defaults
     "app": _EVERY_LAYER | {"app", "migrations"},  # the composition root
     "cli": {"cli", "app", "config", "root"},
     "main": {"main", "cli", "root"},

@@ -11,12 +11,9 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..config import Config
-from ..index import SqlIndex
-from ..index.commitment import SqlCommitmentIndex
+from ..index import AttributeReader, SqlIndex
 from ..index.engine import make_engine
 from ..index.migrate import upgrade
-from ..index.mpps import SqlMppsIndex
-from ..index.worklist import SqlWorklist
 from ..net.peers import ConnectPolicy, NetPeers, PeerAddress
 from ..net.server import Server, ServerLimits
 from ..ports import (
@@ -107,7 +104,7 @@ def build_commitment(config: Config, storage: Storage, index: SqlIndex) -> Commi
     """The Storage Commitment SCP (PS3.4 Annex J) and its report worker (not started)."""
     settings = config.commitment
     return CommitmentService(
-        SqlCommitmentIndex(index.engine), storage, build_peers(config),
+        index.commitment, storage, build_peers(config),
         ae_title=config.ae_title, storage_classes=storage_classes(config),
         policy=CommitmentPolicy(
             same_association=settings.same_association, retry_delay=settings.retry_delay,
@@ -120,7 +117,7 @@ def build_dispatcher(config: Config, storage: Storage, index: SqlIndex,
     dispatcher = Dispatcher()
     dispatcher.register(CommandField.C_ECHO_RQ, [VERIFICATION], handle_echo)
     dispatcher.register(CommandField.C_STORE_RQ, storage_classes(config),
-                        StoreService(storage, index))
+                        StoreService(storage, index, AttributeReader()))
     dispatcher.register(CommandField.C_FIND_RQ, QR_FIND_SOP_CLASSES,
                         FindService(index, ae_title=config.ae_title,
                                     max_results=config.query.max_results))
@@ -132,11 +129,10 @@ def build_dispatcher(config: Config, storage: Storage, index: SqlIndex,
     if commitment is not None:
         dispatcher.register(CommandField.N_ACTION_RQ, [STORAGE_COMMITMENT_PUSH],
                             commitment.handle)
-    worklist = SqlWorklist(index.engine)
     dispatcher.register(CommandField.C_FIND_RQ, [MODALITY_WORKLIST_FIND],
-                        WorklistService(worklist))
+                        WorklistService(index.worklist))
     # PS3.4 F.7.2.2: an MPPS that ends marks its scheduled steps in the worklist.
-    mpps = MppsService(SqlMppsIndex(index.engine), on_step_ended=worklist.mark_steps)
+    mpps = MppsService(index.mpps, on_step_ended=index.worklist.mark_steps)
     dispatcher.register(CommandField.N_CREATE_RQ, [MPPS], mpps.create)
     dispatcher.register(CommandField.N_SET_RQ, [MPPS], mpps.set)
     dispatcher.register(CommandField.N_GET_RQ, [MPPS_RETRIEVE], mpps.get)

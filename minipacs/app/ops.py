@@ -266,7 +266,7 @@ def _read_records(root: Path, keys: list[str], index: SqlIndex,
             meta = found.meta
             with open(root / key, "rb") as fp:
                 fp.seek(found.stored.dataset_offset)
-                attributes = read_attributes(fp, meta.transfer_syntax_uid, index.limits)
+                attributes = read_attributes(fp, meta.transfer_syntax_uid)
         except (StorageError, DataSetError, OSError) as exc:
             failed.append((key, str(exc)))
             continue

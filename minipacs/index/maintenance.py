@@ -2,18 +2,16 @@
 
 Blocking functions over a synchronous engine (``make_engine``), for the ``minipacs db`` and
 ``minipacs delete`` commands. They may run while a server writes the same database: reads
-are short keyset-paginated transactions (a long one would pin SQLite's WAL), and writes take
-the write lock up front (``BEGIN IMMEDIATE``), wait out the busy timeout and are retried on
-"database is locked" with bounded backoff (DESIGN principle 11).
+are short keyset-paginated transactions (a long one would pin SQLite's WAL), and writes go
+through the one write transaction helper (``engine.write_transaction``: the write lock up
+front, retried with bounded backoff; DESIGN principle 11).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import sqlite3
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +21,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, delete, exists, func, select
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import InstrumentedAttribute
 
-from .engine import WRITE_OPTION, dialect_of, sync_url
+from .engine import sync_url, write_transaction
 from .migrate import alembic_config
 from .models import (
     Base,
@@ -64,9 +62,6 @@ log = logging.getLogger("minipacs.index")
 PAGE_SIZE: Final = 1000
 # SQLite accepts at least 999 bound parameters per statement (its oldest default limit).
 _MAX_PARAMS: Final = 500
-_MAX_RETRIES: Final = 8
-_RETRY_DELAY: Final = 0.05
-_MAX_RETRY_DELAY: Final = 2.0
 # Children first, so that foreign keys hold at every statement.
 _ALL_TABLES: Final = (
     Instance, SeriesValue, Series, StudyValue, Study, PatientOtherId, PatientValue, Patient,
@@ -194,26 +189,6 @@ def head_revision(engine: Engine) -> str | None:
 # --- writing --------------------------------------------------------------------------
 
 
-def _write(engine: Engine, work: Callable[[Connection], _T]) -> _T:
-    """Run `work` in one write transaction, retried while the database is locked."""
-    dialect = dialect_of(engine)
-    attempt = 0
-    while True:
-        try:
-            with (
-                engine.connect().execution_options(**{WRITE_OPTION: True}) as conn,
-                conn.begin(),
-            ):
-                return work(conn)
-        except DBAPIError as exc:
-            if not dialect.is_retryable(exc) or attempt >= _MAX_RETRIES:
-                raise
-            delay = min(_MAX_RETRY_DELAY, _RETRY_DELAY * 2**attempt)
-            attempt += 1
-            log.warning("index busy (%s); retry %d in %.2f s", exc.orig, attempt, delay)
-            time.sleep(delay * random.uniform(0.5, 1.0))
-
-
 def delete_rows(
     engine: Engine, level: Level, uid: str, issuer: str = "", *,
     before_commit: Callable[[tuple[str, ...]], None] | None = None,
@@ -232,7 +207,7 @@ def delete_rows(
             before_commit(deleted.keys)
         return deleted
 
-    return _write(engine, work)
+    return write_transaction(engine, work, what="delete")
 
 
 def _delete(conn: Connection, level: Level, uid: str, issuer: str) -> Deleted | None:
@@ -293,7 +268,7 @@ def clear_index(engine: Engine) -> RowCounts:
             conn.execute(delete(model))
         return before
 
-    return _write(engine, clear)
+    return write_transaction(engine, clear, what="clear")
 
 
 # --- backup ---------------------------------------------------------------------------

@@ -351,9 +351,3 @@ class SeriesValue(_ValueMixin, Base):
     )
     owner_pk: Mapped[int] = mapped_column(ForeignKey("series.pk", ondelete="CASCADE"), index=True)
 
-
-LEVEL_TABLES: Final = {
-    Level.PATIENT: (Patient, PatientValue),
-    Level.STUDY: (Study, StudyValue),
-    Level.SERIES: (Series, SeriesValue),
-}

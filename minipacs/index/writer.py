@@ -10,7 +10,7 @@ INSERT ... SELECT that checks all that in SQL (`statements.INSERT_INTO_KNOWN_SER
 nothing is cached, so other processes' deletes and writes are always seen. A waiter
 cancelled before its record is taken is skipped; one cancelled after is written anyway (its
 result is dropped): callers that must know, shield the call. Lock and serialization
-failures retry the batch with bounded backoff.
+failures retry the batch (``engine.write_transaction``).
 
 Rules (README and conformance statement):
 - duplicate SOP Instance UID (config ``storage.duplicates``, default ``keep-first``):
@@ -30,8 +30,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
-import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,7 +37,7 @@ from typing import Any, Final
 
 from sqlalchemy import Engine, delete, exists, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 
 from ..ports import (
     AddOutcome,
@@ -50,7 +48,7 @@ from ..ports import (
     InstanceRecord,
     OutOfResources,
 )
-from .engine import WRITE_OPTION, dialect_of
+from .engine import DEFAULT_RETRY, RetryPolicy, dialect_of, write_transaction
 from .models import Level, key_values, multi_values
 from .statements import (
     CLEAR_OTHER_IDS,
@@ -96,19 +94,15 @@ class IndexWriter:
         self,
         engine: Engine,
         *,
-        duplicate_policy: DuplicatePolicy = DuplicatePolicy.REPLACE,
+        duplicate_policy: DuplicatePolicy | None = None,
         max_batch: int = 256,
-        max_retries: int = 8,
-        retry_delay: float = 0.05,
-        max_retry_delay: float = 2.0,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         self._engine = engine
         self._dialect = dialect_of(engine)
-        self.duplicate_policy = duplicate_policy
+        self.duplicate_policy = duplicate_policy or DuplicatePolicy.default()
         self._max_batch = max_batch
-        self._max_retries = max_retries
-        self._retry_delay = retry_delay
-        self._max_retry_delay = max_retry_delay
+        self._retry = retry
         self._queue: asyncio.Queue[_Item | object] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -116,7 +110,6 @@ class IndexWriter:
         # Counters for monitoring and benchmarks.
         self.batches = 0
         self.records = 0
-        self.retries = 0
         self.fast_records = 0  # records written by the one-statement path
 
     @property
@@ -204,40 +197,27 @@ class IndexWriter:
     # --- the thread ---------------------------------------------------------------------
 
     def _write(self, records: list[InstanceRecord]) -> list[AddResult | Exception]:
-        """One transaction for the batch, retried on lock or serialization failures."""
-        attempt = 0
-        while True:
-            try:
-                return self._write_once(records)
-            except DBAPIError as exc:
-                if not self._dialect.is_retryable(exc) or attempt >= self._max_retries:
-                    raise
-                delay = min(self._max_retry_delay, self._retry_delay * 2**attempt)
-                attempt += 1
-                self.retries += 1
-                log.warning("index busy (%s); retry %d in %.2f s", exc.orig, attempt, delay)
-                time.sleep(delay * random.uniform(0.5, 1.0))  # jitter: writers desynchronise
+        """One transaction for the batch (retried on lock or serialization failures).
 
-    def _write_once(self, records: list[InstanceRecord]) -> list[AddResult | Exception]:
-        with self._engine.connect().execution_options(**{WRITE_OPTION: True}) as conn:
-            if len(records) == 1:
-                results = [self._write_alone(conn, records[0])]
-            else:
-                with conn.begin():
-                    results = self._write_batch(conn, records)
+        A batch of one needs no SAVEPOINT: its transaction is the record's, so a failure of
+        the record (not of the database) rolls back only it and becomes its result.
+        """
+        if len(records) == 1:
+            record = records[0]
+            try:
+                results: list[AddResult | Exception] = [write_transaction(
+                    self._engine, lambda conn: self._add_fast(conn, record)
+                    or self._add(conn, record), retry=self._retry)]
+            except OperationalError:
+                raise  # the database, not the record: the batch fails
+            except Exception as exc:
+                results = [self._record_error(record, exc)]
+        else:
+            results = write_transaction(
+                self._engine, lambda conn: self._write_batch(conn, records), retry=self._retry)
         self.batches += 1
         self.records += len(records)
         return results
-
-    def _write_alone(self, conn: Connection, record: InstanceRecord) -> AddResult | Exception:
-        """One record, one transaction, no SAVEPOINT: a failure rolls back only this record."""
-        try:
-            with conn.begin():
-                return self._add_fast(conn, record) or self._add(conn, record)
-        except OperationalError:
-            raise  # the database, not the record: the batch fails or retries
-        except Exception as exc:
-            return self._record_error(record, exc)
 
     def _write_batch(self, conn: Connection,
                      records: list[InstanceRecord]) -> list[AddResult | Exception]:

@@ -21,6 +21,7 @@ from .channel import (
 from .index import (
     AddOutcome,
     AddResult,
+    AttributeParser,
     DataSetError,
     DuplicatePolicy,
     Index,
@@ -64,6 +65,7 @@ __all__ = [
     "AddResult",
     "AssociationClosed",
     "AssociationInfo",
+    "AttributeParser",
     "Channel",
     "CommitmentIndex",
     "CommitmentItem",

@@ -90,6 +90,13 @@ class Storage(Protocol):
         """Open a stored file positioned at its data set (read from the header if None)."""
         ...
 
+    def checksum(self, key: str) -> str:
+        """The whole file's checksum as it is now, in the form of `StoredFile.checksum`.
+
+        Raises StorageError when the file cannot be read (a missing one included).
+        """
+        ...
+
     def delete(self, key: str) -> None:
         """Remove a stored file; a missing file is not an error."""
         ...

@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final, Protocol, TypeVar
 
 from ..ports import (
     AddOutcome,
+    AttributeParser,
     Channel,
     DataSetError,
     FileMeta,
@@ -39,14 +41,24 @@ log = logging.getLogger("minipacs.store")
 
 # Data-set bytes gathered in memory before one write is handed to a thread (DESIGN §14).
 SPOOL_BUFFER: Final = 1 << 20
+_T = TypeVar("_T")
+
+
+class ToThread(Protocol):
+    """How blocking calls leave the event loop (`asyncio.to_thread`'s signature)."""
+
+    def __call__(self, func: Callable[..., _T], /, *args: Any) -> Awaitable[_T]: ...
 
 
 class StoreService:
     """The C-STORE handler; one instance serves every association."""
 
-    def __init__(self, storage: Storage, index: Index) -> None:
+    def __init__(self, storage: Storage, index: Index, parser: AttributeParser, *,
+                 to_thread: ToThread = asyncio.to_thread) -> None:
         self.storage = storage
         self.index = index
+        self.parser = parser
+        self._to_thread = to_thread  # every thread hop goes through it (tests count them)
 
     async def __call__(self, channel: Channel, request: Request) -> Outcome:
         message = request.message
@@ -86,11 +98,11 @@ class StoreService:
                     if spool is None:
                         spool = await self._open_spool(meta, bytes(buffer))
                     else:
-                        await asyncio.to_thread(spool.write, bytes(buffer))
+                        await self._to_thread(spool.write, bytes(buffer))
                     buffer.clear()
         except BaseException:
             if spool is not None:
-                await asyncio.shield(asyncio.to_thread(spool.discard))
+                await asyncio.shield(self._to_thread(spool.discard))
             raise
         return bytes(buffer), spool
 
@@ -103,13 +115,13 @@ class StoreService:
             spool.write(first)  # removes the spool on failure
             return spool
 
-        opening = asyncio.ensure_future(asyncio.to_thread(open_and_write))
+        opening = asyncio.ensure_future(self._to_thread(open_and_write))
         try:
             return await asyncio.shield(opening)
         except asyncio.CancelledError:  # the thread goes on: remove what it made
             with contextlib.suppress(Exception):
                 spool = await opening
-                await asyncio.to_thread(spool.discard)
+                await self._to_thread(spool.discard)
             raise
 
     async def _finish_in_memory(self, message: CStoreRQ, meta: FileMeta, data: bytes) -> Outcome:
@@ -119,12 +131,12 @@ class StoreService:
         """
 
         def parse_and_store() -> tuple[InstanceAttributes, StoredFile]:
-            attributes = self.index.parse_attributes(data, meta.transfer_syntax_uid)
+            attributes = self.parser.parse(data, meta.transfer_syntax_uid)
             _check(message, attributes)
             return attributes, self.storage.store(meta, data)
 
         try:
-            attributes, stored = await asyncio.to_thread(parse_and_store)
+            attributes, stored = await self._to_thread(parse_and_store)
         except StorageError as exc:
             return self._fail(message, Status.OUT_OF_RESOURCES, str(exc))
         except _Refused as exc:
@@ -144,17 +156,17 @@ class StoreService:
 
         def parse(stored: StoredFile) -> InstanceAttributes:
             with self.storage.open_dataset(stored.key, stored.dataset_offset) as fp:
-                attributes = self.index.parse_attributes(fp, meta.transfer_syntax_uid)
+                attributes = self.parser.parse(fp, meta.transfer_syntax_uid)
             _check(message, attributes)
             return attributes
 
         try:
-            stored = await asyncio.to_thread(commit)
+            stored = await self._to_thread(commit)
         except StorageError as exc:
-            await asyncio.to_thread(spool.discard)
+            await self._to_thread(spool.discard)
             return self._fail(message, Status.OUT_OF_RESOURCES, str(exc))
         try:
-            attributes = await asyncio.to_thread(parse, stored)
+            attributes = await self._to_thread(parse, stored)
         except Exception as exc:  # _Refused, DataSetError, StorageError or a bug
             await self._delete_unreferenced(stored.key)
             if isinstance(exc, _Refused):
@@ -192,7 +204,7 @@ class StoreService:
     async def _delete_unreferenced(self, key: str) -> None:
         """Remove a file no row points to; failing here must not fail a durable store."""
         try:
-            await asyncio.to_thread(self.storage.delete, key)
+            await self._to_thread(self.storage.delete, key)
         except StorageError as exc:  # an orphan file: `minipacs db check` reports it
             log.warning("cannot delete unreferenced file %s: %s", key, exc)
 

@@ -373,6 +373,13 @@ class FilesystemStorage:
         fp.seek(dataset_offset)
         return fp
 
+    def checksum(self, key: str) -> str:
+        """The stored file's checksum now (`file_checksum`); StorageError if it is unreadable."""
+        try:
+            return file_checksum(self.path_of(key))
+        except OSError as exc:
+            raise StorageError(f"cannot read {key}: {exc}") from exc
+
     def delete(self, key: str) -> None:
         """Remove a stored file; a missing one is fine (it may have been deleted already)."""
         try:

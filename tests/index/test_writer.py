@@ -6,14 +6,15 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
 import pytest
 from sqlalchemy import Engine, func, select
 
 from minipacs.index import IndexWriter
-from minipacs.index.engine import make_engine
+from minipacs.index.engine import RetryPolicy, make_engine
 from minipacs.index.models import (
     Instance,
     Patient,
@@ -25,6 +26,8 @@ from minipacs.index.models import (
 )
 from minipacs.ports import AddOutcome, DuplicatePolicy, IndexWriteError
 from tests.index.dicomdata import attributes, make_dataset, other_ids, record
+
+WAIT = 10.0  # bound on any wait that should end promptly
 
 
 def count(engine: Engine, model: type) -> int:
@@ -49,11 +52,27 @@ def write_lock(db_url: str) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-async def until_taken(writer: IndexWriter) -> None:
-    async with asyncio.timeout(5):
-        while writer.queue_depth:
-            await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)  # let the batch reach its thread
+class RetryHook:
+    """The writer's injected retry clock: says when a batch has failed on the lock in its
+    thread, and holds the retry until the test lets it go (no sleeping on either side)."""
+
+    def __init__(self, *, hold: bool = True) -> None:
+        self.retried = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+        if not hold:
+            self.release.set()
+
+    def sleep(self, _delay: float) -> None:
+        self.calls += 1
+        self.retried.set()
+        assert self.release.wait(WAIT), "the test never released the retry"
+
+    async def wait_retried(self) -> None:
+        assert await asyncio.to_thread(self.retried.wait, WAIT), "no retry happened"
+
+    def policy(self, retries: int) -> RetryPolicy:
+        return RetryPolicy(retries=retries, delay=0.0, sleep=self.sleep)
 
 
 async def test_concurrent_submits_are_committed_once_in_few_batches(
@@ -88,51 +107,64 @@ async def test_one_bad_row_fails_alone(writer: IndexWriter, engine: Engine) -> N
         first.attributes.sop_instance_uid, *(g.attributes.sop_instance_uid for g in good)}
 
 
-async def test_cancelled_waiters_do_not_crash_the_writer(
-    writer: IndexWriter, engine: Engine, db_url: str
-) -> None:
+async def test_cancelled_waiters_do_not_crash_the_writer(db_url: str) -> None:
+    engine = make_engine(db_url, busy_timeout_ms=10)
+    hook = RetryHook()
+    writer = IndexWriter(engine, retry=hook.policy(retries=1))
+    await writer.start()
     a, b, c, d = (record(attributes(make_dataset(n))) for n in range(4))
-    with write_lock(db_url):
-        task_a = asyncio.create_task(writer.submit(a))
-        await until_taken(writer)  # A's batch now waits for the lock in the writer thread
-        task_b = asyncio.create_task(writer.submit(b))
-        task_c = asyncio.create_task(writer.submit(c))
-        await asyncio.sleep(0)
-        assert writer.queue_depth == 2
-        task_a.cancel()  # after its record was taken: written, result dropped
-        task_c.cancel()  # before: skipped
-    assert (await task_b).outcome is AddOutcome.ADDED
-    for task in (task_a, task_c):
-        with pytest.raises(asyncio.CancelledError):
-            await task
-    assert (await writer.submit(d)).outcome is AddOutcome.ADDED
+    try:
+        with write_lock(db_url):
+            task_a = asyncio.create_task(writer.submit(a))
+            await hook.wait_retried()  # A's batch failed on the lock in the writer thread
+            task_b = asyncio.create_task(writer.submit(b))
+            task_c = asyncio.create_task(writer.submit(c))
+            await asyncio.sleep(0)  # one turn: both submits queue their record
+            assert writer.queue_depth == 2
+            task_a.cancel()  # after its record was taken: written, result dropped
+            task_c.cancel()  # before: skipped
+        hook.release.set()  # the lock is gone: A's retry succeeds
+        assert (await task_b).outcome is AddOutcome.ADDED
+        for task in (task_a, task_c):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert (await writer.submit(d)).outcome is AddOutcome.ADDED
+    finally:
+        hook.release.set()
+        await writer.aclose()
+        engine.dispose()
     written = {u for (u,) in rows(engine, Instance.sop_instance_uid)}
     assert written == {r.attributes.sop_instance_uid for r in (a, b, d)}
 
 
 async def test_locked_database_is_retried(db_url: str) -> None:
-    engine = make_engine(db_url, busy_timeout_ms=20)
-    writer = IndexWriter(engine, retry_delay=0.02, max_retries=20)
+    engine = make_engine(db_url, busy_timeout_ms=10)
+    hook = RetryHook()
+    writer = IndexWriter(engine, retry=hook.policy(retries=3))
     await writer.start()
     try:
         with write_lock(db_url):
             task = asyncio.create_task(writer.submit(record(attributes(make_dataset()))))
-            await asyncio.sleep(0.3)
+            await hook.wait_retried()
             assert not task.done()
+        hook.release.set()
         assert (await task).outcome is AddOutcome.ADDED
-        assert writer.retries >= 1
+        assert hook.calls == 1
     finally:
+        hook.release.set()
         await writer.aclose()
         engine.dispose()
 
 
 async def test_lock_held_too_long_fails_the_batch(db_url: str) -> None:
     engine = make_engine(db_url, busy_timeout_ms=10)
-    writer = IndexWriter(engine, retry_delay=0.01, max_retries=2)
+    hook = RetryHook(hold=False)
+    writer = IndexWriter(engine, retry=hook.policy(retries=2))
     await writer.start()
     try:
         with write_lock(db_url), pytest.raises(IndexWriteError, match="locked"):
             await writer.submit(record(attributes(make_dataset())))
+        assert hook.calls == 2  # bounded: two retries, then the batch fails
         assert (await writer.submit(record(attributes(make_dataset(2))))).outcome is (
             AddOutcome.ADDED)
     finally:
@@ -146,9 +178,18 @@ async def test_submit_after_close_is_refused(writer: IndexWriter) -> None:
         await writer.submit(record(attributes(make_dataset())))
 
 
+@pytest.fixture
+async def replacing(engine: Engine) -> AsyncIterator[IndexWriter]:
+    writer = IndexWriter(engine, duplicate_policy=DuplicatePolicy.REPLACE)
+    await writer.start()
+    yield writer
+    await writer.aclose()
+
+
 async def test_replace_policy_repoints_and_returns_the_old_key(
-    writer: IndexWriter, engine: Engine
+    replacing: IndexWriter, engine: Engine
 ) -> None:
+    writer = replacing
     attrs = attributes(make_dataset())
     old = record(attrs, "aa/bb/" + "a" * 32 + ".dcm")
     new = record(attrs, "cc/dd/" + "c" * 32 + ".dcm")
@@ -159,7 +200,7 @@ async def test_replace_policy_repoints_and_returns_the_old_key(
 
 
 async def test_keep_first_policy(engine: Engine) -> None:
-    writer = IndexWriter(engine, duplicate_policy=DuplicatePolicy.KEEP_FIRST)
+    writer = IndexWriter(engine)  # keep-first is the default (DuplicatePolicy.default())
     await writer.start()
     try:
         attrs = attributes(make_dataset())
@@ -204,8 +245,9 @@ async def test_study_moving_to_another_patient_is_logged(
 
 
 async def test_replaced_instance_in_another_series_leaves_no_empty_series(
-    writer: IndexWriter, engine: Engine
+    replacing: IndexWriter, engine: Engine
 ) -> None:
+    writer = replacing
     ds = make_dataset(1, series=1)
     await writer.submit(record(attributes(ds), "aa/bb/" + "a" * 32 + ".dcm"))
     ds.SeriesInstanceUID = "1.2.3.4.5"

@@ -18,7 +18,7 @@ from minipacs.index.engine import make_engine
 from minipacs.index.maintenance import delete_rows
 from minipacs.index.migrate import upgrade
 from minipacs.index.models import Instance, Level, Patient, Series, Study
-from minipacs.ports import AddOutcome, InstanceRecord
+from minipacs.ports import AddOutcome, DuplicatePolicy, InstanceRecord
 from tests.index.dicomdata import attributes, make_dataset, record
 
 
@@ -90,7 +90,7 @@ async def test_same_rows_as_the_full_path(db_url: str, tmp_path: Any, together: 
 
     async def index(url: str, fast: bool) -> tuple[list[tuple[object, ...]], list[Any], int]:
         engine = make_engine(url)
-        writer = IndexWriter(engine)
+        writer = IndexWriter(engine, duplicate_policy=DuplicatePolicy.REPLACE)
         if not fast:
             monkeypatch.setattr(writer, "_add_fast", lambda conn, rec: None)
         await writer.start()

@@ -204,6 +204,21 @@ def test_delete_and_keys(tmp_path: Path) -> None:
         storage.open_dataset(key)
 
 
+def test_checksum_is_the_whole_file_now(tmp_path: Path) -> None:
+    storage = make_storage(tmp_path)
+    stored = storage.store(meta(), encode(make_dataset(1), EXPLICIT_LE))
+    assert storage.checksum(stored.key) == stored.checksum  # as recorded at ingest
+    path = tmp_path / stored.key
+    with path.open("ab") as fp:
+        fp.write(b"!")
+    assert storage.checksum(stored.key) == file_checksum(path) != stored.checksum
+    path.unlink()
+    with pytest.raises(StorageError, match="cannot read"):
+        storage.checksum(stored.key)
+    with pytest.raises(StorageError, match="not a storage key"):
+        storage.checksum("../index.db")
+
+
 @pytest.fixture
 def syncs(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     """What is made durable: files by fdatasync, directories by fsync (paths, in order)."""
