@@ -128,7 +128,7 @@ def test_db_upgrade_creates_the_schema_then_has_nothing_to_do(tmp_path: Path) ->
     path, config = setup(tmp_path, database={"url": f"sqlite:///{tmp_path / 'new' / 'i.db'}"})
     first = run("db", "upgrade", "--config", path)
     assert first.returncode == 0, first.stderr
-    assert first.stdout == "index upgraded to revision 0005_worklist (was empty)\n"
+    assert first.stdout == "index upgraded to revision 0006_short_constraint_name (was empty)\n"
     engine = make_engine(config.database.url)
     try:
         assert {"patient", "study", "series", "instance", "alembic_version"} <= set(
@@ -136,7 +136,8 @@ def test_db_upgrade_creates_the_schema_then_has_nothing_to_do(tmp_path: Path) ->
     finally:
         engine.dispose()
     again = run("db", "upgrade", "--config", path)
-    assert (again.returncode, again.stdout) == (0, "index already at revision 0005_worklist\n")
+    assert (again.returncode, again.stdout) == (
+        0, "index already at revision 0006_short_constraint_name\n")
 
 
 def test_commands_refuse_a_missing_index(tmp_path: Path) -> None:

@@ -243,7 +243,9 @@ class PatientOtherId(Base):
     """Other Patient IDs Sequence (0010,1002) items and Other Patient IDs (0010,1000)."""
 
     __tablename__ = "patient_other_id"
-    __table_args__ = (UniqueConstraint("patient_pk", "other_patient_id", "issuer_of_patient_id"),)
+    # Named, not from the convention: that name (69 characters) is over PostgreSQL's 63.
+    __table_args__ = (UniqueConstraint("patient_pk", "other_patient_id", "issuer_of_patient_id",
+                                       name="uq_patient_other_id_identity"),)
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_pk: Mapped[int] = mapped_column(ForeignKey("patient.pk", ondelete="CASCADE"))

@@ -103,7 +103,10 @@ def _known_series_insert() -> Insert:
             ~exists().where(_INSTANCE.c.sop_instance_uid == bindparam("k_instance")),
         )
     )
-    return insert(_INSTANCE).from_select(columns, found)
+    # The caller reads rowcount: SQLAlchemy keeps an INSERT's only when asked (psycopg's
+    # cursor says -1 once closed).
+    return insert(_INSTANCE).from_select(columns, found).execution_options(
+        preserve_rowcount=True)
 
 
 INSERT_INTO_KNOWN_SERIES: Final = _known_series_insert()

@@ -1,4 +1,4 @@
-"""Index maintenance (minipacs.index.maintenance) on real SQLite files."""
+"""Index maintenance (minipacs.index.maintenance) on real SQLite files and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -39,7 +39,9 @@ from minipacs.index.models import (
     Study,
     StudyValue,
 )
+from tests.databases import sqlite_file, sqlite_only
 from tests.index.dicomdata import attributes, make_dataset, other_ids, record, uid
+from tests.index.test_migrations import HEAD
 
 ALL_MODELS = (Patient, PatientOtherId, PatientValue, Study, StudyValue, Series, SeriesValue,
               Instance)
@@ -196,11 +198,12 @@ async def test_before_commit_sees_the_keys_while_the_rows_are_still_committed(
     assert count_rows(engine).instances == 2  # rolled back: no journal, no delete
 
 
+@sqlite_only
 async def test_delete_waits_for_another_writer(
     engine: Engine, db_url: str, populated: dict[str, list[str]]
 ) -> None:
     """A CLI delete beside a server: the write lock is waited for, not an error."""
-    locker = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None,
+    locker = sqlite3.connect(sqlite_file(db_url), isolation_level=None,
                              check_same_thread=False)
     locker.execute("BEGIN IMMEDIATE")
     release = threading.Timer(0.5, locker.execute, ("COMMIT",))
@@ -221,6 +224,7 @@ async def test_clear_index_empties_every_table(
     assert clear_index(engine) == RowCounts(0, 0, 0, 0)
 
 
+@sqlite_only
 async def test_backup_is_a_consistent_standalone_copy(
     engine: Engine, tmp_path: Path, populated: dict[str, list[str]]
 ) -> None:
@@ -243,6 +247,7 @@ async def test_backup_is_a_consistent_standalone_copy(
     assert backup_sqlite(engine, dest) == RowCounts(0, 0, 0, 0)
 
 
+@sqlite_only
 def test_backup_refuses_memory_and_itself(engine: Engine, db_url: str, tmp_path: Path) -> None:
     memory = make_engine("sqlite://")
     try:
@@ -251,7 +256,7 @@ def test_backup_refuses_memory_and_itself(engine: Engine, db_url: str, tmp_path:
     finally:
         memory.dispose()
     with pytest.raises(ValueError, match="the database itself"):
-        backup_sqlite(engine, Path(db_url.removeprefix("sqlite:///")))
+        backup_sqlite(engine, sqlite_file(db_url))
 
 
 def test_sqlite_path() -> None:
@@ -267,6 +272,6 @@ def test_revisions(tmp_path: Path) -> None:
     try:
         assert current_revision(engine) is None
         upgrade(url)
-        assert current_revision(engine) == head_revision(engine) == "0005_worklist"
+        assert current_revision(engine) == head_revision(engine) == HEAD
     finally:
         engine.dispose()

@@ -1,4 +1,4 @@
-"""The group-commit writer on a real SQLite file."""
+"""The group-commit writer on a real SQLite file and a real PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from minipacs.index.models import (
     StudyValue,
 )
 from minipacs.ports import AddOutcome, DuplicatePolicy, IndexWriteError
+from tests.databases import sqlite_file, sqlite_only
 from tests.index.dicomdata import attributes, make_dataset, other_ids, record
 
 WAIT = 10.0  # bound on any wait that should end promptly
@@ -43,7 +44,7 @@ def rows(engine: Engine, *columns: object) -> list[tuple[object, ...]]:
 @contextlib.contextmanager
 def write_lock(db_url: str) -> Iterator[sqlite3.Connection]:
     """Another process's writer holding SQLite's write lock."""
-    conn = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+    conn = sqlite3.connect(sqlite_file(db_url), isolation_level=None)
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
@@ -107,6 +108,7 @@ async def test_one_bad_row_fails_alone(writer: IndexWriter, engine: Engine) -> N
         first.attributes.sop_instance_uid, *(g.attributes.sop_instance_uid for g in good)}
 
 
+@sqlite_only
 async def test_cancelled_waiters_do_not_crash_the_writer(db_url: str) -> None:
     engine = make_engine(db_url, busy_timeout_ms=10)
     hook = RetryHook()
@@ -137,6 +139,7 @@ async def test_cancelled_waiters_do_not_crash_the_writer(db_url: str) -> None:
     assert written == {r.attributes.sop_instance_uid for r in (a, b, d)}
 
 
+@sqlite_only
 async def test_locked_database_is_retried(db_url: str) -> None:
     engine = make_engine(db_url, busy_timeout_ms=10)
     hook = RetryHook()
@@ -156,6 +159,7 @@ async def test_locked_database_is_retried(db_url: str) -> None:
         engine.dispose()
 
 
+@sqlite_only
 async def test_lock_held_too_long_fails_the_batch(db_url: str) -> None:
     engine = make_engine(db_url, busy_timeout_ms=10)
     hook = RetryHook(hold=False)
