@@ -4,7 +4,8 @@ The index runs on SQLAlchemy's synchronous engine, driven from worker threads: t
 sends a whole batch in one thread hop, where aiosqlite takes one hop per statement
 (measured here: 96 µs per INSERT through aiosqlite against 1.8 µs with sqlite3 itself, and
 every hop also wakes the event loop). ``sqlite+aiosqlite://`` URLs are accepted and run on
-the standard sqlite3 driver.
+the standard sqlite3 driver; PostgreSQL URLs (``postgresql://``, ``postgres://``,
+``postgresql+asyncpg://``) run on psycopg 3.
 
 SQLite: WAL, ``synchronous=FULL`` (an acknowledged instance survives power loss: the WAL is
 fsynced at each commit, once per group-committed batch), foreign keys on, a busy timeout
@@ -55,7 +56,15 @@ _PG_FULL: Final = frozenset({"53100"})  # disk_full
 _SQLITE_RETRYABLE: Final = ("database is locked", "database is busy", "database table is locked")
 _SQLITE_FULL: Final = "database or disk is full"
 
-_SYNC_DRIVERS: Final = {"sqlite+aiosqlite": "sqlite", "postgresql+asyncpg": "postgresql+psycopg"}
+# URL schemes the index accepts, as the drivers it runs: SQLite on the standard sqlite3, and
+# PostgreSQL on psycopg 3 (``postgresql://`` would mean psycopg2 to SQLAlchemy; asyncpg URLs
+# and libpq's own ``postgres://`` scheme are aliases).
+_SYNC_DRIVERS: Final = {
+    "sqlite+aiosqlite": "sqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+asyncpg": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+}
 
 # DICOM wildcards (PS3.4 C.2.2.2.4): `*` any sequence of characters, `?` exactly one.
 WILDCARDS: Final = frozenset("*?")
@@ -67,7 +76,7 @@ _SURROGATES: Final = range(0xD800, 0xE000)
 
 
 def sync_url(url: str | URL) -> URL:
-    """The URL with an asyncio driver replaced by its synchronous counterpart."""
+    """The URL with the driver the index runs (an alias replaced: `_SYNC_DRIVERS`)."""
     parsed = make_url(url)
     driver = _SYNC_DRIVERS.get(parsed.drivername)
     return parsed.set(drivername=driver) if driver else parsed

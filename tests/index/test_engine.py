@@ -13,10 +13,16 @@ from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Engine, func, select, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from minipacs.index.engine import RetryPolicy, dialect_of, make_engine, write_transaction
+from minipacs.index.engine import (
+    RetryPolicy,
+    dialect_of,
+    make_engine,
+    sync_url,
+    write_transaction,
+)
 from minipacs.index.models_worklist import WorklistStep
 from tests.databases import POSTGRESQL, sqlite_file, sqlite_only
 
@@ -134,5 +140,29 @@ def test_sqlite_lock_is_waited_out_and_retried(db_url: str) -> None:
             pauses = Pauses(then=lambda: holder.execute("COMMIT"))  # released while we wait
             write_transaction(engine, insert_step, retry=RetryPolicy(retries=3, sleep=pauses))
         assert len(pauses.seen) == 1 and steps(engine) == 1
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(("url", "driver"), [
+    ("sqlite:///x.db", "sqlite"),
+    ("sqlite+aiosqlite:///x.db", "sqlite"),
+    ("postgresql://u@h/db", "postgresql+psycopg"),
+    ("postgres://u@h/db", "postgresql+psycopg"),
+    ("postgresql+asyncpg://u@h/db", "postgresql+psycopg"),
+    ("postgresql+psycopg://u@h/db", "postgresql+psycopg"),
+])
+def test_urls_run_on_the_index_drivers(url: str, driver: str) -> None:
+    assert sync_url(url).drivername == driver
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+asyncpg"])
+@pytest.mark.parametrize("backend", [POSTGRESQL])
+def test_postgresql_url_aliases_connect(db_url: str, scheme: str) -> None:
+    url = make_url(db_url).set(drivername=scheme).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    try:
+        assert engine.dialect.driver == "psycopg"
+        assert steps(engine) == 0
     finally:
         engine.dispose()
