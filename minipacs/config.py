@@ -21,7 +21,7 @@ import yaml
 from pydicom import config as pydicom_config
 from pydicom.uid import UID
 
-from .ports.index import DuplicatePolicy
+from .ports.index import DuplicatePolicy, PatientConflictPolicy
 
 # PS3.5 §6.2 Table 6.2-1, VR AE: at most 16 characters of the default repertoire.
 AE_TITLE_MAX_LENGTH = 16
@@ -82,6 +82,7 @@ class StorageConfig:
     fsync: bool = True
     min_free_mb: int = DEFAULT_MIN_FREE_MB
     duplicates: str = DuplicatePolicy.default().value
+    patient_conflict: str = PatientConflictPolicy.default().value
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +328,8 @@ def _listen(raw: object, where: str) -> ListenConfig:
 
 
 def _storage(raw: object, where: str, base: Path) -> StorageConfig:
-    data = _mapping(raw, where, ("root", "fsync", "min_free_mb", "duplicates"))
+    data = _mapping(raw, where, ("root", "fsync", "min_free_mb", "duplicates",
+                                 "patient_conflict"))
     root = _str(data.get("root", DEFAULT_STORAGE_ROOT), f"{where}.root")
     if not root.strip():
         raise ConfigError(f"{where}.root", "must not be empty")
@@ -336,12 +338,18 @@ def _storage(raw: object, where: str, base: Path) -> StorageConfig:
     if duplicates not in DUPLICATE_POLICIES:
         raise ConfigError(f"{where}.duplicates",
                           f"{duplicates!r} is not one of {', '.join(DUPLICATE_POLICIES)}")
+    conflict = _str(data.get("patient_conflict", PatientConflictPolicy.default().value),
+                    f"{where}.patient_conflict")
+    if conflict not in {policy.value for policy in PatientConflictPolicy}:
+        raise ConfigError(f"{where}.patient_conflict", f"{conflict!r} is not one of "
+                          f"{', '.join(policy.value for policy in PatientConflictPolicy)}")
     return StorageConfig(
         root=_resolve_path(root, base),
         fsync=_bool(data.get("fsync", True), f"{where}.fsync"),
         min_free_mb=_int(data.get("min_free_mb", DEFAULT_MIN_FREE_MB), f"{where}.min_free_mb",
                          0, 1 << 30),
         duplicates=duplicates,
+        patient_conflict=conflict,
     )
 
 

@@ -128,7 +128,7 @@ def test_db_upgrade_creates_the_schema_then_has_nothing_to_do(tmp_path: Path) ->
     path, config = setup(tmp_path, database={"url": f"sqlite:///{tmp_path / 'new' / 'i.db'}"})
     first = run("db", "upgrade", "--config", path)
     assert first.returncode == 0, first.stderr
-    assert first.stdout == "index upgraded to revision 0006_short_constraint_name (was empty)\n"
+    assert first.stdout == "index upgraded to revision 0007_unreferenced_file (was empty)\n"
     engine = make_engine(config.database.url)
     try:
         assert {"patient", "study", "series", "instance", "alembic_version"} <= set(
@@ -137,7 +137,7 @@ def test_db_upgrade_creates_the_schema_then_has_nothing_to_do(tmp_path: Path) ->
         engine.dispose()
     again = run("db", "upgrade", "--config", path)
     assert (again.returncode, again.stdout) == (
-        0, "index already at revision 0006_short_constraint_name\n")
+        0, "index already at revision 0007_unreferenced_file\n")
 
 
 def test_commands_refuse_a_missing_index(tmp_path: Path) -> None:
@@ -202,6 +202,35 @@ def test_db_check_finds_missing_corrupted_resized_and_orphan_files(tmp_path: Pat
         f"orphan file: {orphan} ({stored[uid(2, 1, 1)].size} bytes, no index row)",
         "orphan file: notes.txt (15 bytes, no index row)",
     ])
+
+
+def test_db_check_repair_sets_orphans_aside_and_drops_rows_of_missing_files(
+        tmp_path: Path) -> None:
+    path, config = setup(tmp_path)
+    stored = populate(config, two_studies())
+    root = config.storage.root
+    missing, corrupted = stored[uid(2, 1, 1)].key, stored[uid(1, 1, 2)].key
+    orphan = "ab/cd/abcd" + "0" * 28 + ".dcm"
+    (root / orphan).parent.mkdir(parents=True, exist_ok=True)
+    (root / orphan).write_bytes((root / missing).read_bytes())
+    (root / missing).unlink()  # the only instance of study 2: its rows all go
+    with open(root / corrupted, "ab") as fp:
+        fp.write(b"!")
+
+    result = run("db", "check", "--repair", "--config", path)
+    assert result.returncode == 1  # the altered file is only reported
+    lines = result.stdout.splitlines()
+    assert sorted(lines[:2]) == sorted([
+        f"repaired orphan file: {orphan} ({stored[uid(2, 1, 1)].size} bytes, no index row)",
+        f"repaired missing file: {missing} (instance {uid(2, 1, 1)})"])
+    assert lines[2] == "checked 6 instances and 6 files: 1 size mismatch"
+    assert (root / ".orphans" / orphan).is_file() and not (root / orphan).exists()
+    (root / corrupted).write_bytes((root / corrupted).read_bytes()[:-1])
+    again = run("db", "check", "--config", path)
+    assert again.returncode == 0, again.stdout
+    assert again.stdout == "checked 5 instances and 5 files: no problems\n"
+    assert [r[0] for r in index_rows(config)] == sorted(
+        stored_uid for stored_uid in stored if stored_uid != uid(2, 1, 1))
 
 
 def test_db_check_lists_the_first_problems_unless_verbose(tmp_path: Path) -> None:

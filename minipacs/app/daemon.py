@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..config import Config
-from ..index import AttributeReader, SqlIndex
+from ..index import AttributeReader, SqlIndex, maintenance
 from ..index.engine import make_engine
 from ..index.migrate import upgrade
 from ..net.peers import ConnectPolicy, NetPeers, PeerAddress
 from ..net.server import Server, ServerLimits
 from ..ports import (
     DuplicatePolicy,
+    PatientConflictPolicy,
     Storage,
 )
 from ..proto.dimse import CommandField
@@ -140,12 +141,15 @@ def build_dispatcher(config: Config, storage: Storage, index: SqlIndex,
 
 
 def prepare(config: Config) -> FilesystemStorage:
-    """Before the event loop: migrate the index, open the store, remove leftover spools."""
+    """Before the event loop: migrate the index, open the store, settle what a crash left."""
     upgrade(config.database.url)
     storage = build_storage(config)
-    removed = storage.cleanup_spool()
-    if removed:
-        log.info("removed %d unfinished spool file(s) from %s", removed, storage.spool_dir)
+    engine = make_engine(config.database.url)
+    try:  # DESIGN principle 10: no file without a row, no row without a file, after a crash
+        storage.recover(lambda keys: maintenance.referenced_keys(engine, keys))
+        maintenance.settle_unreferenced(engine, storage.delete)
+    finally:
+        engine.dispose()
     return storage
 
 
@@ -167,7 +171,8 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
     if storage is None:
         storage = await asyncio.to_thread(prepare, config)
     engine = make_engine(config.database.url)
-    index = SqlIndex(engine, duplicate_policy=DuplicatePolicy(config.storage.duplicates))
+    index = SqlIndex(engine, duplicate_policy=DuplicatePolicy(config.storage.duplicates),
+                     patient_conflict=PatientConflictPolicy(config.storage.patient_conflict))
     await index.start()
     commitment = build_commitment(config, storage, index)
     limits = config.limits
@@ -187,6 +192,7 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
         await commitment.aclose()
         await index.aclose()
         engine.dispose()
+        await asyncio.to_thread(storage.reap)  # released spool entries still standing
 
 
 async def _serve(config: Config, storage: FilesystemStorage) -> int:

@@ -11,6 +11,7 @@ from ..ports import (
     FindQuery,
     InstancePage,
     InstanceRecord,
+    PatientConflictPolicy,
     QueryLevel,
 )
 
@@ -51,12 +52,14 @@ class SqlIndex:
         engine: Engine,
         *,
         duplicate_policy: DuplicatePolicy | None = None,
+        patient_conflict: PatientConflictPolicy | None = None,
         max_batch: int = 256,
         retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         self.engine = engine
         self.writer = IndexWriter(engine, duplicate_policy=duplicate_policy,
-                                  max_batch=max_batch, retry=retry)
+                                  patient_conflict=patient_conflict, max_batch=max_batch,
+                                  retry=retry)
         self.query = SqlQueryIndex(engine)
         self.retrieve = SqlRetrieveIndex(engine)
         self.worklist = SqlWorklist(engine, retry=retry)

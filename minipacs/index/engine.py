@@ -23,7 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from sqlalchemy import ColumnElement, Engine, and_, create_engine, event, literal
+from sqlalchemy import ColumnElement, Engine, Insert, Table, and_, create_engine, event, literal
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -115,6 +117,11 @@ class Dialect:
         if upper is None:
             return ordered >= literal(prefix)
         return and_(ordered >= literal(prefix), ordered < literal(upper))
+
+    def insert_ignoring_duplicates(self, table: Table) -> Insert:
+        """INSERT that skips a row whose unique key exists (both: ON CONFLICT DO NOTHING)."""
+        insert = sqlite_insert if self.is_sqlite else postgresql_insert
+        return insert(table).on_conflict_do_nothing()
 
     def is_retryable(self, exc: BaseException) -> bool:
         """Whether a failed transaction may succeed when run again (lock or serialization)."""

@@ -37,6 +37,7 @@ from .models import (
     SeriesValue,
     Study,
     StudyValue,
+    UnreferencedFile,
 )
 
 __all__ = [
@@ -49,12 +50,16 @@ __all__ = [
     "clear_index",
     "count_rows",
     "current_revision",
+    "delete_instances",
     "delete_rows",
     "head_revision",
     "instance_files_by_key",
     "issuers_of_patient",
     "iter_instance_files",
+    "referenced_keys",
+    "settle_unreferenced",
     "sqlite_path",
+    "unreferenced_keys",
 ]
 
 log = logging.getLogger("minipacs.index")
@@ -151,6 +156,48 @@ def instance_files_by_key(engine: Engine, keys: Iterable[str]) -> dict[str, Inst
             ):
                 found[row.storage_key] = _instance_file(row)
     return found
+
+
+def referenced_keys(engine: Engine, keys: Iterable[str]) -> set[str]:
+    """Which of `keys` an instance row points to, now."""
+    return set(instance_files_by_key(engine, keys))
+
+
+def unreferenced_keys(engine: Engine) -> list[str]:
+    """The files recorded as no longer referenced and not deleted yet (`UnreferencedFile`)."""
+    with engine.connect() as conn:
+        return list(conn.execute(
+            select(UnreferencedFile.storage_key).order_by(UnreferencedFile.storage_key)
+        ).scalars())
+
+
+def settle_unreferenced(engine: Engine, delete_file: Callable[[str], None]) -> int:
+    """Delete the files recorded as unreferenced, then their records; returns how many.
+
+    A key a row points to again (an index rebuilt since) is only forgotten, never deleted.
+    A file that cannot be deleted (`delete_file` raised) keeps its record for next time.
+    """
+    keys = unreferenced_keys(engine)
+    if not keys:
+        return 0
+    kept = referenced_keys(engine, keys)
+    settled = []
+    for key in keys:
+        if key not in kept:
+            try:
+                delete_file(key)
+            except Exception as exc:  # the storage's error: the record stays, for next time
+                log.warning("cannot delete unreferenced file %s: %s", key, exc)
+                continue
+        settled.append(key)
+
+    def forget(conn: Connection) -> None:
+        for start in range(0, len(settled), _MAX_PARAMS):
+            conn.execute(delete(UnreferencedFile).where(
+                UnreferencedFile.storage_key.in_(settled[start:start + _MAX_PARAMS])))
+
+    write_transaction(engine, forget, what="unreferenced files")
+    return len(settled) - len(kept & set(settled))
 
 
 def count_rows(engine: Engine) -> RowCounts:
@@ -252,6 +299,37 @@ def _delete(conn: Connection, level: Level, uid: str, issuer: str) -> Deleted | 
     if not _has_child(conn, Study.patient_pk, patient_pk):
         n_patients = conn.execute(delete(Patient).where(Patient.pk == patient_pk)).rowcount
     return Deleted(keys, n_patients, n_studies, n_series)
+
+
+def delete_instances(engine: Engine, keys: Iterable[str]) -> set[str]:
+    """Delete the instance rows of these files, and parents left empty; the keys deleted.
+
+    For rows whose file is gone for good (``db check --repair``): a retrieve would fail.
+    """
+    wanted = sorted(set(keys))
+
+    def work(conn: Connection) -> set[str]:
+        done: set[str] = set()
+        for key in wanted:
+            row = conn.execute(select(Instance.pk, Instance.series_pk, Series.study_pk,
+                                      Study.patient_pk)
+                               .join(Series, Series.pk == Instance.series_pk)
+                               .join(Study, Study.pk == Series.study_pk)
+                               .where(Instance.storage_key == key)).first()
+            if row is None:
+                continue
+            pk, series_pk, study_pk, patient_pk = row
+            conn.execute(delete(Instance).where(Instance.pk == pk))
+            for model, fk, parent in ((Series, Instance.series_pk, series_pk),
+                                      (Study, Series.study_pk, study_pk),
+                                      (Patient, Study.patient_pk, patient_pk)):
+                if _has_child(conn, fk, parent):
+                    break
+                conn.execute(delete(model).where(model.pk == parent))
+            done.add(key)
+        return done
+
+    return write_transaction(engine, work, what="delete instances") if wanted else set()
 
 
 def _has_child(conn: Connection, foreign_key: InstrumentedAttribute[int],

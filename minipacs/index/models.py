@@ -47,6 +47,7 @@ __all__ = [
     "SeriesValue",
     "Study",
     "StudyValue",
+    "UnreferencedFile",
     "fold",
     "iter_json_strings",
     "key_values",
@@ -353,3 +354,16 @@ class SeriesValue(_ValueMixin, Base):
     )
     owner_pk: Mapped[int] = mapped_column(ForeignKey("series.pk", ondelete="CASCADE"), index=True)
 
+
+class UnreferencedFile(Base):
+    """A stored file no row points to any more, to delete (revision 0007).
+
+    Written in the transaction that repoints an instance to its replacement (duplicates
+    policy ``replace``), so a crash before the old file is unlinked leaves a record, not an
+    orphan nobody knows of; the start-up recovery deletes the file and the row.
+    """
+
+    __tablename__ = "unreferenced_file"
+
+    storage_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))

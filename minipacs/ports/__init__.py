@@ -28,6 +28,8 @@ from .index import (
     IndexWriteError,
     InstanceAttributes,
     InstanceRecord,
+    PatientConflict,
+    PatientConflictPolicy,
 )
 from .normalized import (
     CommitmentIndex,
@@ -89,6 +91,8 @@ __all__ = [
     "MppsIndex",
     "MppsRecord",
     "OutOfResources",
+    "PatientConflict",
+    "PatientConflictPolicy",
     "PeerUnreachable",
     "Peers",
     "QueryIndex",

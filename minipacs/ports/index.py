@@ -44,6 +44,33 @@ class DuplicatePolicy(enum.StrEnum):
         return cls.KEEP_FIRST
 
 
+class PatientConflictPolicy(enum.StrEnum):
+    """What an instance of a study already indexed under another patient does.
+
+    Never re-parenting: one mislabeled instance must not move a whole study (and every
+    instance already stored) to another patient.
+    """
+
+    REFUSE = "refuse"  # the instance fails (C-STORE 0xC000 with an Error Comment)
+    KEEP_APART = "keep-apart"  # the instance joins the study, which stays with its patient
+
+    @classmethod
+    def default(cls) -> PatientConflictPolicy:
+        """The one default, of ``storage.patient_conflict`` and of the index alike."""
+        return cls.REFUSE
+
+
+class PatientConflict(IndexWriteError):
+    """The instance's patient is not its study's (policy `PatientConflictPolicy.REFUSE`).
+
+    ``comment`` fits an Error Comment (0000,0902), LO: 64 characters.
+    """
+
+    def __init__(self, comment: str) -> None:
+        super().__init__(comment)
+        self.comment = comment[:64]
+
+
 class AddOutcome(enum.StrEnum):
     """What ``Index.add_instance`` did."""
 

@@ -59,7 +59,8 @@ class Spool(Protocol):
         ...
 
     def commit(self) -> StoredFile:
-        """Make the file durable and give it its final key (fsync, rename, fsync dirs)."""
+        """Make the file durable under its final key (fsync, link, fsync dirs); until
+        `Storage.release` or `Storage.delete` of that key, a crash is recoverable."""
         ...
 
     def discard(self) -> None:
@@ -98,9 +99,13 @@ class Storage(Protocol):
         ...
 
     def delete(self, key: str) -> None:
-        """Remove a stored file; a missing file is not an error."""
+        """Remove a stored file (and its intent record); a missing file is not an error."""
         ...
 
-    def cleanup_spool(self) -> int:
-        """Remove leftover spool files (call at start, before serving); returns the count."""
+    def release(self, key: str) -> None:
+        """The index row of a committed file is durable: drop its intent record.
+
+        Until then a crash leaves the store able to tell the file was never acknowledged
+        (DESIGN principle 10). Never blocks: safe to call on the event loop.
+        """
         ...

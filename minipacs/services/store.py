@@ -1,8 +1,9 @@
 """Storage Service Class, C-STORE SCP (PS3.4 Annex B): spool, make durable, index, answer.
 
 Order (DESIGN §10): the data set goes into a spool file behind its Part 10 header →
-fsync → rename → index commit → Success. A failure at any step removes what was written,
-so nothing half-received is indexed and nothing acknowledged is lost.
+fsync → link to its key → index commit → release of the spool entry → Success. A failure at
+any step removes what was written, so nothing half-received is indexed and nothing
+acknowledged is lost; a crash at any step is settled at the next start (`Storage.release`).
 
 Thread hops (DESIGN §14): a data set that fits in `SPOOL_BUFFER` is parsed, checked and
 made durable in one hop, then the index writer's batch takes one more; a larger one streams
@@ -27,6 +28,7 @@ from ..ports import (
     Index,
     InstanceAttributes,
     InstanceRecord,
+    PatientConflict,
     Request,
     Spool,
     Storage,
@@ -189,14 +191,19 @@ class StoreService:
                 called_ae_title=meta.receiving_ae_title,
                 received_at=datetime.now(UTC),
             ))
+        except PatientConflict as exc:  # storage.patient_conflict: refuse
+            await self._delete_unreferenced(stored.key)
+            return self._fail(message, Status.CANNOT_UNDERSTAND, exc.comment)
         except Exception:  # IndexWriteError, OutOfResources (database full) or a bug
             await self._delete_unreferenced(stored.key)
             log.exception("indexing %s failed", message.affected_sop_instance_uid)
             return self._fail(message, Status.OUT_OF_RESOURCES, "index write failed")
-        if result.outcome is AddOutcome.REPLACED and result.replaced_key:
-            await self._delete_unreferenced(result.replaced_key)
-        elif result.outcome is AddOutcome.KEPT_FIRST:
+        if result.outcome is AddOutcome.KEPT_FIRST:
             await self._delete_unreferenced(stored.key)
+        else:
+            self.storage.release(stored.key)  # the row is durable: the intent record goes
+            if result.outcome is AddOutcome.REPLACED and result.replaced_key:
+                await self._delete_unreferenced(result.replaced_key)
         log.debug("stored %s from %s (%d bytes, %s)", message.affected_sop_instance_uid,
                   meta.sending_ae_title, stored.size, result.outcome)
         return Outcome(response_for(message, Status.SUCCESS))

@@ -24,7 +24,9 @@ from minipacs.index.maintenance import (
     instance_files_by_key,
     issuers_of_patient,
     iter_instance_files,
+    settle_unreferenced,
     sqlite_path,
+    unreferenced_keys,
 )
 from minipacs.index.migrate import upgrade
 from minipacs.index.models import (
@@ -39,6 +41,7 @@ from minipacs.index.models import (
     Study,
     StudyValue,
 )
+from minipacs.ports import DuplicatePolicy
 from tests.databases import sqlite_file, sqlite_only
 from tests.index.dicomdata import attributes, make_dataset, other_ids, record, uid
 from tests.index.test_migrations import HEAD
@@ -275,3 +278,45 @@ def test_revisions(tmp_path: Path) -> None:
         assert current_revision(engine) == head_revision(engine) == HEAD
     finally:
         engine.dispose()
+
+
+async def test_unreferenced_files_are_deleted_once_then_forgotten(engine: Engine) -> None:
+    writer = IndexWriter(engine, duplicate_policy=DuplicatePolicy.REPLACE)
+    await writer.start()
+    try:
+        attrs = attributes(make_dataset(1))
+        first, second = record(attrs, "aa/bb/" + "a" * 32 + ".dcm"), record(
+            attrs, "cc/dd/" + "c" * 32 + ".dcm")
+        await writer.submit(first)
+        await writer.submit(second)  # the crash comes before the first file is unlinked
+    finally:
+        await writer.aclose()
+    assert unreferenced_keys(engine) == [first.stored.key]
+    deleted: list[str] = []
+
+    def failing(key: str) -> None:
+        raise OSError("read-only file system")
+
+    assert settle_unreferenced(engine, failing) == 0
+    assert unreferenced_keys(engine) == [first.stored.key]  # kept for the next start
+    assert settle_unreferenced(engine, deleted.append) == 1
+    assert deleted == [first.stored.key] and unreferenced_keys(engine) == []
+    assert settle_unreferenced(engine, deleted.append) == 0
+
+
+async def test_a_key_referenced_again_is_forgotten_not_deleted(engine: Engine) -> None:
+    """An index rebuilt with the other duplicates policy points to the old file again."""
+    writer = IndexWriter(engine, duplicate_policy=DuplicatePolicy.REPLACE)
+    await writer.start()
+    attrs = attributes(make_dataset(1))
+    old, new = (record(attrs, f"{c}{c}/{c}{c}/" + c * 32 + ".dcm") for c in "ab")
+    try:
+        await writer.submit(old)
+        await writer.submit(new)
+        await writer.submit(old)  # back to the first file (as a rebuild would do)
+    finally:
+        await writer.aclose()
+    assert unreferenced_keys(engine) == sorted([old.stored.key, new.stored.key])
+    deleted: list[str] = []
+    assert settle_unreferenced(engine, deleted.append) == 1
+    assert deleted == [new.stored.key] and unreferenced_keys(engine) == []

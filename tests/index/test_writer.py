@@ -9,10 +9,12 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
 
+from minipacs.config import StorageConfig, load_config
 from minipacs.index import IndexWriter
 from minipacs.index.engine import RetryPolicy, make_engine
 from minipacs.index.models import (
@@ -23,8 +25,15 @@ from minipacs.index.models import (
     Series,
     Study,
     StudyValue,
+    UnreferencedFile,
 )
-from minipacs.ports import AddOutcome, DuplicatePolicy, IndexWriteError
+from minipacs.ports import (
+    AddOutcome,
+    DuplicatePolicy,
+    IndexWriteError,
+    PatientConflict,
+    PatientConflictPolicy,
+)
 from tests.databases import sqlite_file, sqlite_only
 from tests.index.dicomdata import attributes, make_dataset, other_ids, record
 
@@ -201,6 +210,8 @@ async def test_replace_policy_repoints_and_returns_the_old_key(
     result = await writer.submit(new)
     assert result.outcome is AddOutcome.REPLACED and result.replaced_key == old.stored.key
     assert rows(engine, Instance.storage_key) == [(new.stored.key,)]
+    # Recorded in the same transaction: a crash before the unlink is settled at start.
+    assert rows(engine, UnreferencedFile.storage_key) == [(old.stored.key,)]
 
 
 async def test_keep_first_policy(engine: Engine) -> None:
@@ -234,18 +245,49 @@ async def test_empty_patient_id_never_merges(writer: IndexWriter, engine: Engine
     assert count(engine, Study) == 2
 
 
-async def test_study_moving_to_another_patient_is_logged(
+async def test_a_study_under_a_second_patient_is_refused_never_moved(
     writer: IndexWriter, engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await writer.submit(record(attributes(make_dataset(1, patient_id="WRONG"))))
-    with caplog.at_level(logging.WARNING, logger="minipacs.index"):
-        await writer.submit(record(attributes(make_dataset(2, patient_id="RIGHT"))))
-    assert "moved" in caplog.text
-    assert rows(engine, Patient.patient_id) == [("RIGHT",)]  # the emptied patient is gone
+    await writer.submit(record(attributes(make_dataset(1, patient_id="FIRST"))))
+    with caplog.at_level(logging.WARNING, logger="minipacs.index"), pytest.raises(
+            PatientConflict, match="Patient ID differs") as refused:
+        await writer.submit(record(attributes(make_dataset(2, patient_id="SECOND"))))
+    assert len(refused.value.comment) <= 64
+    assert "'FIRST'" in caplog.text and "'SECOND'" in caplog.text
     with engine.connect() as conn:
         owner = conn.execute(select(Patient.patient_id).join(Study)).scalar_one()
-    assert owner == "RIGHT"
+    assert owner == "FIRST" and rows(engine, Patient.patient_id) == [("FIRST",)]
+    assert count(engine, Instance) == 1
+    # The same study under the same patient, and an instance without a Patient ID, are fine.
+    await writer.submit(record(attributes(make_dataset(3, patient_id="FIRST"))))
+    await writer.submit(record(attributes(make_dataset(4, patient_id=""))))
+    assert count(engine, Instance) == 3
+
+
+async def test_keep_apart_indexes_the_instance_and_leaves_the_study_where_it_is(
+    engine: Engine
+) -> None:
+    writer = IndexWriter(engine, patient_conflict=PatientConflictPolicy.KEEP_APART)
+    await writer.start()
+    try:
+        await writer.submit(record(attributes(make_dataset(1, patient_id="FIRST"))))
+        second = make_dataset(2, patient_id="SECOND")
+        second.PatientName = "Other^Name"
+        result = await writer.submit(record(attributes(second)))
+    finally:
+        await writer.aclose()
+    assert result.outcome is AddOutcome.ADDED
     assert count(engine, Instance) == 2
+    # No second patient, no re-parenting, no merge of the other patient's attributes.
+    assert rows(engine, Patient.patient_id, Patient.patient_name) == [("FIRST", "Doe^John")]
+
+
+async def test_the_patient_conflict_default_is_one(engine: Engine, tmp_path: Path) -> None:
+    default = PatientConflictPolicy.default()
+    assert default is PatientConflictPolicy.REFUSE
+    assert IndexWriter(engine).patient_conflict is default
+    assert StorageConfig(root=tmp_path).patient_conflict == default
+    assert load_config(None).storage.patient_conflict == default
 
 
 async def test_replaced_instance_in_another_series_leaves_no_empty_series(
@@ -306,3 +348,18 @@ async def test_typed_keys_and_multi_valued_keys(writer: IndexWriter, engine: Eng
     assert sorted(rows(engine, PatientValue.value, PatientValue.value_folded)) == [
         ("Doe^J", "doe^j"), ("Roe^Jane", "roe^jane")]
     assert sorted(v for (v,) in rows(engine, StudyValue.value)) == ["House^Greg", "Wilson^James"]
+
+
+async def test_a_file_replaced_twice_is_recorded_once(engine: Engine) -> None:
+    """Rebuilding from files can replace the same old file again: no duplicate-key failure."""
+    writer = IndexWriter(engine, duplicate_policy=DuplicatePolicy.REPLACE)
+    await writer.start()
+    attrs = attributes(make_dataset())
+    a, b = (record(attrs, f"{c}{c}/{c}{c}/" + c * 32 + ".dcm") for c in "ab")
+    try:
+        outcomes = [(await writer.submit(r)).outcome for r in (a, b, a, b)]
+    finally:
+        await writer.aclose()
+    assert outcomes == [AddOutcome.ADDED] + [AddOutcome.REPLACED] * 3
+    assert sorted(rows(engine, UnreferencedFile.storage_key)) == sorted(
+        [(a.stored.key,), (b.stored.key,)])

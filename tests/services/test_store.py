@@ -33,6 +33,7 @@ from minipacs.ports import (
     InstanceAttributes,
     InstanceRecord,
     OutOfResources,
+    PatientConflict,
     Request,
     StorageError,
     StoredFile,
@@ -137,6 +138,7 @@ class FakeStorage:
     committed: list[str] = field(default_factory=list)
     opened: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
     stores: int = 0  # whole data sets stored in one call
     open_gate: threading.Event | None = None  # open_spool waits for it when set
     opening: threading.Event = field(default_factory=threading.Event)
@@ -173,10 +175,8 @@ class FakeStorage:
         self.deleted.append(key)
         self.files.pop(key, None)
 
-    def cleanup_spool(self) -> int:
-        count = len(self.spools)
-        self.spools.clear()
-        return count
+    def release(self, key: str) -> None:
+        self.released.append(key)
 
 
 @dataclass
@@ -336,6 +336,7 @@ async def test_success_stores_file_then_row_then_answers(harness: Harness) -> No
     assert (record.calling_ae_title, record.called_ae_title) == (CALLING, CALLED)
     assert record.received_at.tzinfo is not None
     assert harness.storage.spools == {}
+    assert harness.storage.released == [key]  # after the row: the intent record may go
     # A small data set is parsed from memory, never read back from the file.
     assert harness.storage.opened == []
 
@@ -433,6 +434,16 @@ async def test_commit_failure_is_a700_and_leaves_nothing(harness: Harness,
     harness.assert_nothing_left()
 
 
+async def test_patient_conflict_is_c000_with_its_comment_and_leaves_nothing(
+        harness: Harness) -> None:
+    harness.index.fail = PatientConflict("Patient ID differs from the study's patient")
+    rsp = await harness.store(store_request(encode(make_dataset())))
+    assert rsp.status == Status.CANNOT_UNDERSTAND
+    assert rsp.error_comment == "Patient ID differs from the study's patient"
+    assert harness.storage.deleted == harness.storage.committed
+    harness.assert_nothing_left()
+
+
 @pytest.mark.parametrize("error", [
     IndexWriteError("cannot index instance: disk I/O error"),
     OutOfResources("index database: database or disk is full"),
@@ -497,6 +508,7 @@ async def test_keep_first_keeps_the_first_file(harness: Harness) -> None:
     first_key, second_key = harness.storage.committed
     assert harness.storage.files == {first_key: HEADER + first}
     assert harness.storage.deleted == [second_key]
+    assert harness.storage.released == [first_key]  # the second is deleted, not released
     assert harness.index.rows[f"{UID_ROOT}.3.1"].stored.key == first_key
 
 
