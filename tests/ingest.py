@@ -24,12 +24,13 @@ FRAGMENT: Final = 16 * 1024
 class BytesStream:
     """`ports.DataStream` over bytes in memory, in PDV-sized fragments."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, fragment: int = FRAGMENT) -> None:
         self._data = memoryview(data)
+        self._fragment = fragment
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        for start in range(0, len(self._data), FRAGMENT):
-            yield bytes(self._data[start:start + FRAGMENT])
+        for start in range(0, len(self._data), self._fragment):
+            yield bytes(self._data[start:start + self._fragment])
 
     async def read_all(self, limit: int) -> bytes:
         return bytes(self._data)
@@ -41,9 +42,10 @@ class BytesStream:
 class OneContextChannel:
     """The part of `ports.Channel` the store handler uses: the association's info."""
 
-    def __init__(self, calling_ae: str, called_ae: str, context: AcceptedContext) -> None:
+    def __init__(self, calling_ae: str, called_ae: str, context: AcceptedContext,
+                 max_pdu_length: int = 16384) -> None:
         self._info = AssociationInfo(calling_ae, called_ae, "127.0.0.1", 40000,
-                                     Negotiated({context.context_id: context}, 16384))
+                                     Negotiated({context.context_id: context}, max_pdu_length))
 
     @property
     def info(self) -> AssociationInfo:
