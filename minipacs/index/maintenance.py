@@ -24,7 +24,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import InstrumentedAttribute
 
-from .engine import sync_url, write_transaction
+from .engine import DEFAULT_RETRY, RetryPolicy, sync_url, write_transaction
 from .migrate import alembic_config
 from .models import (
     Base,
@@ -239,6 +239,7 @@ def head_revision(engine: Engine) -> str | None:
 def delete_rows(
     engine: Engine, level: Level, uid: str, issuer: str = "", *,
     before_commit: Callable[[tuple[str, ...]], None] | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
 ) -> Deleted | None:
     """Delete a patient, study or series and everything under it, in one transaction.
 
@@ -254,7 +255,7 @@ def delete_rows(
             before_commit(deleted.keys)
         return deleted
 
-    return write_transaction(engine, work, what="delete")
+    return write_transaction(engine, work, retry=retry, what="delete")
 
 
 def _delete(conn: Connection, level: Level, uid: str, issuer: str) -> Deleted | None:

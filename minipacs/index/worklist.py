@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from ..ports import Condition, FindPage, JsonDataset, MatchKind
 from .engine import DEFAULT_RETRY, Dialect, RetryPolicy, dialect_of, write_transaction
 from .matching import bad, combined_range, predicate
-from .models import KeyKind, fold, iter_json_strings, normalize_date, normalize_time
+from .models import KeyKind, clip, fold, iter_json_strings, normalize_date, normalize_time
 from .models_worklist import WorklistStep
 
 __all__ = [
@@ -99,9 +99,9 @@ def _column_values(keys: Mapping[int, tuple[str, KeyKind]], ds: JsonDataset) -> 
             value = normalize_date(raw)
         elif raw is not None and kind is KeyKind.TIME:
             value = normalize_time(raw)
-        out[column] = value
+        out[column] = clip(value, _TABLE.c[column].type.length)
         if kind is KeyKind.PN:
-            out[f"{column}_folded"] = fold(raw)
+            out[f"{column}_folded"] = clip(fold(raw), _TABLE.c[f"{column}_folded"].type.length)
     return out
 
 

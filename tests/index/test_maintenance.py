@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
 
 from minipacs.index import IndexWriter
-from minipacs.index.engine import make_engine
+from minipacs.index.engine import RetryPolicy, make_engine
 from minipacs.index.maintenance import (
     InstanceFile,
     NotSqliteError,
@@ -203,20 +202,28 @@ async def test_before_commit_sees_the_keys_while_the_rows_are_still_committed(
 
 @sqlite_only
 async def test_delete_waits_for_another_writer(
-    engine: Engine, db_url: str, populated: dict[str, list[str]]
+    db_url: str, populated: dict[str, list[str]]
 ) -> None:
-    """A CLI delete beside a server: the write lock is waited for, not an error."""
+    """A CLI delete beside a server: the write lock is waited out and retried, not an error."""
+    engine = make_engine(db_url, busy_timeout_ms=10)
     locker = sqlite3.connect(sqlite_file(db_url), isolation_level=None,
                              check_same_thread=False)
     locker.execute("BEGIN IMMEDIATE")
-    release = threading.Timer(0.5, locker.execute, ("COMMIT",))
-    release.start()
+    pauses: list[float] = []
+
+    def pause(delay: float) -> None:  # the injected clock: the other writer commits meanwhile
+        pauses.append(delay)
+        if locker.in_transaction:
+            locker.execute("COMMIT")
+
     try:
-        deleted = delete_rows(engine, Level.STUDY, uid(3))
+        deleted = delete_rows(engine, Level.STUDY, uid(3),
+                              retry=RetryPolicy(retries=3, sleep=pause))
     finally:
-        release.join()
         locker.close()
+        engine.dispose()
     assert deleted is not None and deleted.patients == 1
+    assert len(pauses) == 1
 
 
 async def test_clear_index_empties_every_table(

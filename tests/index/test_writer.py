@@ -363,3 +363,20 @@ async def test_a_file_replaced_twice_is_recorded_once(engine: Engine) -> None:
     assert outcomes == [AddOutcome.ADDED] + [AddOutcome.REPLACED] * 3
     assert sorted(rows(engine, UnreferencedFile.storage_key)) == sorted(
         [(a.stored.key,), (b.stored.key,)])
+
+
+async def test_over_long_key_values_are_indexed_on_every_backend(
+    writer: IndexWriter, engine: Engine
+) -> None:
+    """Values longer than their VR allows occur in the field: the index must not refuse them
+    on a backend that enforces column lengths (PostgreSQL), where SQLite would not."""
+    ds = make_dataset(1)
+    ds.AccessionNumber = "A" * 40  # SH: 16 at most
+    ds.Modality = "CT\\PT\\MR\\US\\NM"  # CS, VM 1: kept whole where it fits
+    ds.OperatorsName = ["Operator^" + "X" * 400]  # PN: the value column holds 324
+    result = await writer.submit(record(attributes(ds)))
+    assert result.outcome is AddOutcome.ADDED
+    assert rows(engine, Study.accession_number) == [("A" * 16,)]  # cut to the column
+    with engine.connect() as conn:
+        stored = conn.execute(select(Study.attributes)).scalar_one()
+    assert "A" * 40 in stored  # the whole value stays in the data set answers come from
