@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..config import Config
-from ..index import AttributeReader, SqlIndex, maintenance
+from ..index import AttributeReader, SqlIndex
 from ..index.engine import make_engine
 from ..index.migrate import upgrade
 from ..net.peers import ConnectPolicy, NetPeers, PeerAddress
@@ -47,6 +47,7 @@ from ..services.store import StoreService
 from ..services.worklist import WorklistService
 from ..storage import FilesystemStorage
 from . import loop_factory
+from .recovery import recover
 
 if TYPE_CHECKING:
     pass
@@ -146,8 +147,7 @@ def prepare(config: Config) -> FilesystemStorage:
     storage = build_storage(config)
     engine = make_engine(config.database.url)
     try:  # DESIGN principle 10: no file without a row, no row without a file, after a crash
-        storage.recover(lambda keys: maintenance.referenced_keys(engine, keys))
-        maintenance.settle_unreferenced(engine, storage.delete)
+        recover(engine, storage)
     finally:
         engine.dispose()
     return storage

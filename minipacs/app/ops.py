@@ -27,9 +27,10 @@ from ..ports import (
     InstanceRecord,
     StorageError,
 )
-from ..storage import FilesystemStorage, file_checksum, inventory
+from ..storage import file_checksum, inventory
 from . import loop_factory
 from .daemon import build_storage
+from .recovery import finish_interrupted_deletes, recover
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -175,9 +176,7 @@ def db_check(config: Config, *, repair: bool = False) -> CheckReport:
     root = config.storage.root
     with _index_engine(config) as engine, _failures():
         if repair and root.is_dir():
-            storage = build_storage(config)
-            _finish_interrupted_deletes(engine, storage)
-            maintenance.settle_unreferenced(engine, storage.delete)
+            recover(engine, build_storage(config))
         # Files first, rows second: a file stored meanwhile then has its row (or is re-checked).
         files = {e.key: e for e in inventory.iter_files(root)} if root.is_dir() else {}
         referenced: set[str] = set()
@@ -341,7 +340,7 @@ def delete(config: Config, target: DeleteTarget) -> DeleteResult:
     storage = build_storage(config)
     journals: list[inventory.DeleteJournal] = []
     with _index_engine(config) as engine, _failures():
-        recovered = _finish_interrupted_deletes(engine, storage)
+        recovered = finish_interrupted_deletes(engine, storage)
         try:
             deleted = maintenance.delete_rows(
                 engine, target.level, target.uid, target.issuer or "",
@@ -365,20 +364,3 @@ def delete(config: Config, target: DeleteTarget) -> DeleteResult:
         (inventory.release_journal if errors else inventory.remove_journal)(journal)
     return DeleteResult(target, deleted, len(deleted.keys) - len(errors), tuple(errors),
                         recovered)
-
-
-def _finish_interrupted_deletes(engine: Engine, storage: FilesystemStorage) -> int:
-    """Remove the files of journaled deletes that no row refers to; returns how many."""
-    removed = 0
-    for journal in inventory.claim_journals(storage.root):
-        try:
-            referenced = maintenance.instance_files_by_key(engine, journal.keys)
-            for key in journal.keys:
-                if key not in referenced and storage.path_of(key).exists():
-                    storage.delete(key)
-                    removed += 1
-        except BaseException:
-            inventory.release_journal(journal)
-            raise
-        inventory.remove_journal(journal)
-    return removed
