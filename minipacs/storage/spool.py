@@ -133,8 +133,14 @@ class FilesystemSpool:
             self._fd = os.open(self._path, _CREATE_FLAGS, 0o666)
         except OSError as exc:
             raise storage_error(exc, "cannot create spool file") from exc
-        # Ours alone (O_EXCL): recovery in another process skips a locked entry.
-        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Recovery in another process skips a locked entry. Between the create and the lock
+        # a recovery starting that very moment may take the entry: this data set then fails
+        # (StorageError) instead of being half-kept.
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self.release()
+            raise storage_error(exc, "cannot lock spool file") from exc
 
     @property
     def size(self) -> int:
