@@ -21,7 +21,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -35,16 +34,17 @@ from pydicom.uid import PYDICOM_ROOT_UID, ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import func, select
 
 from minipacs.app import loop_factory
-from minipacs.index import SqlIndex
+from minipacs.index import AttributeReader, SqlIndex
 from minipacs.index.engine import make_engine
 from minipacs.index.migrate import upgrade
 from minipacs.index.models import Instance
-from minipacs.ports import AssociationInfo, Request
+from minipacs.ports import Request
 from minipacs.proto.dimse import CStoreRQ, CStoreRSP
-from minipacs.proto.negotiation import AcceptedContext, Negotiated
+from minipacs.proto.negotiation import AcceptedContext
 from minipacs.proto.status import Status
 from minipacs.services.store import StoreService
 from minipacs.storage import FilesystemStorage
+from tests.ingest import BytesStream, OneContextChannel
 
 CT_IMAGE_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.2"
 SEED: Final = "minipacs-store-path-v1"
@@ -125,36 +125,6 @@ def make_items(kind: str, count: int, size: int) -> list[Item]:
     return items
 
 
-class Stream:
-    """`ports.DataStream` over bytes in memory, in PDV-sized fragments."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = memoryview(data)
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for start in range(0, len(self._data), FRAGMENT):
-            yield bytes(self._data[start:start + FRAGMENT])
-
-    async def read_all(self, limit: int) -> bytes:
-        return bytes(self._data)
-
-    async def drain(self) -> None:
-        return None
-
-
-class Channel:
-    """The part of `ports.Channel` the store handler uses."""
-
-    def __init__(self) -> None:
-        context = AcceptedContext(CONTEXT_ID, CT_IMAGE_STORAGE, ExplicitVRLittleEndian)
-        self._info = AssociationInfo("BENCH_SCU", "MINIPACS", "127.0.0.1", 40000,
-                                     Negotiated({CONTEXT_ID: context}, 131072))
-
-    @property
-    def info(self) -> AssociationInfo:
-        return self._info
-
-
 @dataclass(frozen=True, slots=True)
 class Figures:
     wall_us: float  # per instance
@@ -176,16 +146,17 @@ async def _run_once(root: Path, items: list[Item], callers: int, fsync: bool) ->
                                 fsync=fsync)
     engine = make_engine(url)
     context = AcceptedContext(CONTEXT_ID, CT_IMAGE_STORAGE, ExplicitVRLittleEndian)
-    channel = Channel()
+    channel = OneContextChannel("BENCH_SCU", "MINIPACS", context, 131072)
     try:
         async with SqlIndex(engine) as index:
-            service = StoreService(storage, index)
+            service = StoreService(storage, index, AttributeReader())
 
             async def caller(share: list[Item]) -> None:
                 for n, item in enumerate(share):
                     message = CStoreRQ(message_id=n + 1, affected_sop_class_uid=CT_IMAGE_STORAGE,
                                        affected_sop_instance_uid=item.sop_instance_uid)
-                    outcome = await service(channel, Request(context, message, Stream(item.data)))
+                    request = Request(context, message, BytesStream(item.data, FRAGMENT))
+                    outcome = await service(channel, request)
                     assert isinstance(outcome.message, CStoreRSP)
                     if outcome.message.status != Status.SUCCESS:
                         raise RuntimeError(f"{item.sop_instance_uid}: {outcome.message.status!r}")

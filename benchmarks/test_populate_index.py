@@ -1,7 +1,6 @@
 """The bulk loader makes the rows minipacs' own ingest path makes for the same files.
 
-Run: ``python -m pytest -q benchmarks/test_populate_index.py`` (benchmarks/ is outside the
-default testpaths).
+In pytest's ``testpaths``: ``scripts/test`` (and so CI) runs it with the rest of the suite.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ FILE_COLUMNS = {"storage_key", "file_size", "checksum", "dataset_offset", "calli
 
 def _rows(path: Path, table: str) -> tuple[list[str], list[tuple[object, ...]]]:
     with sqlite3.connect(path) as db:
-        cursor = db.execute(f"SELECT * FROM {table} ORDER BY pk")
+        cursor = db.execute(f"SELECT * FROM {table} ORDER BY 1")  # pk, or the key
         names = [d[0] for d in cursor.description]
         keep = [i for i, name in enumerate(names) if name not in FILE_COLUMNS]
         return [names[i] for i in keep], [tuple(row[i] for i in keep) for row in cursor]

@@ -280,6 +280,8 @@ def test_listen_port_zero_means_ephemeral(tmp_path: Path) -> None:
         ('database: {url: "index.db"}\n', "config error: database.url: 'index.db' is not a"),
         ("storage: {duplicates: overwrite}\n",
          "config error: storage.duplicates: 'overwrite' is not one of keep-first, replace"),
+        ("storage: {patient_conflict: move}\n",
+         "config error: storage.patient_conflict: 'move' is not one of refuse, keep-apart"),
         ("storage: {min_free_mb: -1}\n", "config error: storage.min_free_mb: -1 is out of range"),
         ('database: {url: "sqlite+pysqlcipher:///x.db"}\n',
          "config error: database.url: unsupported SQLite driver"),

@@ -1,7 +1,7 @@
 """`minipacs db upgrade|check|rebuild|backup` and `minipacs delete`, as subprocesses.
 
-Stores are filled through the ingest path's own pieces (the store's spool → commit, the
-index's parser and writer), or by a running server fed by pynetdicom; every check then
+Stores are filled through the C-STORE SCP's handler (`tests.ingest`), or by a running server
+fed by pynetdicom; every check then
 runs `python -m minipacs ...` and looks at exit codes, output, rows and files.
 """
 
@@ -13,8 +13,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +24,10 @@ from minipacs.config import Config, load_config
 from minipacs.index import SqlIndex
 from minipacs.index.engine import make_engine
 from minipacs.index.models import Instance, Patient, Series, Study
-from minipacs.ports import DuplicatePolicy, FileMeta, InstanceRecord, StoredFile
+from minipacs.ports import DuplicatePolicy, StoredFile
 from minipacs.storage.inventory import read_journals, release_journal, write_journal
 from tests.index.dicomdata import EXPLICIT_LE, IMPLICIT_LE, encode, make_dataset, uid
+from tests.ingest import c_store_ok, store_service
 from tests.support import (
     LOOPBACK,
     minipacs_env,
@@ -54,29 +53,27 @@ def setup(directory: Path, **sections: Any) -> tuple[Path, Config]:
 
 def populate(config: Config, datasets: list[Dataset], ts: str = EXPLICIT_LE
              ) -> dict[str, StoredFile]:
-    """Store and index `datasets` as the C-STORE SCP does; returns files by SOP Instance UID."""
+    """Store and index `datasets` through the C-STORE SCP; returns files by SOP Instance UID."""
     storage = prepare(config)
 
     async def ingest() -> dict[str, StoredFile]:
         engine = make_engine(config.database.url)
-        stored: dict[str, StoredFile] = {}
         try:
             async with SqlIndex(engine, duplicate_policy=DuplicatePolicy(
                     config.storage.duplicates)) as index:
+                service = store_service(storage, index)
                 for ds in datasets:
-                    meta = FileMeta(ds.SOPClassUID, ds.SOPInstanceUID, ts, "MODALITY",
-                                    config.ae_title)
-                    spool = storage.open_spool(meta)
-                    spool.write(encode(ds, ts))
-                    done = spool.commit()
-                    attrs = await index.read_attributes(
-                        partial(storage.open_dataset, done.key, done.dataset_offset), ts)
-                    await index.add_instance(InstanceRecord(
-                        attrs, done, ts, "MODALITY", config.ae_title, datetime.now(UTC)))
-                    stored[ds.SOPInstanceUID] = done
+                    await c_store_ok(service, encode(ds, ts), sop_class_uid=ds.SOPClassUID,
+                                     sop_instance_uid=ds.SOPInstanceUID, transfer_syntax=ts,
+                                     called_ae=config.ae_title)
+            with engine.connect() as conn:
+                rows = conn.execute(select(Instance.sop_instance_uid, Instance.storage_key,
+                                           Instance.file_size, Instance.checksum,
+                                           Instance.dataset_offset)).all()
         finally:
             engine.dispose()
-        return stored
+        return {uid: StoredFile(key, size, checksum, offset)
+                for uid, key, size, checksum, offset in rows}
 
     return asyncio.run(ingest())
 
@@ -131,7 +128,7 @@ def test_db_upgrade_creates_the_schema_then_has_nothing_to_do(tmp_path: Path) ->
     path, config = setup(tmp_path, database={"url": f"sqlite:///{tmp_path / 'new' / 'i.db'}"})
     first = run("db", "upgrade", "--config", path)
     assert first.returncode == 0, first.stderr
-    assert first.stdout == "index upgraded to revision 0005_worklist (was empty)\n"
+    assert first.stdout == "index upgraded to revision 0007_unreferenced_file (was empty)\n"
     engine = make_engine(config.database.url)
     try:
         assert {"patient", "study", "series", "instance", "alembic_version"} <= set(
@@ -139,7 +136,8 @@ def test_db_upgrade_creates_the_schema_then_has_nothing_to_do(tmp_path: Path) ->
     finally:
         engine.dispose()
     again = run("db", "upgrade", "--config", path)
-    assert (again.returncode, again.stdout) == (0, "index already at revision 0005_worklist\n")
+    assert (again.returncode, again.stdout) == (
+        0, "index already at revision 0007_unreferenced_file\n")
 
 
 def test_commands_refuse_a_missing_index(tmp_path: Path) -> None:
@@ -204,6 +202,35 @@ def test_db_check_finds_missing_corrupted_resized_and_orphan_files(tmp_path: Pat
         f"orphan file: {orphan} ({stored[uid(2, 1, 1)].size} bytes, no index row)",
         "orphan file: notes.txt (15 bytes, no index row)",
     ])
+
+
+def test_db_check_repair_sets_orphans_aside_and_drops_rows_of_missing_files(
+        tmp_path: Path) -> None:
+    path, config = setup(tmp_path)
+    stored = populate(config, two_studies())
+    root = config.storage.root
+    missing, corrupted = stored[uid(2, 1, 1)].key, stored[uid(1, 1, 2)].key
+    orphan = "ab/cd/abcd" + "0" * 28 + ".dcm"
+    (root / orphan).parent.mkdir(parents=True, exist_ok=True)
+    (root / orphan).write_bytes((root / missing).read_bytes())
+    (root / missing).unlink()  # the only instance of study 2: its rows all go
+    with open(root / corrupted, "ab") as fp:
+        fp.write(b"!")
+
+    result = run("db", "check", "--repair", "--config", path)
+    assert result.returncode == 1  # the altered file is only reported
+    lines = result.stdout.splitlines()
+    assert sorted(lines[:2]) == sorted([
+        f"repaired orphan file: {orphan} ({stored[uid(2, 1, 1)].size} bytes, no index row)",
+        f"repaired missing file: {missing} (instance {uid(2, 1, 1)})"])
+    assert lines[2] == "checked 6 instances and 6 files: 1 size mismatch"
+    assert (root / ".orphans" / orphan).is_file() and not (root / orphan).exists()
+    (root / corrupted).write_bytes((root / corrupted).read_bytes()[:-1])
+    again = run("db", "check", "--config", path)
+    assert again.returncode == 0, again.stdout
+    assert again.stdout == "checked 5 instances and 5 files: no problems\n"
+    assert [r[0] for r in index_rows(config)] == sorted(
+        stored_uid for stored_uid in stored if stored_uid != uid(2, 1, 1))
 
 
 def test_db_check_lists_the_first_problems_unless_verbose(tmp_path: Path) -> None:
@@ -273,12 +300,14 @@ def test_db_rebuild_backs_up_the_old_index_and_reports_unreadable_files(tmp_path
 def test_db_rebuild_follows_the_duplicate_policy_in_received_order(tmp_path: Path) -> None:
     path, config = setup(tmp_path, storage={"duplicates": "replace"})
     first = populate(config, [make_dataset(1)])[uid(1, 1, 1)]
+    root = config.storage.root
+    first_bytes = (root / first.key).read_bytes()
     ds = make_dataset(1)
     ds.StudyDescription = "Second copy"
     second = populate(config, [ds])[uid(1, 1, 1)]
-    # populate() leaves the replaced file in place, as a crash right after the commit would.
-    root = config.storage.root
-    assert (root / first.key).exists()
+    # The replaced file put back, as a crash between the commit and its unlink leaves it.
+    assert not (root / first.key).exists()
+    (root / first.key).write_bytes(first_bytes)
     assert [r[2] for r in index_rows(config)] == [second.key]
     old = (root / second.key).stat().st_mtime - 60  # received a minute before
     os.utime(root / first.key, (old, old))

@@ -95,7 +95,9 @@ def upgrade() -> None:
         _pk("patient_other_id"),
         sa.UniqueConstraint(
             "patient_pk", "other_patient_id", "issuer_of_patient_id",
-            name="uq_patient_other_id_patient_pk_other_patient_id_issuer_of_patient_id",
+            # Was the naming convention's 69-character name, which PostgreSQL refuses (63 at
+            # most); SQLite databases made with it are renamed by revision 0006.
+            name="uq_patient_other_id_identity",
         ),
     )
     _index("patient_other_id", "other_patient_id")

@@ -13,12 +13,9 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..config import Config
-from ..index import SqlIndex
-from ..index.commitment import SqlCommitmentIndex
+from ..index import AttributeReader, SqlIndex
 from ..index.engine import make_engine
 from ..index.migrate import upgrade
-from ..index.mpps import SqlMppsIndex
-from ..index.worklist import SqlWorklist
 from ..net.peers import NetPeers, PeerAddress
 from ..net.server import Server
 from ..ports import NO_METRICS, Metrics, Storage
@@ -48,6 +45,7 @@ from ..services.store import StoreService
 from ..services.worklist import WorklistService
 from ..storage import FilesystemStorage
 from . import loop_factory
+from .recovery import recover
 from .web import build_http_server, build_metrics
 
 if TYPE_CHECKING:
@@ -103,7 +101,7 @@ def build_commitment(config: Config, storage: Storage, index: SqlIndex,
                      peers: NetPeers) -> CommitmentService:
     """The Storage Commitment SCP (PS3.4 Annex J) and its report worker (not started)."""
     return CommitmentService(
-        SqlCommitmentIndex(index.engine), storage, peers,
+        index.commitment, storage, peers,
         ae_title=config.ae_title, storage_classes=storage_classes(config),
         policy=config.commitment)
 
@@ -113,6 +111,7 @@ class Services:
     """What answers DIMSE requests, built once per server from the configuration."""
 
     peers: NetPeers  # one per server: C-MOVE and commitment reports share its per-peer slots
+    store: StoreService  # C-STORE and STOW-RS
     retrieve: RetrieveService
     commitment: CommitmentService
     dispatcher: Dispatcher
@@ -128,19 +127,22 @@ def build_services(config: Config, storage: Storage, index: SqlIndex,
                                strict_hierarchy=config.query.strict_hierarchy,
                                max_inflated=config.limits.max_inflated_mb << 20)
     commitment = build_commitment(config, storage, index, peers)
-    return Services(peers, retrieve, commitment,
-                    build_dispatcher(config, storage, index, retrieve, commitment, metrics))
+    store = StoreService(storage, index, AttributeReader(), metrics,
+                         max_inflated=config.limits.max_inflated_mb << 20)
+    return Services(peers, store, retrieve, commitment,
+                    build_dispatcher(config, storage, index, store, retrieve, commitment,
+                                     metrics))
 
 
 def build_dispatcher(config: Config, storage: Storage, index: SqlIndex,
-                     retrieve: RetrieveService, commitment: CommitmentService,
+                     store: StoreService, retrieve: RetrieveService,
+                     commitment: CommitmentService,
                      metrics: Metrics = NO_METRICS) -> Dispatcher:
     """Each DIMSE command and SOP class routed to its service."""
     dispatcher = Dispatcher(metrics)
     dispatcher.register(CommandField.C_ECHO_RQ, [VERIFICATION], handle_echo)
     dispatcher.register(CommandField.C_STORE_RQ, storage_classes(config),
-                        StoreService(storage, index, metrics,
-                                     max_inflated=config.limits.max_inflated_mb << 20))
+                        store)
     dispatcher.register(CommandField.C_FIND_RQ, QR_FIND_SOP_CLASSES,
                         FindService(index, ae_title=config.ae_title,
                                     max_results=config.query.max_results,
@@ -148,11 +150,10 @@ def build_dispatcher(config: Config, storage: Storage, index: SqlIndex,
     dispatcher.register(CommandField.C_GET_RQ, QR_GET_SOP_CLASSES, retrieve.get)
     dispatcher.register(CommandField.C_MOVE_RQ, QR_MOVE_SOP_CLASSES, retrieve.move)
     dispatcher.register(CommandField.N_ACTION_RQ, [STORAGE_COMMITMENT_PUSH], commitment.handle)
-    worklist = SqlWorklist(index.engine)
     dispatcher.register(CommandField.C_FIND_RQ, [MODALITY_WORKLIST_FIND],
-                        WorklistService(worklist))
+                        WorklistService(index.worklist))
     # PS3.4 F.7.2.2: an MPPS that ends marks its scheduled steps in the worklist.
-    mpps = MppsService(SqlMppsIndex(index.engine), on_step_ended=worklist.mark_steps)
+    mpps = MppsService(index.mpps, on_step_ended=index.worklist.mark_steps)
     dispatcher.register(CommandField.N_CREATE_RQ, [MPPS], mpps.create)
     dispatcher.register(CommandField.N_SET_RQ, [MPPS], mpps.set)
     dispatcher.register(CommandField.N_GET_RQ, [MPPS_RETRIEVE], mpps.get)
@@ -160,12 +161,14 @@ def build_dispatcher(config: Config, storage: Storage, index: SqlIndex,
 
 
 def prepare(config: Config) -> FilesystemStorage:
-    """Before the event loop: migrate the index, open the store, remove leftover spools."""
+    """Before the event loop: migrate the index, open the store, settle what a crash left."""
     upgrade(config.database.url)
     storage = build_storage(config)
-    removed = storage.cleanup_spool()
-    if removed:
-        log.info("removed %d unfinished spool file(s) from %s", removed, storage.spool_dir)
+    engine = make_engine(config.database.url)
+    try:  # DESIGN principle 10: no file without a row, no row without a file, after a crash
+        recover(engine, storage)
+    finally:
+        engine.dispose()
     return storage
 
 
@@ -193,13 +196,15 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
     if storage is None:
         storage = await asyncio.to_thread(prepare, config)
     engine = make_engine(config.database.url)
-    index = SqlIndex(engine, duplicate_policy=config.storage.duplicates)
+    index = SqlIndex(engine, duplicate_policy=config.storage.duplicates,
+                     patient_conflict=config.storage.patient_conflict)
     await index.start()
     metrics = build_metrics(config)
     services = build_services(config, storage, index, metrics)
     server = DaemonServer(build_policy(config), services.dispatcher, config.limits, metrics)
     http = server.http = build_http_server(
-        config, storage, index, storage_classes=storage_classes(config), metrics=metrics)
+        config, storage, index, ingest=services.store, storage_classes=storage_classes(config),
+        metrics=metrics)
     await services.commitment.start()  # reloads the reports still owed (PS3.4 J.3.3)
     try:
         await server.start(config.listen.host, config.listen.port)
@@ -213,6 +218,7 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
         await services.commitment.aclose()
         await index.aclose()
         engine.dispose()
+        await asyncio.to_thread(storage.reap)  # released spool entries still standing
 
 
 async def _serve(config: Config, storage: FilesystemStorage) -> int:

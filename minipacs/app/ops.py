@@ -27,9 +27,10 @@ from ..ports import (
     InstanceRecord,
     StorageError,
 )
-from ..storage import FilesystemStorage, file_checksum, inventory
+from ..storage import file_checksum, inventory
 from . import OperationFailed, UsageError, loop_factory
 from .daemon import build_storage
+from .recovery import finish_interrupted_deletes, recover
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -78,8 +79,9 @@ class Problem:
 class CheckReport:
     instances: int  # index rows checked
     files: int  # files found in the store
-    problems: tuple[Problem, ...]
+    problems: tuple[Problem, ...]  # what is left (after repairs, with --repair)
     pending_deletes: int  # files listed by interrupted deletes
+    repaired: tuple[Problem, ...] = ()  # with --repair: orphans set aside, dead rows deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +167,16 @@ def db_upgrade(config: Config) -> UpgradeResult:
         return UpgradeResult(before, maintenance.current_revision(engine))
 
 
-def db_check(config: Config) -> CheckReport:
-    """Compare the index with the store: missing, orphan, resized and altered files."""
+def db_check(config: Config, *, repair: bool = False) -> CheckReport:
+    """Compare the index with the store: missing, orphan, resized and altered files.
+
+    `repair`: finish interrupted deletes, move orphan files to ``<root>/.orphans/`` (nothing
+    is lost) and delete the rows of missing files; altered files are only reported.
+    """
     root = config.storage.root
     with _index_engine(config) as engine, _failures():
+        if repair and root.is_dir():
+            recover(engine, build_storage(config))
         # Files first, rows second: a file stored meanwhile then has its row (or is re-checked).
         files = {e.key: e for e in inventory.iter_files(root)} if root.is_dir() else {}
         referenced: set[str] = set()
@@ -181,12 +189,30 @@ def db_check(config: Config) -> CheckReport:
         now = maintenance.instance_files_by_key(engine, [p.key for p in problems])
         rechecked = (_check_file(root, now[p.key]) for p in problems if p.key in now)
         problems = [p for p in rechecked if p is not None]
-        orphans = [key for key in files if key not in referenced]
+        journaled = sum(len(j.keys) for j in inventory.read_journals(root))
+        # Replaced files recorded for deletion at the next start are known, not orphans.
+        known = set(maintenance.unreferenced_keys(engine))
+        orphans = [key for key in files if key not in referenced and key not in known]
         now = maintenance.instance_files_by_key(engine, orphans)
         problems += [Problem(ProblemKind.ORPHAN, key, f"{files[key].size} bytes, no index row")
                      for key in orphans if key not in now and (root / key).exists()]
-        pending = sum(len(j.keys) for j in inventory.read_journals(root))
-        return CheckReport(len(referenced), len(files), tuple(problems), pending)
+        repaired: list[Problem] = []
+        if repair:
+            repaired = _repair(engine, root, problems)
+            problems = [p for p in problems if p not in repaired]
+        return CheckReport(len(referenced), len(files), tuple(problems), journaled,
+                           tuple(repaired))
+
+
+def _repair(engine: Engine, root: Path, problems: list[Problem]) -> list[Problem]:
+    """Orphans to ``.orphans/``, rows of missing files deleted; returns what was repaired."""
+    orphans = [p for p in problems if p.kind is ProblemKind.ORPHAN]
+    for problem in orphans:
+        inventory.set_aside(root, problem.key)
+    missing = [p for p in problems if p.kind is ProblemKind.MISSING]
+    gone = maintenance.delete_instances(engine, [p.key for p in missing
+                                                 if not (root / p.key).exists()])
+    return orphans + [p for p in missing if p.key in gone]
 
 
 def _check_file(root: Path, row: maintenance.InstanceFile) -> Problem | None:
@@ -266,7 +292,7 @@ def _read_records(root: Path, keys: list[str], index: SqlIndex,
             meta = found.meta
             with open(root / key, "rb") as fp:
                 fp.seek(found.stored.dataset_offset)
-                attributes = read_attributes(fp, meta.transfer_syntax_uid, index.limits)
+                attributes = read_attributes(fp, meta.transfer_syntax_uid)
         except (StorageError, DataSetError, OSError) as exc:
             failed.append((key, str(exc)))
             continue
@@ -314,7 +340,7 @@ def delete(config: Config, target: DeleteTarget) -> DeleteResult:
     storage = build_storage(config)
     journals: list[inventory.DeleteJournal] = []
     with _index_engine(config) as engine, _failures():
-        recovered = _finish_interrupted_deletes(engine, storage)
+        recovered = finish_interrupted_deletes(engine, storage)
         try:
             deleted = maintenance.delete_rows(
                 engine, target.level, target.uid, target.issuer or "",
@@ -338,20 +364,3 @@ def delete(config: Config, target: DeleteTarget) -> DeleteResult:
         (inventory.release_journal if errors else inventory.remove_journal)(journal)
     return DeleteResult(target, deleted, len(deleted.keys) - len(errors), tuple(errors),
                         recovered)
-
-
-def _finish_interrupted_deletes(engine: Engine, storage: FilesystemStorage) -> int:
-    """Remove the files of journaled deletes that no row refers to; returns how many."""
-    removed = 0
-    for journal in inventory.claim_journals(storage.root):
-        try:
-            referenced = maintenance.instance_files_by_key(engine, journal.keys)
-            for key in journal.keys:
-                if key not in referenced and storage.path_of(key).exists():
-                    storage.delete(key)
-                    removed += 1
-        except BaseException:
-            inventory.release_journal(journal)
-            raise
-        inventory.remove_journal(journal)
-    return removed

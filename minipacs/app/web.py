@@ -10,7 +10,6 @@ from collections.abc import Mapping
 
 from ..config import Config
 from ..index import SqlIndex
-from ..index.commitment import SqlCommitmentIndex
 from ..ports import NO_METRICS, AllowAll, FindQuery, Metrics, Permissions, QueryLevel
 from ..services.store import StoreService
 from ..storage import FilesystemStorage
@@ -33,7 +32,7 @@ def build_metrics(config: Config) -> Metrics:
 
 def build_probes(config: Config, storage: FilesystemStorage, index: SqlIndex) -> Probes:
     """What /metrics and /health/ready read: index counts, disk space, a test write."""
-    commitments = SqlCommitmentIndex(index.engine)
+    commitments = index.commitment
     watermark = config.storage.min_free_mb << 20
 
     async def index_counts() -> Mapping[str, int]:
@@ -63,15 +62,19 @@ def build_probes(config: Config, storage: FilesystemStorage, index: SqlIndex) ->
 
 
 def build_http_server(config: Config, storage: FilesystemStorage, index: SqlIndex, *,
-                      storage_classes: frozenset[str], metrics: Metrics = NO_METRICS,
+                      ingest: StoreService, storage_classes: frozenset[str],
+                      metrics: Metrics = NO_METRICS,
                       permissions: Permissions | None = None) -> HttpServer | None:
-    """The HTTP listener of `config.http`, or None when HTTP is not configured."""
+    """The HTTP listener of `config.http`, or None when HTTP is not configured.
+
+    `ingest` is the C-STORE service itself: STOW-RS stores through the same instance.
+    """
     http = config.http
     if http is None:
         return None
     backend = WebBackend(query=index, retrieve=index, storage=storage,
                          permissions=permissions or AllowAll(),
-                         ingest=StoreService(storage, index, metrics), ae_title=config.ae_title,
+                         ingest=ingest, ae_title=config.ae_title,
                          storage_classes=storage_classes)
     app = build_app(backend, WebSettings(cors_origins=http.cors_origins,
                                          viewer_root=http.viewer_root),

@@ -37,6 +37,9 @@ def add_commands(commands: Commands) -> None:
         "check", help="compare index and files: missing, orphan, resized, corrupted (exit 1)")
     check.add_argument("--verbose", action="store_true",
                        help=f"list every problem (default: the first {MAX_LISTED})")
+    check.add_argument("--repair", action="store_true",
+                       help="set orphan files aside (store/.orphans/), delete rows of missing "
+                            "files, finish interrupted deletes; altered files are only listed")
     check.set_defaults(handler=_cmd_db_check)
     rebuild = actions.add_parser(
         "rebuild", help="re-index every stored file into an emptied index (backed up first)")
@@ -84,7 +87,9 @@ def _cmd_db_check(args: argparse.Namespace) -> int:
     def run(config: Config) -> int:
         from minipacs.app import ops as app
 
-        report = app.db_check(config)
+        report = app.db_check(config, repair=args.repair)
+        print_capped([f"repaired {p.kind}: {p.key} ({p.detail})" for p in report.repaired],
+                     args.verbose)
         kinds = Counter(p.kind for p in report.problems)
         found = ", ".join(plural(n, kind) for kind, n in kinds.items()) or "no problems"
         print(f"checked {plural(report.instances, 'instance')} and "

@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from ..ports import CommitmentPolicy, DuplicatePolicy, RetrievePolicy, ServerLimits
+from ..ports import (
+    CommitmentPolicy,
+    DuplicatePolicy,
+    PatientConflictPolicy,
+    RetrievePolicy,
+    ServerLimits,
+)
 
 # PS3.5 §6.2 Table 6.2-1, VR AE: at most 16 characters of the default repertoire.
 AE_TITLE_MAX_LENGTH: Final = 16
@@ -70,7 +76,9 @@ class StorageConfig:
     root: Path = Path(DEFAULT_STORAGE_ROOT)
     fsync: bool = True
     min_free_mb: int = 512
-    duplicates: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
+    duplicates: DuplicatePolicy = field(default_factory=DuplicatePolicy.default)
+    patient_conflict: PatientConflictPolicy = field(
+        default_factory=PatientConflictPolicy.default)
 
 
 @dataclass(frozen=True, slots=True)

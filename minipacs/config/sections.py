@@ -17,6 +17,7 @@ from ..ports import (
     CommitmentPolicy,
     ConnectPolicy,
     DuplicatePolicy,
+    PatientConflictPolicy,
     PatientIssuers,
     RetrievePolicy,
     ServerLimits,
@@ -75,6 +76,7 @@ STORAGE_RULES: Final[Mapping[str, Rule]] = {
     "fsync": boolean,
     "min_free_mb": integer(0, 1 << 30),
     "duplicates": one_of(DuplicatePolicy),
+    "patient_conflict": one_of(PatientConflictPolicy),
 }
 DATABASE_RULES: Final[Mapping[str, Rule]] = {
     "url": text,

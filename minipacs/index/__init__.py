@@ -1,10 +1,6 @@
-"""The SQL index adapter (SQLAlchemy 2): `ports.Index` and `ports.QueryIndex` (DESIGN 11, 12)."""
+"""The SQL index adapter (SQLAlchemy 2): one backend object for every index port (DESIGN 11, 12)."""
 
 from __future__ import annotations
-
-import asyncio
-from collections.abc import Callable
-from typing import BinaryIO
 
 from sqlalchemy import Engine
 
@@ -13,41 +9,62 @@ from ..ports import (
     DuplicatePolicy,
     FindPage,
     FindQuery,
-    InstanceAttributes,
     InstancePage,
     InstanceRecord,
+    PatientConflictPolicy,
     QueryLevel,
 )
 
 # The normalized-service tables share Base.metadata: import them so it is complete.
 from . import models_commitment, models_mpps, models_worklist  # noqa: F401
-from .extract import ExtractLimits, read_attributes
+from .commitment import SqlCommitmentIndex
+from .engine import DEFAULT_RETRY, RetryPolicy
+from .extract import AttributeReader, ExtractLimits
+from .mpps import SqlMppsIndex
 from .query import SqlQueryIndex
 from .retrieve import SqlRetrieveIndex
+from .worklist import SqlWorklist
 from .writer import IndexWriter
 
-__all__ = ["ExtractLimits", "IndexWriter", "SqlIndex", "SqlQueryIndex", "SqlRetrieveIndex"]
+__all__ = [
+    "AttributeReader",
+    "ExtractLimits",
+    "IndexWriter",
+    "SqlCommitmentIndex",
+    "SqlIndex",
+    "SqlMppsIndex",
+    "SqlQueryIndex",
+    "SqlRetrieveIndex",
+    "SqlWorklist",
+]
 
 
 class SqlIndex:
-    """`ports.Index` and `ports.QueryIndex` over an SQLAlchemy engine.
+    """The index on one SQLAlchemy engine: `ports.Index`, `ports.QueryIndex` and
+    `ports.RetrieveIndex` itself, and the adapters of the normalized services
+    (`worklist`, `mpps`, `commitment`), all writing through one retry policy.
 
-    Parsing in worker threads, one writer task; C-FIND pages through `SqlQueryIndex`.
+    One writer task for instances (group commit); C-FIND pages through `query`.
     """
 
     def __init__(
         self,
         engine: Engine,
         *,
-        duplicate_policy: DuplicatePolicy = DuplicatePolicy.REPLACE,
-        limits: ExtractLimits | None = None,
+        duplicate_policy: DuplicatePolicy | None = None,
+        patient_conflict: PatientConflictPolicy | None = None,
         max_batch: int = 256,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         self.engine = engine
-        self.limits = limits or ExtractLimits()
-        self.writer = IndexWriter(engine, duplicate_policy=duplicate_policy, max_batch=max_batch)
+        self.writer = IndexWriter(engine, duplicate_policy=duplicate_policy,
+                                  patient_conflict=patient_conflict, max_batch=max_batch,
+                                  retry=retry)
         self.query = SqlQueryIndex(engine)
         self.retrieve = SqlRetrieveIndex(engine)
+        self.worklist = SqlWorklist(engine, retry=retry)
+        self.mpps = SqlMppsIndex(engine, retry=retry)
+        self.commitment = SqlCommitmentIndex(engine, retry=retry)
 
     async def start(self) -> None:
         await self.writer.start()
@@ -62,23 +79,6 @@ class SqlIndex:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-    def parse_attributes(
-        self, data: bytes | BinaryIO, transfer_syntax_uid: str
-    ) -> InstanceAttributes:
-        """Parse a data set in memory or at a file's position (blocking). Raises DataSetError."""
-        return read_attributes(data, transfer_syntax_uid, self.limits)
-
-    async def read_attributes(
-        self, open_dataset: Callable[[], BinaryIO], transfer_syntax_uid: str
-    ) -> InstanceAttributes:
-        """Parse a stored data set in a worker thread. Raises DataSetError (or StorageError)."""
-
-        def parse() -> InstanceAttributes:
-            with open_dataset() as fp:
-                return read_attributes(fp, transfer_syntax_uid, self.limits)
-
-        return await asyncio.to_thread(parse)
 
     async def add_instance(self, record: InstanceRecord) -> AddResult:
         """Index `record` durably. Raises IndexWriteError, or OutOfResources (database full)."""

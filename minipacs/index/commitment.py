@@ -1,23 +1,24 @@
 """Storage Commitment transactions on the SQL index (`ports.CommitmentIndex`, PS3.4 Annex J).
 
 Writes are rare (one per N-ACTION, one per check, one per delivery attempt), so each runs
-as its own short write transaction in a worker thread, beside the instance writer; reads
-use their own short transactions (DESIGN 11).
+as its own short write transaction in a worker thread, beside the instance writer, through
+the one write transaction helper (``engine.write_transaction``); reads use their own short
+transactions (DESIGN 11).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from ..ports import CommitmentItem, CommitmentState, CommitmentTransaction, StoredCopy
-from .engine import WRITE_OPTION
+from .engine import DEFAULT_RETRY, RetryPolicy, write_transaction
 from .matching import chunked
 from .models import Instance
 from .models_commitment import CommitmentReference
@@ -28,6 +29,7 @@ __all__ = ["SqlCommitmentIndex"]
 _TXN: Final = TransactionRow.__table__
 _REF: Final = CommitmentReference.__table__
 _INSTANCE: Final = Instance.__table__
+_T = TypeVar("_T")
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -40,44 +42,47 @@ def _utc(value: datetime | None) -> datetime | None:
 class SqlCommitmentIndex:
     """`ports.CommitmentIndex` over an SQLAlchemy engine; each call in a worker thread."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, retry: RetryPolicy = DEFAULT_RETRY) -> None:
         self._engine = engine
+        self._retry = retry
 
     # --- writes ---------------------------------------------------------------------------
 
-    def _write(self) -> Connection:
-        return self._engine.connect().execution_options(**{WRITE_OPTION: True})
+    def _write(self, work: Callable[[Connection], _T]) -> _T:
+        return write_transaction(self._engine, work, retry=self._retry,
+                                 what="commitment write")
 
     async def add_transaction(self, transaction: CommitmentTransaction) -> bool:
         return await asyncio.to_thread(self._add, transaction)
 
     def _add(self, txn: CommitmentTransaction) -> bool:
-        with self._write() as conn:
-            try:
-                with conn.begin():
-                    pk = conn.execute(insert(_TXN).values(
-                        transaction_uid=txn.transaction_uid,
-                        requestor_ae_title=txn.requestor_ae_title,
-                        called_ae_title=txn.called_ae_title,
-                        received_at=txn.received_at, state=str(txn.state),
-                        attempts=txn.attempts, next_attempt_at=txn.next_attempt_at,
-                        last_error=txn.last_error,
-                    )).inserted_primary_key[0]  # type: ignore[index]
-                    conn.execute(insert(_REF), [
-                        {"transaction_pk": pk, "position": position,
-                         "sop_class_uid": item.sop_class_uid,
-                         "sop_instance_uid": item.sop_instance_uid,
-                         "failure_reason": item.failure_reason}
-                        for position, item in enumerate(txn.items)])
-            except IntegrityError:
-                return False  # the unique Transaction UID: already known
+        def work(conn: Connection) -> None:
+            pk = conn.execute(insert(_TXN).values(
+                transaction_uid=txn.transaction_uid,
+                requestor_ae_title=txn.requestor_ae_title,
+                called_ae_title=txn.called_ae_title,
+                received_at=txn.received_at, state=str(txn.state),
+                attempts=txn.attempts, next_attempt_at=txn.next_attempt_at,
+                last_error=txn.last_error,
+            )).inserted_primary_key[0]  # type: ignore[index]
+            conn.execute(insert(_REF), [
+                {"transaction_pk": pk, "position": position,
+                 "sop_class_uid": item.sop_class_uid,
+                 "sop_instance_uid": item.sop_instance_uid,
+                 "failure_reason": item.failure_reason}
+                for position, item in enumerate(txn.items)])
+
+        try:
+            self._write(work)
+        except IntegrityError:
+            return False  # the unique Transaction UID: already known
         return True
 
     async def record_results(self, transaction_uid: str, reasons: Sequence[int]) -> None:
         await asyncio.to_thread(self._results, transaction_uid, list(reasons))
 
     def _results(self, transaction_uid: str, reasons: list[int]) -> None:
-        with self._write() as conn, conn.begin():
+        def work(conn: Connection) -> None:
             pk = conn.execute(select(_TXN.c.pk).where(
                 _TXN.c.transaction_uid == transaction_uid)).scalar_one()
             conn.execute(
@@ -85,6 +90,8 @@ class SqlCommitmentIndex:
                                    _REF.c.position == bindparam("p"))
                 .values(failure_reason=bindparam("r")),
                 [{"p": position, "r": reason} for position, reason in enumerate(reasons)])
+
+        self._write(work)
 
     async def record_attempt(self, transaction_uid: str, *, state: CommitmentState,
                              attempts: int, next_attempt_at: datetime | None,
@@ -98,9 +105,8 @@ class SqlCommitmentIndex:
         await asyncio.to_thread(self._update, transaction_uid, values)
 
     def _update(self, transaction_uid: str, values: dict[str, Any]) -> None:
-        with self._write() as conn, conn.begin():
-            conn.execute(update(_TXN).where(_TXN.c.transaction_uid == transaction_uid)
-                         .values(**values))
+        self._write(lambda conn: conn.execute(
+            update(_TXN).where(_TXN.c.transaction_uid == transaction_uid).values(**values)))
 
     # --- reads ----------------------------------------------------------------------------
 

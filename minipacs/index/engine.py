@@ -4,7 +4,8 @@ The index runs on SQLAlchemy's synchronous engine, driven from worker threads: t
 sends a whole batch in one thread hop, where aiosqlite takes one hop per statement
 (measured here: 96 µs per INSERT through aiosqlite against 1.8 µs with sqlite3 itself, and
 every hop also wakes the event loop). ``sqlite+aiosqlite://`` URLs are accepted and run on
-the standard sqlite3 driver.
+the standard sqlite3 driver; PostgreSQL URLs (``postgresql://``, ``postgres://``,
+``postgresql+asyncpg://``) run on psycopg 3.
 
 SQLite: WAL, ``synchronous=FULL`` (an acknowledged instance survives power loss: the WAL is
 fsynced at each commit, once per group-committed batch), foreign keys on, a busy timeout
@@ -15,18 +16,26 @@ for other processes' writers, and SQLAlchemy's documented recipe for explicit BE
 
 from __future__ import annotations
 
+import logging
+import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-from sqlalchemy import ColumnElement, Engine, and_, create_engine, event, literal
+from sqlalchemy import ColumnElement, Engine, Insert, Table, and_, create_engine, event, literal
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError
 
 __all__ = [
+    "DEFAULT_RETRY",
     "LIKE_ESCAPE",
     "WILDCARDS",
     "WRITE_OPTION",
     "Dialect",
+    "RetryPolicy",
     "dialect_of",
     "glob_pattern",
     "like_pattern",
@@ -34,17 +43,30 @@ __all__ = [
     "make_engine",
     "successor",
     "sync_url",
+    "write_transaction",
 ]
+
+log = logging.getLogger("minipacs.index")
+_T = TypeVar("_T")
 
 # Execution option marking the writer's connection: its transactions BEGIN IMMEDIATE.
 WRITE_OPTION: Final = "minipacs_write"
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 # PostgreSQL SQLSTATEs worth retrying the whole transaction for.
 _PG_RETRYABLE: Final = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+_PG_FULL: Final = frozenset({"53100"})  # disk_full
 _SQLITE_RETRYABLE: Final = ("database is locked", "database is busy", "database table is locked")
 _SQLITE_FULL: Final = "database or disk is full"
 
-_SYNC_DRIVERS: Final = {"sqlite+aiosqlite": "sqlite", "postgresql+asyncpg": "postgresql+psycopg"}
+# URL schemes the index accepts, as the drivers it runs: SQLite on the standard sqlite3, and
+# PostgreSQL on psycopg 3 (``postgresql://`` would mean psycopg2 to SQLAlchemy; asyncpg URLs
+# and libpq's own ``postgres://`` scheme are aliases).
+_SYNC_DRIVERS: Final = {
+    "sqlite+aiosqlite": "sqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+asyncpg": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+}
 
 # DICOM wildcards (PS3.4 C.2.2.2.4): `*` any sequence of characters, `?` exactly one.
 WILDCARDS: Final = frozenset("*?")
@@ -56,7 +78,7 @@ _SURROGATES: Final = range(0xD800, 0xE000)
 
 
 def sync_url(url: str | URL) -> URL:
-    """The URL with an asyncio driver replaced by its synchronous counterpart."""
+    """The URL with the driver the index runs (an alias replaced: `_SYNC_DRIVERS`)."""
     parsed = make_url(url)
     driver = _SYNC_DRIVERS.get(parsed.drivername)
     return parsed.set(drivername=driver) if driver else parsed
@@ -71,11 +93,6 @@ class Dialect:
     @property
     def is_sqlite(self) -> bool:
         return self.name == "sqlite"
-
-    @property
-    def like_is_case_sensitive(self) -> bool:
-        """SQLite's LIKE folds ASCII case; PostgreSQL's does not (use folded columns)."""
-        return not self.is_sqlite
 
     def wildcard(self, column: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
         """`column` matches the DICOM `pattern`, case-sensitively (PS3.4 C.2.2.2.4).
@@ -101,6 +118,11 @@ class Dialect:
             return ordered >= literal(prefix)
         return and_(ordered >= literal(prefix), ordered < literal(upper))
 
+    def insert_ignoring_duplicates(self, table: Table) -> Insert:
+        """INSERT that skips a row whose unique key exists (both: ON CONFLICT DO NOTHING)."""
+        insert = sqlite_insert if self.is_sqlite else postgresql_insert
+        return insert(table).on_conflict_do_nothing()
+
     def is_retryable(self, exc: BaseException) -> bool:
         """Whether a failed transaction may succeed when run again (lock or serialization)."""
         if not isinstance(exc, DBAPIError):
@@ -111,7 +133,11 @@ class Dialect:
 
     def is_full(self, exc: BaseException) -> bool:
         """Whether the database ran out of disk (PS3.4 B.2.3: 0xA700)."""
-        return isinstance(exc, DBAPIError) and _SQLITE_FULL in str(exc.orig)
+        if not isinstance(exc, DBAPIError):
+            return False
+        if self.is_sqlite:
+            return _SQLITE_FULL in str(exc.orig)
+        return getattr(exc.orig, "sqlstate", None) in _PG_FULL
 
 
 def dialect_of(engine: Engine) -> Dialect:
@@ -187,3 +213,54 @@ def _configure_sqlite(engine: Engine, synchronous: str, busy_timeout_ms: int) ->
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+# --- the one write transaction ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how soon a write transaction that lost a lock race is run again.
+
+    `retries` more attempts after the first, the n-th after ``delay * 2**n`` seconds capped
+    at `max_delay`, each scaled by a random factor in [0.5, 1) so that writers that collided
+    do not collide again in step. `sleep` is the clock (tests inject their own).
+    """
+
+    retries: int = 8
+    delay: float = 0.02
+    max_delay: float = 1.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def backoff(self, attempt: int) -> float:
+        """The pause before retry number `attempt` (0-based), jitter included."""
+        return min(self.max_delay, self.delay * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+DEFAULT_RETRY: Final = RetryPolicy()
+
+
+def write_transaction(engine: Engine, work: Callable[[Connection], _T], *,
+                      retry: RetryPolicy = DEFAULT_RETRY, what: str = "index write") -> _T:
+    """`work` in one write transaction, committed; run again while the dialect says so.
+
+    SQLite: the transaction is ``BEGIN IMMEDIATE`` (the write lock up front, waiting out the
+    busy timeout), retried on "database is locked"/"busy". PostgreSQL: retried on SQLSTATE
+    40001 (serialization failure) and 40P01 (deadlock). Any other error, or the last
+    retry's, propagates after the rollback. Blocking: call it from a worker thread.
+    """
+    dialect = dialect_of(engine)
+    attempt = 0
+    while True:
+        try:
+            with (engine.connect().execution_options(**{WRITE_OPTION: True}) as conn,
+                  conn.begin()):
+                return work(conn)
+        except DBAPIError as exc:
+            if not dialect.is_retryable(exc) or attempt >= retry.retries:
+                raise
+            pause = retry.backoff(attempt)
+            attempt += 1
+            log.warning("%s: index busy (%s); retry %d in %.2f s", what,
+                        str(exc.orig).strip(), attempt, pause)
+            retry.sleep(pause)

@@ -25,6 +25,7 @@ from .dicomjson import dataset_json
 
 __all__ = [
     "DEFLATED_TRANSFER_SYNTAXES",
+    "AttributeReader",
     "ExtractLimits",
     "read_attributes",
     "split_levels",
@@ -262,6 +263,17 @@ def read_attributes(
         series=series,
         instance=instance,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeReader:
+    """`ports.AttributeParser`: `read_attributes` within one set of limits."""
+
+    limits: ExtractLimits = ExtractLimits()
+
+    def parse(self, data: bytes | BinaryIO, transfer_syntax_uid: str) -> InstanceAttributes:
+        """Parse a data set in memory or at a file's position (blocking). Raises DataSetError."""
+        return read_attributes(data, transfer_syntax_uid, self.limits)
 
 
 _REQUIRED: Final = {

@@ -2,18 +2,16 @@
 
 Blocking functions over a synchronous engine (``make_engine``), for the ``minipacs db`` and
 ``minipacs delete`` commands. They may run while a server writes the same database: reads
-are short keyset-paginated transactions (a long one would pin SQLite's WAL), and writes take
-the write lock up front (``BEGIN IMMEDIATE``), wait out the busy timeout and are retried on
-"database is locked" with bounded backoff (DESIGN principle 11).
+are short keyset-paginated transactions (a long one would pin SQLite's WAL), and writes go
+through the one write transaction helper (``engine.write_transaction``: the write lock up
+front, retried with bounded backoff; DESIGN principle 11).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import sqlite3
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +21,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, delete, exists, func, select
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import InstrumentedAttribute
 
-from .engine import WRITE_OPTION, dialect_of, sync_url
+from .engine import DEFAULT_RETRY, RetryPolicy, sync_url, write_transaction
 from .migrate import alembic_config
 from .models import (
     Base,
@@ -39,6 +37,7 @@ from .models import (
     SeriesValue,
     Study,
     StudyValue,
+    UnreferencedFile,
 )
 
 __all__ = [
@@ -51,12 +50,16 @@ __all__ = [
     "clear_index",
     "count_rows",
     "current_revision",
+    "delete_instances",
     "delete_rows",
     "head_revision",
     "instance_files_by_key",
     "issuers_of_patient",
     "iter_instance_files",
+    "referenced_keys",
+    "settle_unreferenced",
     "sqlite_path",
+    "unreferenced_keys",
 ]
 
 log = logging.getLogger("minipacs.index")
@@ -64,9 +67,6 @@ log = logging.getLogger("minipacs.index")
 PAGE_SIZE: Final = 1000
 # SQLite accepts at least 999 bound parameters per statement (its oldest default limit).
 _MAX_PARAMS: Final = 500
-_MAX_RETRIES: Final = 8
-_RETRY_DELAY: Final = 0.05
-_MAX_RETRY_DELAY: Final = 2.0
 # Children first, so that foreign keys hold at every statement.
 _ALL_TABLES: Final = (
     Instance, SeriesValue, Series, StudyValue, Study, PatientOtherId, PatientValue, Patient,
@@ -158,6 +158,48 @@ def instance_files_by_key(engine: Engine, keys: Iterable[str]) -> dict[str, Inst
     return found
 
 
+def referenced_keys(engine: Engine, keys: Iterable[str]) -> set[str]:
+    """Which of `keys` an instance row points to, now."""
+    return set(instance_files_by_key(engine, keys))
+
+
+def unreferenced_keys(engine: Engine) -> list[str]:
+    """The files recorded as no longer referenced and not deleted yet (`UnreferencedFile`)."""
+    with engine.connect() as conn:
+        return list(conn.execute(
+            select(UnreferencedFile.storage_key).order_by(UnreferencedFile.storage_key)
+        ).scalars())
+
+
+def settle_unreferenced(engine: Engine, delete_file: Callable[[str], None]) -> int:
+    """Delete the files recorded as unreferenced, then their records; returns how many.
+
+    A key a row points to again (an index rebuilt since) is only forgotten, never deleted.
+    A file that cannot be deleted (`delete_file` raised) keeps its record for next time.
+    """
+    keys = unreferenced_keys(engine)
+    if not keys:
+        return 0
+    kept = referenced_keys(engine, keys)
+    settled = []
+    for key in keys:
+        if key not in kept:
+            try:
+                delete_file(key)
+            except Exception as exc:  # the storage's error: the record stays, for next time
+                log.warning("cannot delete unreferenced file %s: %s", key, exc)
+                continue
+        settled.append(key)
+
+    def forget(conn: Connection) -> None:
+        for start in range(0, len(settled), _MAX_PARAMS):
+            conn.execute(delete(UnreferencedFile).where(
+                UnreferencedFile.storage_key.in_(settled[start:start + _MAX_PARAMS])))
+
+    write_transaction(engine, forget, what="unreferenced files")
+    return len(settled) - len(kept & set(settled))
+
+
 def count_rows(engine: Engine) -> RowCounts:
     """Rows per level, in one transaction."""
     with engine.connect() as conn:
@@ -194,29 +236,10 @@ def head_revision(engine: Engine) -> str | None:
 # --- writing --------------------------------------------------------------------------
 
 
-def _write(engine: Engine, work: Callable[[Connection], _T]) -> _T:
-    """Run `work` in one write transaction, retried while the database is locked."""
-    dialect = dialect_of(engine)
-    attempt = 0
-    while True:
-        try:
-            with (
-                engine.connect().execution_options(**{WRITE_OPTION: True}) as conn,
-                conn.begin(),
-            ):
-                return work(conn)
-        except DBAPIError as exc:
-            if not dialect.is_retryable(exc) or attempt >= _MAX_RETRIES:
-                raise
-            delay = min(_MAX_RETRY_DELAY, _RETRY_DELAY * 2**attempt)
-            attempt += 1
-            log.warning("index busy (%s); retry %d in %.2f s", exc.orig, attempt, delay)
-            time.sleep(delay * random.uniform(0.5, 1.0))
-
-
 def delete_rows(
     engine: Engine, level: Level, uid: str, issuer: str = "", *,
     before_commit: Callable[[tuple[str, ...]], None] | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
 ) -> Deleted | None:
     """Delete a patient, study or series and everything under it, in one transaction.
 
@@ -232,7 +255,7 @@ def delete_rows(
             before_commit(deleted.keys)
         return deleted
 
-    return _write(engine, work)
+    return write_transaction(engine, work, retry=retry, what="delete")
 
 
 def _delete(conn: Connection, level: Level, uid: str, issuer: str) -> Deleted | None:
@@ -279,6 +302,37 @@ def _delete(conn: Connection, level: Level, uid: str, issuer: str) -> Deleted | 
     return Deleted(keys, n_patients, n_studies, n_series)
 
 
+def delete_instances(engine: Engine, keys: Iterable[str]) -> set[str]:
+    """Delete the instance rows of these files, and parents left empty; the keys deleted.
+
+    For rows whose file is gone for good (``db check --repair``): a retrieve would fail.
+    """
+    wanted = sorted(set(keys))
+
+    def work(conn: Connection) -> set[str]:
+        done: set[str] = set()
+        for key in wanted:
+            row = conn.execute(select(Instance.pk, Instance.series_pk, Series.study_pk,
+                                      Study.patient_pk)
+                               .join(Series, Series.pk == Instance.series_pk)
+                               .join(Study, Study.pk == Series.study_pk)
+                               .where(Instance.storage_key == key)).first()
+            if row is None:
+                continue
+            pk, series_pk, study_pk, patient_pk = row
+            conn.execute(delete(Instance).where(Instance.pk == pk))
+            for model, fk, parent in ((Series, Instance.series_pk, series_pk),
+                                      (Study, Series.study_pk, study_pk),
+                                      (Patient, Study.patient_pk, patient_pk)):
+                if _has_child(conn, fk, parent):
+                    break
+                conn.execute(delete(model).where(model.pk == parent))
+            done.add(key)
+        return done
+
+    return write_transaction(engine, work, what="delete instances") if wanted else set()
+
+
 def _has_child(conn: Connection, foreign_key: InstrumentedAttribute[int],
                pk: int | None) -> bool:
     return bool(conn.execute(select(exists().where(foreign_key == pk))).scalar())
@@ -293,7 +347,7 @@ def clear_index(engine: Engine) -> RowCounts:
             conn.execute(delete(model))
         return before
 
-    return _write(engine, clear)
+    return write_transaction(engine, clear, what="clear")
 
 
 # --- backup ---------------------------------------------------------------------------

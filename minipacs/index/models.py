@@ -10,6 +10,7 @@ through Alembic revisions in ``migrations/versions/`` only.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ __all__ = [
     "SeriesValue",
     "Study",
     "StudyValue",
+    "UnreferencedFile",
     "fold",
     "iter_json_strings",
     "key_values",
@@ -160,6 +162,26 @@ def iter_json_strings(element: Mapping[str, Any] | None) -> Iterator[str]:
             yield text
 
 
+_LEVEL_TABLES: Final = {Level.PATIENT: "patient", Level.STUDY: "study", Level.SERIES: "series",
+                         Level.IMAGE: "instance"}
+VALUE_LENGTH: Final = 324  # the `value` columns of the multi-valued keys
+
+
+@functools.cache
+def _lengths(level: Level) -> Mapping[str, int]:
+    """The length of each text column of a level's table (after the models are defined)."""
+    table = Base.metadata.tables[_LEVEL_TABLES[level]]
+    return {c.name: c.type.length for c in table.c
+            if isinstance(c.type, String) and c.type.length}
+
+
+def clip(value: str | None, length: int | None) -> str | None:
+    """A key value cut to its column: a value longer than its VR allows, as found in the
+    field, is indexed (the whole value stays in the level's JSON, where answers come from)
+    instead of failing where the database enforces lengths (PostgreSQL)."""
+    return value[:length] if value is not None and length else value
+
+
 def key_values(level: Level, json_ds: Mapping[str, Any]) -> dict[str, Any]:
     """The typed column values of a level's keys, from its DICOM JSON (PS3.18 F.2)."""
     out: dict[str, Any] = {}
@@ -176,9 +198,10 @@ def key_values(level: Level, json_ds: Mapping[str, Any]) -> dict[str, Any]:
                 value = int(float(values[0]))
             except ValueError:
                 value = None
-        out[key.column] = value
+        lengths = _lengths(level)
+        out[key.column] = clip(value, lengths.get(key.column)) if key.kind is not _INT else value
         if key.kind is KeyKind.PN:
-            out[f"{key.column}_folded"] = fold(raw)
+            out[f"{key.column}_folded"] = clip(fold(raw), lengths.get(f"{key.column}_folded"))
     return out
 
 
@@ -187,7 +210,8 @@ def multi_values(level: Level, json_ds: Mapping[str, Any]) -> list[tuple[int, st
     rows = []
     for key in MULTI_VALUED[level]:
         for value in iter_json_strings(json_ds.get(f"{key.tag:08X}")):
-            rows.append((key.tag, value, fold(value) if key.kind is KeyKind.PN else None))
+            rows.append((key.tag, value[:VALUE_LENGTH],
+                         clip(fold(value), VALUE_LENGTH) if key.kind is KeyKind.PN else None))
     return rows
 
 
@@ -243,7 +267,9 @@ class PatientOtherId(Base):
     """Other Patient IDs Sequence (0010,1002) items and Other Patient IDs (0010,1000)."""
 
     __tablename__ = "patient_other_id"
-    __table_args__ = (UniqueConstraint("patient_pk", "other_patient_id", "issuer_of_patient_id"),)
+    # Named, not from the convention: that name (69 characters) is over PostgreSQL's 63.
+    __table_args__ = (UniqueConstraint("patient_pk", "other_patient_id", "issuer_of_patient_id",
+                                       name="uq_patient_other_id_identity"),)
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_pk: Mapped[int] = mapped_column(ForeignKey("patient.pk", ondelete="CASCADE"))
@@ -352,8 +378,15 @@ class SeriesValue(_ValueMixin, Base):
     owner_pk: Mapped[int] = mapped_column(ForeignKey("series.pk", ondelete="CASCADE"), index=True)
 
 
-LEVEL_TABLES: Final = {
-    Level.PATIENT: (Patient, PatientValue),
-    Level.STUDY: (Study, StudyValue),
-    Level.SERIES: (Series, SeriesValue),
-}
+class UnreferencedFile(Base):
+    """A stored file no row points to any more, to delete (revision 0007).
+
+    Written in the transaction that repoints an instance to its replacement (duplicates
+    policy ``replace``), so a crash before the old file is unlinked leaves a record, not an
+    orphan nobody knows of; the start-up recovery deletes the file and the row.
+    """
+
+    __tablename__ = "unreferenced_file"
+
+    storage_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))

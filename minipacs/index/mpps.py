@@ -1,8 +1,8 @@
 """MPPS instances on the SQL index: `ports.MppsIndex` (PS3.4 F.7.2).
 
 Low volume (a few messages per procedure), so each call is one short transaction in a worker
-thread rather than a trip through the C-STORE writer's queue. Writes take SQLite's write lock
-up front (BEGIN IMMEDIATE) and are retried while another process holds it (DESIGN 11). A
+thread rather than a trip through the C-STORE writer's queue, through the one write
+transaction helper (``engine.write_transaction``: lock and serialization retries). A
 final state is written once: the UPDATE only matches a row still IN PROGRESS.
 """
 
@@ -10,29 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import random
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import Connection, Engine, Row, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 
 from ..ports import MppsRecord
-from .engine import WRITE_OPTION, dialect_of
+from .engine import DEFAULT_RETRY, RetryPolicy, write_transaction
 from .models import Study
 from .models_mpps import Mpps, MppsStep
 
 __all__ = ["IN_PROGRESS", "SqlMppsIndex"]
 
-log = logging.getLogger("minipacs.index")
-
 IN_PROGRESS: Final = "IN PROGRESS"  # PS3.3 C.4.14 Performed Procedure Step Status
-_MAX_RETRIES: Final = 8
-_RETRY_DELAY: Final = 0.02
-_MAX_RETRY_DELAY: Final = 0.5
 _T = TypeVar("_T")
 
 _MPPS: Final = Mpps.__table__
@@ -63,9 +55,9 @@ def _keys(record: MppsRecord) -> dict[str, Any]:
 class SqlMppsIndex:
     """`ports.MppsIndex` over an SQLAlchemy engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, retry: RetryPolicy = DEFAULT_RETRY) -> None:
         self._engine = engine
-        self._dialect = dialect_of(engine)
+        self._retry = retry
 
     async def create_mpps(self, record: MppsRecord) -> bool:
         return await asyncio.to_thread(self._write, lambda conn: self._create(conn, record))
@@ -145,21 +137,7 @@ class SqlMppsIndex:
         return [_record(row, tuple(steps[row.pk])) for row in rows]
 
     def _write(self, work: Callable[[Connection], _T]) -> _T:
-        """`work` in one write transaction, retried while the database is locked."""
-        attempt = 0
-        while True:
-            try:
-                with (self._engine.connect().execution_options(**{WRITE_OPTION: True}) as conn,
-                      conn.begin()):
-                    return work(conn)
-            except DBAPIError as exc:
-                if not self._dialect.is_retryable(exc) or attempt >= _MAX_RETRIES:
-                    raise
-                delay = min(_MAX_RETRY_DELAY, _RETRY_DELAY * 2**attempt)
-                attempt += 1
-                log.warning("index busy (%s); MPPS write retry %d", exc.orig, attempt)
-                time.sleep(delay * random.uniform(0.5, 1.0))
-
+        return write_transaction(self._engine, work, retry=self._retry, what="MPPS write")
 
 def _record(row: Row[Any], steps: tuple[tuple[str, str], ...]) -> MppsRecord:
     return MppsRecord(

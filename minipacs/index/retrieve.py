@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Final
 
-from sqlalchemy import Engine, Select, and_, bindparam, false, func, or_, select
+from sqlalchemy import Engine, Select, and_, bindparam, false, or_, select
 
 from ..ports import FindQuery, InstanceLocation, InstancePage, QueryLevel
 from .engine import dialect_of
@@ -43,12 +43,6 @@ class SqlRetrieveIndex:
         self._engine = engine
         self._dialect = dialect_of(engine)
 
-    async def count(self, query: FindQuery, *, cap: int) -> int:
-        """How many entities of `query.level` match, counting no further than `cap` + 1."""
-        matches = keyset_select(query, self._dialect, limit=max(cap, 0) + 1).order_by(None)
-        stmt = select(func.count()).select_from(matches.subquery())
-        return await asyncio.to_thread(self._scalar, stmt)
-
     async def instances(self, query: FindQuery, *, after: object | None, limit: int,
                         kinds: frozenset[tuple[str, str]] | None = None) -> InstancePage:
         """At most `limit` instances under the entities `query` selects, in pk order."""
@@ -73,10 +67,6 @@ class SqlRetrieveIndex:
                 .order_by(_TABLE.c.sop_class_uid, _TABLE.c.transfer_syntax_uid))
         rows = await asyncio.to_thread(self._rows, stmt)
         return tuple((str(a), str(b)) for a, b in rows)
-
-    def _scalar(self, stmt: Select[Any]) -> int:
-        with self._engine.connect() as conn, conn.begin():
-            return int(conn.execute(stmt).scalar_one())
 
     def _rows(self, stmt: Select[Any]) -> list[Any]:
         with self._engine.connect() as conn, conn.begin():

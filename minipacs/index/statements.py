@@ -41,6 +41,7 @@ __all__ = [
     "INSERT_INSTANCE",
     "INSERT_INTO_KNOWN_SERIES",
     "INSERT_OTHER_IDS",
+
     "INSTANCE_BY_UID",
     "PATIENT",
     "PATIENT_BY_ID",
@@ -64,7 +65,7 @@ PATIENT_BY_ID: Final = select(_PATIENT_TABLE.c.pk, _PATIENT_TABLE.c.attributes).
     _PATIENT_TABLE.c.issuer_of_patient_id == bindparam("issuer"),
 )
 PATIENT_OF_STUDY: Final = (
-    select(Patient.pk, Patient.patient_id, Patient.attributes)
+    select(Patient.pk, Patient.patient_id, Patient.issuer_of_patient_id, Patient.attributes)
     .join(Study, Study.patient_pk == Patient.pk)
     .where(Study.study_instance_uid == bindparam("uid"))
 )
@@ -103,7 +104,10 @@ def _known_series_insert() -> Insert:
             ~exists().where(_INSTANCE.c.sop_instance_uid == bindparam("k_instance")),
         )
     )
-    return insert(_INSTANCE).from_select(columns, found)
+    # The caller reads rowcount: SQLAlchemy keeps an INSERT's only when asked (psycopg's
+    # cursor says -1 once closed).
+    return insert(_INSTANCE).from_select(columns, found).execution_options(
+        preserve_rowcount=True)
 
 
 INSERT_INTO_KNOWN_SERIES: Final = _known_series_insert()

@@ -14,19 +14,17 @@ import asyncio
 import copy
 import json
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import ColumnElement, Engine, delete, or_, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
 from ..ports import Condition, FindPage, JsonDataset, MatchKind
-from .engine import WRITE_OPTION, Dialect, dialect_of
+from .engine import DEFAULT_RETRY, Dialect, RetryPolicy, dialect_of, write_transaction
 from .matching import bad, combined_range, predicate
-from .models import KeyKind, fold, iter_json_strings, normalize_date, normalize_time
+from .models import KeyKind, clip, fold, iter_json_strings, normalize_date, normalize_time
 from .models_worklist import WorklistStep
 
 __all__ = [
@@ -49,8 +47,6 @@ TAG_SPS_START_TIME: Final = 0x00400003
 TAG_SPS_STATUS: Final = 0x00400020
 _SPS_SEQUENCE_KEY: Final = f"{TAG_SPS_SEQUENCE:08X}"
 _SPS_STATUS_KEY: Final = f"{TAG_SPS_STATUS:08X}"
-_MAX_RETRIES: Final = 5
-_RETRY_DELAY: Final = 0.05
 
 _T_, _PN, _DA, _TM = KeyKind.TEXT, KeyKind.PN, KeyKind.DATE, KeyKind.TIME
 
@@ -103,9 +99,9 @@ def _column_values(keys: Mapping[int, tuple[str, KeyKind]], ds: JsonDataset) -> 
             value = normalize_date(raw)
         elif raw is not None and kind is KeyKind.TIME:
             value = normalize_time(raw)
-        out[column] = value
+        out[column] = clip(value, _TABLE.c[column].type.length)
         if kind is KeyKind.PN:
-            out[f"{column}_folded"] = fold(raw)
+            out[f"{column}_folded"] = clip(fold(raw), _TABLE.c[f"{column}_folded"].type.length)
     return out
 
 
@@ -175,9 +171,10 @@ def _clauses(conditions: Iterable[Condition], keys: Mapping[int, tuple[str, KeyK
 class SqlWorklist:
     """`ports.WorklistIndex` over an SQLAlchemy engine, plus the blocking admin calls."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, retry: RetryPolicy = DEFAULT_RETRY) -> None:
         self._engine = engine
         self._dialect = dialect_of(engine)
+        self._retry = retry
 
     def matchable(self, sequence: int | None = None) -> frozenset[int]:
         """Tags matched in SQL: top-level keys (None) or those inside `sequence`'s item."""
@@ -267,13 +264,6 @@ class SqlWorklist:
                             row.accession_number or "", row.sps_id or "", row.sps_status or "")
                 for row in rows]
 
-    def step_json(self, step_id: int) -> JsonDataset | None:
-        """The stored item of one step (its DICOM JSON), None when there is no such ID."""
-        with self._engine.connect() as conn, conn.begin():
-            text = conn.execute(select(_TABLE.c.attributes).where(
-                _TABLE.c.pk == step_id)).scalar_one_or_none()
-        return None if text is None else json.loads(text)
-
     def remove_steps(self, step_ids: Sequence[int]) -> list[int]:
         """Delete the steps of `step_ids` in one transaction; the IDs that were not there."""
 
@@ -290,18 +280,7 @@ class SqlWorklist:
         return []
 
     def _write(self, work: Callable[[Connection], _T]) -> _T:
-        """`work` in one BEGIN IMMEDIATE transaction, retried while the database is locked."""
-        for attempt in range(_MAX_RETRIES + 1):
-            try:
-                with (self._engine.connect().execution_options(**{WRITE_OPTION: True}) as conn,
-                      conn.begin()):
-                    return work(conn)
-            except DBAPIError as exc:
-                if not self._dialect.is_retryable(exc) or attempt == _MAX_RETRIES:
-                    raise
-                time.sleep(_RETRY_DELAY * 2**attempt)
-        raise AssertionError("unreachable")
-
+        return write_transaction(self._engine, work, retry=self._retry, what="worklist write")
 
 class _Missing(Exception):
     def __init__(self, ids: list[int]) -> None:

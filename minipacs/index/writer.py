@@ -10,19 +10,23 @@ INSERT ... SELECT that checks all that in SQL (`statements.INSERT_INTO_KNOWN_SER
 nothing is cached, so other processes' deletes and writes are always seen. A waiter
 cancelled before its record is taken is skipped; one cancelled after is written anyway (its
 result is dropped): callers that must know, shield the call. Lock and serialization
-failures retry the batch with bounded backoff.
+failures retry the batch (``engine.write_transaction``).
 
 Rules (README and conformance statement):
 - duplicate SOP Instance UID (config ``storage.duplicates``, default ``keep-first``):
   ``keep-first``, or ``replace`` (the row is repointed to the new file and the old key is
-  returned, to be deleted only after this commit);
+  returned, to be deleted only after this commit, and recorded in ``unreferenced_file`` by
+  it, so a crash before the unlink is recovered at start);
 - patient/study/series attributes: merged, the latest instance wins for each attribute it
   carries, attributes it lacks keep their value; changed key values are logged;
 - patient identity is (Patient ID, Issuer of Patient ID), a missing issuer being ""; an
   empty Patient ID never merges patients: the instance joins its study's patient, or a new
   patient is made for the new study;
-- a study (series, instance) arriving under another patient (study, series) than before
-  moves there, logged as a warning; a parent left empty is deleted.
+- a study arriving under another patient than before (config ``storage.patient_conflict``,
+  default ``refuse``): the instance is refused, or (``keep-apart``) joins the study, which
+  stays with its patient; a study is never moved to another patient. A series (instance)
+  arriving under another study (series) moves there, logged as a warning; a parent left
+  empty is deleted.
 """
 
 from __future__ import annotations
@@ -30,8 +34,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
-import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,7 +41,7 @@ from typing import Any, Final
 
 from sqlalchemy import Engine, delete, exists, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 
 from ..ports import (
     AddOutcome,
@@ -49,9 +51,11 @@ from ..ports import (
     InstanceAttributes,
     InstanceRecord,
     OutOfResources,
+    PatientConflict,
+    PatientConflictPolicy,
 )
-from .engine import WRITE_OPTION, dialect_of
-from .models import Level, key_values, multi_values
+from .engine import DEFAULT_RETRY, RetryPolicy, dialect_of, write_transaction
+from .models import Level, UnreferencedFile, key_values, multi_values
 from .statements import (
     CLEAR_OTHER_IDS,
     INSERT_INSTANCE,
@@ -96,19 +100,19 @@ class IndexWriter:
         self,
         engine: Engine,
         *,
-        duplicate_policy: DuplicatePolicy = DuplicatePolicy.REPLACE,
+        duplicate_policy: DuplicatePolicy | None = None,
+        patient_conflict: PatientConflictPolicy | None = None,
         max_batch: int = 256,
-        max_retries: int = 8,
-        retry_delay: float = 0.05,
-        max_retry_delay: float = 2.0,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         self._engine = engine
         self._dialect = dialect_of(engine)
-        self.duplicate_policy = duplicate_policy
+        self.duplicate_policy = duplicate_policy or DuplicatePolicy.default()
+        self.patient_conflict = patient_conflict or PatientConflictPolicy.default()
         self._max_batch = max_batch
-        self._max_retries = max_retries
-        self._retry_delay = retry_delay
-        self._max_retry_delay = max_retry_delay
+        self._retry = retry
+        # A key may be recorded already (an index rebuilt from files since): once is enough.
+        self._unreferenced = self._dialect.insert_ignoring_duplicates(UnreferencedFile.__table__)
         self._queue: asyncio.Queue[_Item | object] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -116,7 +120,6 @@ class IndexWriter:
         # Counters for monitoring and benchmarks.
         self.batches = 0
         self.records = 0
-        self.retries = 0
         self.fast_records = 0  # records written by the one-statement path
 
     @property
@@ -204,40 +207,27 @@ class IndexWriter:
     # --- the thread ---------------------------------------------------------------------
 
     def _write(self, records: list[InstanceRecord]) -> list[AddResult | Exception]:
-        """One transaction for the batch, retried on lock or serialization failures."""
-        attempt = 0
-        while True:
-            try:
-                return self._write_once(records)
-            except DBAPIError as exc:
-                if not self._dialect.is_retryable(exc) or attempt >= self._max_retries:
-                    raise
-                delay = min(self._max_retry_delay, self._retry_delay * 2**attempt)
-                attempt += 1
-                self.retries += 1
-                log.warning("index busy (%s); retry %d in %.2f s", exc.orig, attempt, delay)
-                time.sleep(delay * random.uniform(0.5, 1.0))  # jitter: writers desynchronise
+        """One transaction for the batch (retried on lock or serialization failures).
 
-    def _write_once(self, records: list[InstanceRecord]) -> list[AddResult | Exception]:
-        with self._engine.connect().execution_options(**{WRITE_OPTION: True}) as conn:
-            if len(records) == 1:
-                results = [self._write_alone(conn, records[0])]
-            else:
-                with conn.begin():
-                    results = self._write_batch(conn, records)
+        A batch of one needs no SAVEPOINT: its transaction is the record's, so a failure of
+        the record (not of the database) rolls back only it and becomes its result.
+        """
+        if len(records) == 1:
+            record = records[0]
+            try:
+                results: list[AddResult | Exception] = [write_transaction(
+                    self._engine, lambda conn: self._add_fast(conn, record)
+                    or self._add(conn, record), retry=self._retry)]
+            except OperationalError:
+                raise  # the database, not the record: the batch fails
+            except Exception as exc:
+                results = [self._record_error(record, exc)]
+        else:
+            results = write_transaction(
+                self._engine, lambda conn: self._write_batch(conn, records), retry=self._retry)
         self.batches += 1
         self.records += len(records)
         return results
-
-    def _write_alone(self, conn: Connection, record: InstanceRecord) -> AddResult | Exception:
-        """One record, one transaction, no SAVEPOINT: a failure rolls back only this record."""
-        try:
-            with conn.begin():
-                return self._add_fast(conn, record) or self._add(conn, record)
-        except OperationalError:
-            raise  # the database, not the record: the batch fails or retries
-        except Exception as exc:
-            return self._record_error(record, exc)
 
     def _write_batch(self, conn: Connection,
                      records: list[InstanceRecord]) -> list[AddResult | Exception]:
@@ -278,6 +268,8 @@ class IndexWriter:
     @staticmethod
     def _record_error(record: InstanceRecord, exc: Exception) -> Exception:
         log.warning("instance %s not indexed: %s", record.attributes.sop_instance_uid, exc)
+        if isinstance(exc, PatientConflict):
+            return exc
         error = IndexWriteError(f"cannot index instance: {exc}")
         error.__cause__ = exc
         return error
@@ -326,7 +318,9 @@ class IndexWriter:
         if existing is not None and self.duplicate_policy is DuplicatePolicy.KEEP_FIRST:
             log.debug("instance %s received again: first copy kept", attrs.sop_instance_uid)
             return AddResult(AddOutcome.KEPT_FIRST)
-        patient_pk = self._patient(conn, attrs)
+        patient_pk = self._study_patient(conn, attrs)
+        if patient_pk is None:
+            patient_pk = self._patient(conn, attrs)
         study_pk = self._upsert(conn, STUDY, attrs.study_instance_uid, patient_pk, attrs.study)
         series_pk = self._upsert(
             conn, SERIES, attrs.series_instance_uid, study_pk, attrs.series
@@ -336,6 +330,9 @@ class IndexWriter:
             conn.execute(INSERT_INSTANCE, {"sop_instance_uid": attrs.sop_instance_uid, **values})
             return AddResult(AddOutcome.ADDED)
         conn.execute(UPDATE_INSTANCE, {"b_pk": existing.pk, **values})
+        # In this transaction: a crash before the caller unlinks the old file leaves a record.
+        conn.execute(self._unreferenced, {"storage_key": existing.storage_key,
+                                           "since": record.received_at})
         if existing.series_pk != series_pk:
             log.warning("instance %s moved to series %s", attrs.sop_instance_uid,
                         attrs.series_instance_uid)
@@ -343,6 +340,28 @@ class IndexWriter:
         log.debug("instance %s replaced (old file %s)", attrs.sop_instance_uid,
                   existing.storage_key)
         return AddResult(AddOutcome.REPLACED, existing.storage_key)
+
+    def _study_patient(self, conn: Connection, attrs: InstanceAttributes) -> int | None:
+        """The patient of the instance's study when it must stay there; None: no such study,
+        or the instance names the same patient (it goes through `_patient` then).
+
+        A study indexed under another (Patient ID, Issuer) is refused or kept where it is
+        (`patient_conflict`), never moved. An instance without a Patient ID joins its
+        study's patient (module docstring), which is no conflict.
+        """
+        if not attrs.patient_id:
+            return None
+        row = conn.execute(PATIENT_OF_STUDY, {"uid": attrs.study_instance_uid}).first()
+        if row is None or (row.patient_id, row.issuer_of_patient_id) == (
+                attrs.patient_id, attrs.issuer_of_patient_id):
+            return None
+        log.warning("study %s is indexed under patient %r (issuer %r), instance %s names "
+                    "patient %r (issuer %r): %s", attrs.study_instance_uid, row.patient_id,
+                    row.issuer_of_patient_id, attrs.sop_instance_uid, attrs.patient_id,
+                    attrs.issuer_of_patient_id, self.patient_conflict)
+        if self.patient_conflict is PatientConflictPolicy.REFUSE:
+            raise PatientConflict("Patient ID differs from the study's patient in the archive")
+        return int(row.pk)
 
     def _patient(self, conn: Connection, attrs: InstanceAttributes) -> int:
         """The patient row of `attrs`, created or updated (identity rule: module docstring)."""

@@ -23,12 +23,15 @@ from .channel import (
 from .index import (
     AddOutcome,
     AddResult,
+    AttributeParser,
     DataSetError,
     DuplicatePolicy,
     Index,
     IndexWriteError,
     InstanceAttributes,
     InstanceRecord,
+    PatientConflict,
+    PatientConflictPolicy,
 )
 from .metrics import NO_METRICS, Metrics, NoMetrics
 from .normalized import (
@@ -78,6 +81,7 @@ __all__ = [
     "AssociationClosed",
     "AssociationInfo",
     "AssociationUsage",
+    "AttributeParser",
     "Channel",
     "CommitmentIndex",
     "CommitmentItem",
@@ -107,6 +111,8 @@ __all__ = [
     "NoMetrics",
     "Operation",
     "OutOfResources",
+    "PatientConflict",
+    "PatientConflictPolicy",
     "PatientIssuers",
     "PeerUnreachable",
     "Peers",

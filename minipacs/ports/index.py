@@ -1,4 +1,4 @@
-"""Index port: what C-STORE asks of the index (parse a received data set, add a record)."""
+"""Index ports: what C-STORE asks of the index (add a record) and of the parser (read one)."""
 
 from __future__ import annotations
 
@@ -35,8 +35,40 @@ class IndexWriteError(Exception):
 class DuplicatePolicy(enum.StrEnum):
     """What a re-sent SOP Instance UID does to the index."""
 
-    REPLACE = "replace"  # the new file wins; the old one is deleted after the commit
     KEEP_FIRST = "keep-first"  # the index keeps the first; the caller drops the new file
+    REPLACE = "replace"  # the new file wins; the old one is deleted after the commit
+
+    @classmethod
+    def default(cls) -> DuplicatePolicy:
+        """The one default, of ``storage.duplicates`` and of the index alike: keep-first."""
+        return cls.KEEP_FIRST
+
+
+class PatientConflictPolicy(enum.StrEnum):
+    """What an instance of a study already indexed under another patient does.
+
+    Never re-parenting: one mislabeled instance must not move a whole study (and every
+    instance already stored) to another patient.
+    """
+
+    REFUSE = "refuse"  # the instance fails (C-STORE 0xC000 with an Error Comment)
+    KEEP_APART = "keep-apart"  # the instance joins the study, which stays with its patient
+
+    @classmethod
+    def default(cls) -> PatientConflictPolicy:
+        """The one default, of ``storage.patient_conflict`` and of the index alike."""
+        return cls.REFUSE
+
+
+class PatientConflict(IndexWriteError):
+    """The instance's patient is not its study's (policy `PatientConflictPolicy.REFUSE`).
+
+    ``comment`` fits an Error Comment (0000,0902), LO: 64 characters.
+    """
+
+    def __init__(self, comment: str) -> None:
+        super().__init__(comment)
+        self.comment = comment[:64]
 
 
 class AddOutcome(enum.StrEnum):
@@ -88,17 +120,19 @@ class InstanceRecord:
     received_at: datetime  # timezone-aware, UTC
 
 
-class Index(Protocol):
-    """The patient/study/series/instance index."""
+class AttributeParser(Protocol):
+    """Reads what the index keeps from a received data set (DESIGN 7: only what it needs)."""
 
-    def parse_attributes(
-        self, data: bytes | BinaryIO, transfer_syntax_uid: str
-    ) -> InstanceAttributes:
+    def parse(self, data: bytes | BinaryIO, transfer_syntax_uid: str) -> InstanceAttributes:
         """Parse a data set, in memory or at a file's position. Raises DataSetError.
 
         Blocking: call it from a worker thread, next to the storage call it goes with.
         """
         ...
+
+
+class Index(Protocol):
+    """The patient/study/series/instance index."""
 
     async def add_instance(self, record: InstanceRecord) -> AddResult:
         """Record an instance; returns once the row is durable. Raises IndexWriteError."""

@@ -59,7 +59,8 @@ class Spool(Protocol):
         ...
 
     def commit(self) -> StoredFile:
-        """Make the file durable and give it its final key (fsync, rename, fsync dirs)."""
+        """Make the file durable under its final key (fsync, link, fsync dirs); until
+        `Storage.release` or `Storage.delete` of that key, a crash is recoverable."""
         ...
 
     def discard(self) -> None:
@@ -90,10 +91,21 @@ class Storage(Protocol):
         """Open a stored file positioned at its data set (read from the header if None)."""
         ...
 
-    def delete(self, key: str) -> None:
-        """Remove a stored file; a missing file is not an error."""
+    def checksum(self, key: str) -> str:
+        """The whole file's checksum as it is now, in the form of `StoredFile.checksum`.
+
+        Raises StorageError when the file cannot be read (a missing one included).
+        """
         ...
 
-    def cleanup_spool(self) -> int:
-        """Remove leftover spool files (call at start, before serving); returns the count."""
+    def delete(self, key: str) -> None:
+        """Remove a stored file (and its intent record); a missing file is not an error."""
+        ...
+
+    def release(self, key: str) -> None:
+        """The index row of a committed file is durable: drop its intent record.
+
+        Until then a crash leaves the store able to tell the file was never acknowledged
+        (DESIGN principle 10). Never blocks: safe to call on the event loop.
+        """
         ...

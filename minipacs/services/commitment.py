@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import hashlib
 import logging
-import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -73,7 +71,6 @@ EVENT_ALL_COMMITTED: Final = 1  # PS3.4 J.3.3: Storage Commitment Request Succes
 EVENT_FAILURES_EXIST: Final = 2  # PS3.4 J.3.3: Storage Commitment Request Complete - Failures
 # The Action Information of one request; beyond this the N-ACTION is refused (0213H).
 MAX_ACTION_BYTES: Final = 16 << 20
-CHECKSUM_CHUNK: Final = 1 << 20
 # The report goes out in whichever native syntax the requestor accepts (PS3.4 J.3.3).
 _REPORT_SYNTAXES: Final = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
 
@@ -179,22 +176,14 @@ def _reference(item: CommitmentItem) -> Dataset:
 
 
 def file_intact(storage: Storage, copy: StoredCopy) -> bool:
-    """Whether a stored file still has the size and checksum recorded at ingest (blocking)."""
-    algorithm, _, digest = copy.checksum.partition(":")
+    """Whether a stored file still has the checksum recorded at ingest (blocking).
+
+    The checksum covers the whole file, so a file that grew, shrank or changed fails it.
+    """
     try:
-        hasher = hashlib.new(algorithm)
-    except ValueError:
+        return storage.checksum(copy.storage_key) == copy.checksum
+    except StorageError:
         return False
-    try:
-        with storage.open_dataset(copy.storage_key, 0) as fp:
-            if fp.seek(0, os.SEEK_END) != copy.file_size:
-                return False
-            fp.seek(0)
-            while chunk := fp.read(CHECKSUM_CHUNK):
-                hasher.update(chunk)
-    except (StorageError, OSError):
-        return False
-    return hasher.hexdigest() == digest
 
 
 class CommitmentService:

@@ -1,8 +1,9 @@
 """Storage Service Class, C-STORE SCP (PS3.4 Annex B): spool, make durable, index, answer.
 
 Order (DESIGN §10): the data set goes into a spool file behind its Part 10 header →
-fsync → rename → index commit → Success. A failure at any step removes what was written,
-so nothing half-received is indexed and nothing acknowledged is lost.
+fsync → link to its key → index commit → release of the spool entry → Success. A failure at
+any step removes what was written, so nothing half-received is indexed and nothing
+acknowledged is lost; a crash at any step is settled at the next start (`Storage.release`).
 
 Thread hops (DESIGN §14): a data set that fits in `SPOOL_BUFFER` is parsed, checked and
 made durable in one hop, then the index writer's batch takes one more; a larger one streams
@@ -15,13 +16,14 @@ import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final, Protocol, TypeVar
 
 from ..ports import (
     AddOutcome,
+    AttributeParser,
     Channel,
     DataSetError,
     FileMeta,
@@ -30,6 +32,7 @@ from ..ports import (
     InstanceRecord,
     Metrics,
     NoMetrics,
+    PatientConflict,
     Request,
     Spool,
     Storage,
@@ -48,6 +51,13 @@ log = logging.getLogger("minipacs.store")
 # Data-set bytes gathered in memory before one write is handed to a thread (DESIGN §14).
 SPOOL_BUFFER: Final = 1 << 20
 MAX_INFLATED: Final = 1 << 30  # limits.max_inflated_mb: what a Deflated data set may become
+_T = TypeVar("_T")
+
+
+class ToThread(Protocol):
+    """How blocking calls leave the event loop (`asyncio.to_thread`'s signature)."""
+
+    def __call__(self, func: Callable[..., _T], /, *args: Any) -> Awaitable[_T]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +78,15 @@ class StoreService:
     bounded memory.
     """
 
-    def __init__(self, storage: Storage, index: Index, metrics: Metrics | None = None, *,
-                 max_inflated: int = MAX_INFLATED) -> None:
+    def __init__(self, storage: Storage, index: Index, parser: AttributeParser,
+                 metrics: Metrics | None = None, *, max_inflated: int = MAX_INFLATED,
+                 to_thread: ToThread = asyncio.to_thread) -> None:
         self.storage = storage
         self.index = index
+        self.parser = parser
         self.metrics = metrics or NoMetrics()
         self.max_inflated = max_inflated
+        self._to_thread = to_thread  # every thread hop goes through it (tests count them)
 
     async def __call__(self, channel: Channel, request: Request) -> Outcome:
         message = request.message
@@ -121,11 +134,11 @@ class StoreService:
                     if spool is None:
                         spool = await self._open_spool(meta, bytes(buffer))
                     else:
-                        await asyncio.to_thread(spool.write, bytes(buffer))
+                        await self._to_thread(spool.write, bytes(buffer))
                     buffer.clear()
         except BaseException:
             if spool is not None:
-                await asyncio.shield(asyncio.to_thread(spool.discard))
+                await asyncio.shield(self._to_thread(spool.discard))
             raise
         return bytes(buffer), spool
 
@@ -138,13 +151,13 @@ class StoreService:
             spool.write(first)  # removes the spool on failure
             return spool
 
-        opening = asyncio.ensure_future(asyncio.to_thread(open_and_write))
+        opening = asyncio.ensure_future(self._to_thread(open_and_write))
         try:
             return await asyncio.shield(opening)
         except asyncio.CancelledError:  # the thread goes on: remove what it made
             with contextlib.suppress(Exception):
                 spool = await opening
-                await asyncio.to_thread(spool.discard)
+                await self._to_thread(spool.discard)
             raise
 
     async def _finish_in_memory(self, meta: FileMeta, data: bytes,
@@ -155,13 +168,13 @@ class StoreService:
         """
 
         def parse_and_store() -> tuple[InstanceAttributes, StoredFile]:
-            attributes = self.index.parse_attributes(data, meta.transfer_syntax_uid)
+            attributes = self.parser.parse(data, meta.transfer_syntax_uid)
             _check(meta, attributes, study)
             self._check_inflated(io.BytesIO(data), meta.transfer_syntax_uid)
             return attributes, self.storage.store(meta, data)
 
         try:
-            attributes, stored = await asyncio.to_thread(parse_and_store)
+            attributes, stored = await self._to_thread(parse_and_store)
         except StorageError as exc:
             return self._fail(meta, Status.OUT_OF_RESOURCES, str(exc))
         except _Refused as exc:
@@ -181,19 +194,19 @@ class StoreService:
 
         def parse(stored: StoredFile) -> InstanceAttributes:
             with self.storage.open_dataset(stored.key, stored.dataset_offset) as fp:
-                attributes = self.index.parse_attributes(fp, meta.transfer_syntax_uid)
+                attributes = self.parser.parse(fp, meta.transfer_syntax_uid)
                 _check(meta, attributes, study)
                 fp.seek(stored.dataset_offset)
                 self._check_inflated(fp, meta.transfer_syntax_uid)
             return attributes
 
         try:
-            stored = await asyncio.to_thread(commit)
+            stored = await self._to_thread(commit)
         except StorageError as exc:
-            await asyncio.to_thread(spool.discard)
+            await self._to_thread(spool.discard)
             return self._fail(meta, Status.OUT_OF_RESOURCES, str(exc))
         try:
-            attributes = await asyncio.to_thread(parse, stored)
+            attributes = await self._to_thread(parse, stored)
         except Exception as exc:  # _Refused, DataSetError, StorageError or a bug
             await self._delete_unreferenced(stored.key)
             if isinstance(exc, _Refused):
@@ -216,14 +229,19 @@ class StoreService:
                 called_ae_title=meta.receiving_ae_title,
                 received_at=datetime.now(UTC),
             ))
+        except PatientConflict as exc:  # storage.patient_conflict: refuse
+            await self._delete_unreferenced(stored.key)
+            return self._fail(meta, Status.CANNOT_UNDERSTAND, exc.comment)
         except Exception:  # IndexWriteError, OutOfResources (database full) or a bug
             await self._delete_unreferenced(stored.key)
             log.exception("indexing %s failed", meta.sop_instance_uid)
             return self._fail(meta, Status.OUT_OF_RESOURCES, "index write failed")
-        if result.outcome is AddOutcome.REPLACED and result.replaced_key:
-            await self._delete_unreferenced(result.replaced_key)
-        elif result.outcome is AddOutcome.KEPT_FIRST:
+        if result.outcome is AddOutcome.KEPT_FIRST:
             await self._delete_unreferenced(stored.key)
+        else:
+            self.storage.release(stored.key)  # the row is durable: the intent record goes
+            if result.outcome is AddOutcome.REPLACED and result.replaced_key:
+                await self._delete_unreferenced(result.replaced_key)
         log.debug("stored %s from %s (%d bytes, %s)", meta.sop_instance_uid,
                   meta.sending_ae_title, stored.size, result.outcome)
         self.metrics.instance_stored(stored.size)
@@ -248,7 +266,7 @@ class StoreService:
     async def _delete_unreferenced(self, key: str) -> None:
         """Remove a file no row points to; failing here must not fail a durable store."""
         try:
-            await asyncio.to_thread(self.storage.delete, key)
+            await self._to_thread(self.storage.delete, key)
         except StorageError as exc:  # an orphan file: `minipacs db check` reports it
             log.warning("cannot delete unreferenced file %s: %s", key, exc)
 

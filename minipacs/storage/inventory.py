@@ -2,7 +2,8 @@
 
 Blocking functions for ``minipacs db check``, ``db rebuild`` and ``delete``. Folders at the
 top of the store whose name starts with a dot (``.spool`` of files being received,
-``.deleting`` of delete journals) hold no stored instances and are not walked.
+``.deleting`` of delete journals, ``.orphans`` of files ``db check --repair`` set aside)
+hold no stored instances and are not walked.
 
 A delete journal lists the keys whose rows a delete is about to remove: it is written and
 fsynced before the rows are deleted and removed once the files are, so a delete interrupted
@@ -27,13 +28,12 @@ from pydicom.filereader import read_file_meta_info
 from ..ports import FileMeta, StorageError, StoredFile
 from .filesystem import (
     GROUP_LENGTH_ELEMENT_SIZE,
-    KEY_PATTERN,
     PREAMBLE,
     TAG_RECEIVING_AE,
     TAG_SENDING_AE,
     file_checksum,
-    fsync_dir,
 )
+from .spool import KEY_PATTERN, fsync_dir
 
 __all__ = [
     "JOURNAL_DIR",
@@ -47,12 +47,29 @@ __all__ = [
     "read_stored",
     "release_journal",
     "remove_journal",
+    "set_aside",
     "write_journal",
 ]
 
 JOURNAL_DIR: Final = ".deleting"
+ORPHANS_DIR: Final = ".orphans"  # files `db check --repair` set aside, under their keys
 JOURNAL_SUFFIX: Final = ".keys"
 _HIDDEN_PREFIX: Final = "."
+
+
+def set_aside(root: Path, key: str) -> Path:
+    """Move a file no row points to under ``<root>/.orphans/`` (same key); returns it.
+
+    Hidden folders are not walked, so it no longer counts as an orphan; nothing is deleted:
+    an operator may index it (``db rebuild``) or remove it.
+    """
+    source = root / key
+    target = root / ORPHANS_DIR / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, target)
+    fsync_dir(target.parent)
+    fsync_dir(source.parent)
+    return target
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,16 +1,15 @@
-"""Index maintenance (minipacs.index.maintenance) on real SQLite files."""
+"""Index maintenance (minipacs.index.maintenance) on real SQLite files and PostgreSQL."""
 
 from __future__ import annotations
 
 import sqlite3
-import threading
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
 
 from minipacs.index import IndexWriter
-from minipacs.index.engine import make_engine
+from minipacs.index.engine import RetryPolicy, make_engine
 from minipacs.index.maintenance import (
     InstanceFile,
     NotSqliteError,
@@ -24,7 +23,9 @@ from minipacs.index.maintenance import (
     instance_files_by_key,
     issuers_of_patient,
     iter_instance_files,
+    settle_unreferenced,
     sqlite_path,
+    unreferenced_keys,
 )
 from minipacs.index.migrate import upgrade
 from minipacs.index.models import (
@@ -39,7 +40,10 @@ from minipacs.index.models import (
     Study,
     StudyValue,
 )
+from minipacs.ports import DuplicatePolicy
+from tests.databases import sqlite_file, sqlite_only
 from tests.index.dicomdata import attributes, make_dataset, other_ids, record, uid
+from tests.index.test_migrations import HEAD
 
 ALL_MODELS = (Patient, PatientOtherId, PatientValue, Study, StudyValue, Series, SeriesValue,
               Instance)
@@ -196,21 +200,30 @@ async def test_before_commit_sees_the_keys_while_the_rows_are_still_committed(
     assert count_rows(engine).instances == 2  # rolled back: no journal, no delete
 
 
+@sqlite_only
 async def test_delete_waits_for_another_writer(
-    engine: Engine, db_url: str, populated: dict[str, list[str]]
+    db_url: str, populated: dict[str, list[str]]
 ) -> None:
-    """A CLI delete beside a server: the write lock is waited for, not an error."""
-    locker = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None,
+    """A CLI delete beside a server: the write lock is waited out and retried, not an error."""
+    engine = make_engine(db_url, busy_timeout_ms=10)
+    locker = sqlite3.connect(sqlite_file(db_url), isolation_level=None,
                              check_same_thread=False)
     locker.execute("BEGIN IMMEDIATE")
-    release = threading.Timer(0.5, locker.execute, ("COMMIT",))
-    release.start()
+    pauses: list[float] = []
+
+    def pause(delay: float) -> None:  # the injected clock: the other writer commits meanwhile
+        pauses.append(delay)
+        if locker.in_transaction:
+            locker.execute("COMMIT")
+
     try:
-        deleted = delete_rows(engine, Level.STUDY, uid(3))
+        deleted = delete_rows(engine, Level.STUDY, uid(3),
+                              retry=RetryPolicy(retries=3, sleep=pause))
     finally:
-        release.join()
         locker.close()
+        engine.dispose()
     assert deleted is not None and deleted.patients == 1
+    assert len(pauses) == 1
 
 
 async def test_clear_index_empties_every_table(
@@ -221,6 +234,7 @@ async def test_clear_index_empties_every_table(
     assert clear_index(engine) == RowCounts(0, 0, 0, 0)
 
 
+@sqlite_only
 async def test_backup_is_a_consistent_standalone_copy(
     engine: Engine, tmp_path: Path, populated: dict[str, list[str]]
 ) -> None:
@@ -243,6 +257,7 @@ async def test_backup_is_a_consistent_standalone_copy(
     assert backup_sqlite(engine, dest) == RowCounts(0, 0, 0, 0)
 
 
+@sqlite_only
 def test_backup_refuses_memory_and_itself(engine: Engine, db_url: str, tmp_path: Path) -> None:
     memory = make_engine("sqlite://")
     try:
@@ -251,7 +266,7 @@ def test_backup_refuses_memory_and_itself(engine: Engine, db_url: str, tmp_path:
     finally:
         memory.dispose()
     with pytest.raises(ValueError, match="the database itself"):
-        backup_sqlite(engine, Path(db_url.removeprefix("sqlite:///")))
+        backup_sqlite(engine, sqlite_file(db_url))
 
 
 def test_sqlite_path() -> None:
@@ -267,6 +282,48 @@ def test_revisions(tmp_path: Path) -> None:
     try:
         assert current_revision(engine) is None
         upgrade(url)
-        assert current_revision(engine) == head_revision(engine) == "0005_worklist"
+        assert current_revision(engine) == head_revision(engine) == HEAD
     finally:
         engine.dispose()
+
+
+async def test_unreferenced_files_are_deleted_once_then_forgotten(engine: Engine) -> None:
+    writer = IndexWriter(engine, duplicate_policy=DuplicatePolicy.REPLACE)
+    await writer.start()
+    try:
+        attrs = attributes(make_dataset(1))
+        first, second = record(attrs, "aa/bb/" + "a" * 32 + ".dcm"), record(
+            attrs, "cc/dd/" + "c" * 32 + ".dcm")
+        await writer.submit(first)
+        await writer.submit(second)  # the crash comes before the first file is unlinked
+    finally:
+        await writer.aclose()
+    assert unreferenced_keys(engine) == [first.stored.key]
+    deleted: list[str] = []
+
+    def failing(key: str) -> None:
+        raise OSError("read-only file system")
+
+    assert settle_unreferenced(engine, failing) == 0
+    assert unreferenced_keys(engine) == [first.stored.key]  # kept for the next start
+    assert settle_unreferenced(engine, deleted.append) == 1
+    assert deleted == [first.stored.key] and unreferenced_keys(engine) == []
+    assert settle_unreferenced(engine, deleted.append) == 0
+
+
+async def test_a_key_referenced_again_is_forgotten_not_deleted(engine: Engine) -> None:
+    """An index rebuilt with the other duplicates policy points to the old file again."""
+    writer = IndexWriter(engine, duplicate_policy=DuplicatePolicy.REPLACE)
+    await writer.start()
+    attrs = attributes(make_dataset(1))
+    old, new = (record(attrs, f"{c}{c}/{c}{c}/" + c * 32 + ".dcm") for c in "ab")
+    try:
+        await writer.submit(old)
+        await writer.submit(new)
+        await writer.submit(old)  # back to the first file (as a rebuild would do)
+    finally:
+        await writer.aclose()
+    assert unreferenced_keys(engine) == sorted([old.stored.key, new.stored.key])
+    deleted: list[str] = []
+    assert settle_unreferenced(engine, deleted.append) == 1
+    assert deleted == [new.stored.key] and unreferenced_keys(engine) == []

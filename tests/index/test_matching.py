@@ -24,7 +24,6 @@ from minipacs.index.engine import (
     successor,
 )
 from minipacs.index.matching import MAX_LIST_PATTERNS
-from minipacs.index.migrate import upgrade
 from minipacs.index.models import Study
 from minipacs.index.query import MAX_LIST_VALUES, MAX_PATTERN_LENGTH
 from minipacs.ports import (
@@ -35,6 +34,7 @@ from minipacs.ports import (
     MatchKind,
     QueryLevel,
 )
+from tests.databases import BACKENDS, Databases
 from tests.index.dicomdata import CT_IMAGE_STORAGE, attributes, make_dataset, record, uid
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -108,11 +108,10 @@ def datasets() -> Iterator[Any]:
                 yield ds
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    """One index for the module, filled through the real writer."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('matching') / 'index.db'}"
-    upgrade(url)
+@pytest.fixture(scope="module", params=BACKENDS)
+def engine(request: pytest.FixtureRequest, databases: Databases) -> Iterator[Engine]:
+    """One index per backend for the module, filled through the real writer."""
+    url = databases.create(request.param)
     engine = make_engine(url)
 
     async def fill() -> None:
@@ -127,6 +126,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     asyncio.run(fill())
     yield engine
     engine.dispose()
+    databases.drop(url)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""SqlMppsIndex on a real, migrated SQLite file: create once, final state written once."""
+"""SqlMppsIndex on a real, migrated database (both backends): create once, final state once."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, event
 
 from minipacs.index import SqlIndex
 from minipacs.ports import Condition, FindQuery, JsonDataset, MatchKind, QueryLevel
+from tests.databases import sqlite_file, sqlite_only
 from tests.index.dicomdata import CT_IMAGE_STORAGE, attributes, make_dataset, record, uid
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -112,9 +113,10 @@ async def test_rows_committed_between_pages_do_not_break_paging(paged: SqlIndex)
     assert found == [*range(1, PAGED + 1), PAGED + 1]
 
 
+@sqlite_only
 async def test_no_read_transaction_outlives_a_page(paged: SqlIndex, db_url: str) -> None:
     """A held snapshot pins SQLite's WAL: a TRUNCATE checkpoint could not finish."""
-    path = db_url.removeprefix("sqlite:///")
+    path = sqlite_file(db_url)
 
     def checkpoint_busy() -> int:
         conn = sqlite3.connect(path, timeout=0.2)  # a blocked checkpoint waits this long
@@ -241,13 +243,14 @@ def statements(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
 
 
 def explain(db_url: str, statement: str, parameters: Any) -> list[str]:
-    conn = sqlite3.connect(db_url.removeprefix("sqlite:///"))
+    conn = sqlite3.connect(sqlite_file(db_url))
     try:
         return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement, parameters)]
     finally:
         conn.close()
 
 
+@sqlite_only  # SQLite's EXPLAIN QUERY PLAN
 @pytest.mark.parametrize(("level", "condition", "index_name"), [
     (QueryLevel.STUDY, single("PatientID", "PID1"), "uq_patient_identity"),
     (QueryLevel.STUDY, Condition(tag("PatientName"), "PN", MatchKind.WILDCARD, ("DOE*",)),

@@ -156,9 +156,9 @@ async def server(tmp_path: Path, **sections: Any) -> AsyncIterator[int]:
 
 
 @pytest.fixture
-async def pacs(tmp_path: Path) -> AsyncIterator[int]:
-    """The server, listening, with the population stored through C-STORE."""
-    async with server(tmp_path) as port:
+async def pacs(tmp_path: Path, db_url: str) -> AsyncIterator[int]:
+    """The server, listening, with the population stored through C-STORE (each backend)."""
+    async with server(tmp_path, database={"url": db_url}) as port:
         await asyncio.to_thread(store_all, port, population())
         yield port
 

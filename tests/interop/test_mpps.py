@@ -48,9 +48,9 @@ class Pacs:
 
 
 @contextlib.asynccontextmanager
-async def running(tmp_path: Path) -> AsyncIterator[Pacs]:
+async def running(tmp_path: Path, db_url: str) -> AsyncIterator[Pacs]:
     config = make_config(tmp_path, ae_title=SERVER_AE, limits=TEST_LIMITS,
-                         storage={"min_free_mb": 0})
+                         storage={"min_free_mb": 0}, database={"url": db_url})
     async with asyncio.timeout(WAIT):
         server_cm = open_server(config)
         server = await server_cm.__aenter__()
@@ -62,8 +62,8 @@ async def running(tmp_path: Path) -> AsyncIterator[Pacs]:
 
 
 @pytest.fixture
-async def pacs(tmp_path: Path) -> AsyncIterator[Pacs]:
-    async with running(tmp_path) as found:
+async def pacs(tmp_path: Path, db_url: str) -> AsyncIterator[Pacs]:
+    async with running(tmp_path, db_url) as found:
         yield found
 
 

@@ -82,10 +82,11 @@ ITEMS: Final = [
 
 
 @contextlib.asynccontextmanager
-async def worklist_server(directory: Path, items: list[dict[str, Any]]
-                          ) -> AsyncIterator[tuple[int, SqlWorklist]]:
+async def worklist_server(directory: Path, items: list[dict[str, Any]],
+                          db_url: str | None = None) -> AsyncIterator[tuple[int, SqlWorklist]]:
+    database = {"database": {"url": db_url}} if db_url else {}
     config = make_config(directory, ae_title=SERVER_AE, limits=TEST_LIMITS,
-                         storage={"min_free_mb": 0})
+                         storage={"min_free_mb": 0}, **database)
     async with asyncio.timeout(WAIT), open_server(config) as running:
         engine = make_engine(config.database.url)
         try:
@@ -97,8 +98,8 @@ async def worklist_server(directory: Path, items: list[dict[str, Any]]
 
 
 @pytest.fixture
-async def mwl(tmp_path: Path) -> AsyncIterator[tuple[int, SqlWorklist]]:
-    async with worklist_server(tmp_path, ITEMS) as running:
+async def mwl(tmp_path: Path, db_url: str) -> AsyncIterator[tuple[int, SqlWorklist]]:
+    async with worklist_server(tmp_path, ITEMS, db_url) as running:
         yield running
 
 

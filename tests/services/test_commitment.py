@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
@@ -99,20 +98,20 @@ def test_reports_say_all_committed_or_list_the_failures() -> None:
 
 
 class _FilesStorage:
-    """Only `open_dataset`, over bytes in memory."""
+    """Only `checksum`, over bytes in memory."""
 
     def __init__(self, files: Mapping[str, bytes]) -> None:
         self.files = dict(files)
+        self.checked: list[str] = []
 
-    def open_dataset(self, key: str, dataset_offset: int | None = None) -> BinaryIO:
+    def checksum(self, key: str) -> str:
+        self.checked.append(key)
         if key not in self.files:
-            raise StorageError(f"cannot open {key}")
-        fp = io.BytesIO(self.files[key])
-        fp.seek(dataset_offset or 0)
-        return fp
+            raise StorageError(f"cannot read {key}")
+        return f"sha256:{hashlib.sha256(self.files[key]).hexdigest()}"
 
 
-def test_file_intact_checks_size_and_checksum() -> None:
+def test_file_intact_compares_the_storage_checksum() -> None:
     data = b"DICM" * 100
     digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
     storage: Any = _FilesStorage({"a": data, "b": data[:-1] + b"X", "c": data + b"!"})
@@ -121,6 +120,7 @@ def test_file_intact_checks_size_and_checksum() -> None:
     assert not file_intact(storage, StoredCopy(CT, "c", len(data), digest))  # grown
     assert not file_intact(storage, StoredCopy(CT, "gone", len(data), digest))  # missing
     assert not file_intact(storage, StoredCopy(CT, "a", len(data), "md99:00"))  # unknown hash
+    assert storage.checked == ["a", "b", "c", "gone", "a"]  # asked the port, read nothing
 
 
 class _MemoryIndex:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final, TypeVar
 
 import pytest
 from pydicom.dataset import Dataset
@@ -33,6 +33,7 @@ from minipacs.ports import (
     InstanceAttributes,
     InstanceRecord,
     OutOfResources,
+    PatientConflict,
     Request,
     StorageError,
     StoredFile,
@@ -49,6 +50,7 @@ CALLED: Final = "MINIPACS"
 CONTEXT_ID: Final = 1
 PDV: Final = 16 * 1024  # fragment size the fake stream hands out
 TAG_PIXEL_DATA: Final = 0x7FE00010
+T = TypeVar("T")
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -136,6 +138,7 @@ class FakeStorage:
     committed: list[str] = field(default_factory=list)
     opened: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
     stores: int = 0  # whole data sets stored in one call
     open_gate: threading.Event | None = None  # open_spool waits for it when set
     opening: threading.Event = field(default_factory=threading.Event)
@@ -165,29 +168,24 @@ class FakeStorage:
         self.opened.append(key)
         return io.BytesIO(self.files[key][dataset_offset or len(HEADER):])
 
+    def checksum(self, key: str) -> str:
+        return f"fake:{len(self.files[key])}"
+
     def delete(self, key: str) -> None:
         self.deleted.append(key)
         self.files.pop(key, None)
 
-    def cleanup_spool(self) -> int:
-        count = len(self.spools)
-        self.spools.clear()
-        return count
+    def release(self, key: str) -> None:
+        self.released.append(key)
 
 
 @dataclass
-class FakeIndex:
-    """`ports.Index` in memory, with the duplicate policy and injectable failures."""
+class FakeParser:
+    """`ports.AttributeParser` reading only the identity, as the real one would find it."""
 
-    policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
-    fail: Exception | None = None
-    gate: asyncio.Event | None = None  # add_instance waits for it when set
-    rows: dict[str, InstanceRecord] = field(default_factory=dict)
-    entered: asyncio.Event = field(default_factory=asyncio.Event)
     parsed: int = 0
 
-    def parse_attributes(self, data: bytes | BinaryIO,
-                         transfer_syntax_uid: str) -> InstanceAttributes:
+    def parse(self, data: bytes | BinaryIO, transfer_syntax_uid: str) -> InstanceAttributes:
         ts = UID(transfer_syntax_uid)
         raw = data if isinstance(data, bytes) else data.read()
         self.parsed += 1
@@ -200,6 +198,17 @@ class FakeIndex:
         return InstanceAttributes(*identity, patient_id=str(ds.get("PatientID", "")),
                                   issuer_of_patient_id="", patient={}, study={}, series={},
                                   instance={})
+
+
+@dataclass
+class FakeIndex:
+    """`ports.Index` in memory, with the duplicate policy and injectable failures."""
+
+    policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
+    fail: Exception | None = None
+    gate: asyncio.Event | None = None  # add_instance waits for it when set
+    rows: dict[str, InstanceRecord] = field(default_factory=dict)
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def add_instance(self, record: InstanceRecord) -> AddResult:
         self.entered.set()
@@ -268,12 +277,24 @@ def store_request(data: bytes, *, instance_uid: str | None = None,
     return Request(context, message, stream or FakeStream(data))
 
 
+class ThreadHops:
+    """The service's injected `to_thread`: runs each call in a thread and names it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, func: Callable[..., T], /, *args: Any) -> Awaitable[T]:
+        self.calls.append(getattr(func, "__name__", repr(func)))
+        return asyncio.to_thread(func, *args)
+
+
 @dataclass
 class Harness:
     storage: FakeStorage
     index: FakeIndex
     service: StoreService
     channel: FakeChannel
+    hops: ThreadHops
 
     async def store(self, request: Request) -> CStoreRSP:
         outcome = await self.service(self.channel, request)
@@ -289,8 +310,9 @@ class Harness:
 
 @pytest.fixture
 def harness() -> Harness:
-    storage, index = FakeStorage(), FakeIndex()
-    return Harness(storage, index, StoreService(storage, index), FakeChannel())
+    storage, index, hops = FakeStorage(), FakeIndex(), ThreadHops()
+    service = StoreService(storage, index, FakeParser(), to_thread=hops)
+    return Harness(storage, index, service, FakeChannel(), hops)
 
 
 # --- success ----------------------------------------------------------------------------------
@@ -314,6 +336,7 @@ async def test_success_stores_file_then_row_then_answers(harness: Harness) -> No
     assert (record.calling_ae_title, record.called_ae_title) == (CALLING, CALLED)
     assert record.received_at.tzinfo is not None
     assert harness.storage.spools == {}
+    assert harness.storage.released == [key]  # after the row: the intent record may go
     # A small data set is parsed from memory, never read back from the file.
     assert harness.storage.opened == []
 
@@ -333,20 +356,11 @@ async def test_large_data_set_is_written_in_big_pieces_and_parsed_from_the_file(
     assert harness.storage.opened == [key]  # too big to keep: parsed from the stored file
 
 
-async def test_small_data_set_costs_one_thread_hop(harness: Harness,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_small_data_set_costs_one_thread_hop(harness: Harness) -> None:
     # DESIGN §14: parse, free-space check, spool, write and commit in one hop.
-    hops: list[str] = []
-    to_thread = asyncio.to_thread
-
-    async def counting(func, /, *args, **kwargs):  # type: ignore[no-untyped-def]
-        hops.append(getattr(func, "__name__", repr(func)))
-        return await to_thread(func, *args, **kwargs)
-
-    monkeypatch.setattr(asyncio, "to_thread", counting)
     data = encode(make_dataset())
     assert (await harness.store(store_request(data))).status == Status.SUCCESS
-    assert len(hops) == 1
+    assert harness.hops.calls == ["parse_and_store"]
     assert harness.storage.stores == 1
     (spool,) = harness.storage.opened_spools
     assert spool.writes == [len(data)]
@@ -420,6 +434,16 @@ async def test_commit_failure_is_a700_and_leaves_nothing(harness: Harness,
     harness.assert_nothing_left()
 
 
+async def test_patient_conflict_is_c000_with_its_comment_and_leaves_nothing(
+        harness: Harness) -> None:
+    harness.index.fail = PatientConflict("Patient ID differs from the study's patient")
+    rsp = await harness.store(store_request(encode(make_dataset())))
+    assert rsp.status == Status.CANNOT_UNDERSTAND
+    assert rsp.error_comment == "Patient ID differs from the study's patient"
+    assert harness.storage.deleted == harness.storage.committed
+    harness.assert_nothing_left()
+
+
 @pytest.mark.parametrize("error", [
     IndexWriteError("cannot index instance: disk I/O error"),
     OutOfResources("index database: database or disk is full"),
@@ -484,6 +508,7 @@ async def test_keep_first_keeps_the_first_file(harness: Harness) -> None:
     first_key, second_key = harness.storage.committed
     assert harness.storage.files == {first_key: HEADER + first}
     assert harness.storage.deleted == [second_key]
+    assert harness.storage.released == [first_key]  # the second is deleted, not released
     assert harness.index.rows[f"{UID_ROOT}.3.1"].stored.key == first_key
 
 
@@ -547,11 +572,9 @@ async def test_cancelled_while_the_spool_is_being_created_leaves_nothing(
     harness.storage.open_gate = threading.Event()
     data = encode(make_dataset(pixels=2 * SPOOL_BUFFER))
     task = asyncio.create_task(harness.store(store_request(data)))
-    async with asyncio.timeout(5):
-        while not harness.storage.opening.is_set():  # the thread is inside open_spool
-            await asyncio.sleep(0.01)
+    # The thread is inside open_spool.
+    assert await asyncio.to_thread(harness.storage.opening.wait, 5)
     task.cancel()
-    await asyncio.sleep(0.05)
     harness.storage.open_gate.set()  # the thread finishes creating the spool after all
     with pytest.raises(asyncio.CancelledError):
         await task

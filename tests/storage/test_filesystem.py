@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import pydicom
@@ -18,7 +18,7 @@ import pytest
 
 from minipacs.ports import FileMeta, OutOfResources, StorageError
 from minipacs.storage import FilesystemStorage, file_checksum
-from minipacs.storage.filesystem import SPOOL_DIR
+from minipacs.storage.spool import SPOOL_DIR, Recovered, spool_name
 from tests.index.dicomdata import EXPLICIT_LE, IMPLICIT_LE, SECONDARY_CAPTURE, encode, make_dataset
 
 IMPLEMENTATION_UID = "1.2.826.0.1.3680043.10.999.1"
@@ -56,7 +56,13 @@ def test_commit_writes_a_part10_file_with_the_received_bytes(tmp_path: Path, fsy
     match = KEY_RE.fullmatch(stored.key)
     assert match, stored.key
     path = tmp_path / stored.key
-    assert files_under(tmp_path) == [path]  # nothing left in the spool
+    intent = tmp_path / SPOOL_DIR / spool_name(stored.key)
+    assert files_under(tmp_path) == [intent, path]  # the intent stays until released
+    assert os.path.samefile(intent, path)  # one file, two names: no copy
+    storage.release(stored.key)
+    assert files_under(tmp_path) == [intent, path]  # released on the loop: no system call
+    storage.reap()  # the next call in a thread
+    assert files_under(tmp_path) == [path]
     raw = path.read_bytes()
     assert raw[:128] == bytes(128) and raw[128:132] == b"DICM"
     assert raw[stored.dataset_offset:] == data  # bit for bit
@@ -114,17 +120,50 @@ def test_context_manager_discards_on_error(tmp_path: Path) -> None:
     assert files_under(tmp_path) == []
 
 
-def test_cleanup_spool_removes_leftovers(tmp_path: Path) -> None:
+def test_recovery_settles_every_crash_point_without_scanning_the_store(tmp_path: Path) -> None:
+    """A kill before the link, between link and index commit, and after the commit."""
     storage = make_storage(tmp_path)
-    storage.open_spool(meta()).write(b"abandoned by a crash")
-    storage.open_spool(meta())
-    kept = storage.open_spool(meta())
-    kept.write(b"committed")
-    stored = kept.commit()
-    restarted = make_storage(tmp_path)
-    assert restarted.cleanup_spool() == 2
-    assert files_under(tmp_path) == [tmp_path / stored.key]
-    assert restarted.cleanup_spool() == 0
+    abandoned = storage.open_spool(meta())
+    abandoned.write(b"abandoned before its link")
+    orphan, indexed = storage.open_spool(meta()), storage.open_spool(meta())
+    orphan_key, indexed_key = orphan.commit().key, indexed.commit().key
+    kept = storage.store(meta(), b"released")
+    storage.release(kept.key)
+    storage.reap()
+    stray = tmp_path / SPOOL_DIR / "not-a-spool-name"
+    stray.write_bytes(b"?")
+    # The process dies: its locks go with it (here: the spools' descriptors are closed).
+    for spool in (abandoned, orphan, indexed):
+        os.close(spool._fd)  # type: ignore[attr-defined]
+    asked: list[list[str]] = []
+
+    def referenced(keys: Collection[str]) -> set[str]:
+        asked.append(sorted(keys))
+        return {indexed_key}
+
+    result = make_storage(tmp_path).recover(referenced)
+    assert asked == [sorted([orphan_key, indexed_key])]  # one question, linked keys only
+    assert result == Recovered(unfinished=2, finished=1, orphans=(orphan_key,), busy=0)
+    assert files_under(tmp_path) == sorted([tmp_path / indexed_key, tmp_path / kept.key])
+    assert make_storage(tmp_path).recover(referenced) == Recovered(0, 0, (), 0)
+
+
+def test_recovery_leaves_a_live_process_spools_alone(tmp_path: Path) -> None:
+    live = make_storage(tmp_path)
+    receiving = live.open_spool(meta())
+    receiving.write(b"still arriving")
+    committed = live.open_spool(meta()).commit()  # its row is being written
+    result = make_storage(tmp_path).recover(lambda keys: set())
+    assert result == Recovered(0, 0, (), busy=2)
+    assert (tmp_path / committed.key).exists()
+    receiving.commit()
+
+
+def test_delete_of_a_committed_file_removes_its_intent_too(tmp_path: Path) -> None:
+    storage = make_storage(tmp_path)
+    stored = storage.store(meta(), b"refused by the index")
+    storage.delete(stored.key)
+    assert files_under(tmp_path) == []
 
 
 def test_enospc_on_write_is_out_of_resources_and_leaves_nothing(
@@ -202,6 +241,21 @@ def test_delete_and_keys(tmp_path: Path) -> None:
     assert files_under(tmp_path) == []
     with pytest.raises(StorageError):
         storage.open_dataset(key)
+
+
+def test_checksum_is_the_whole_file_now(tmp_path: Path) -> None:
+    storage = make_storage(tmp_path)
+    stored = storage.store(meta(), encode(make_dataset(1), EXPLICIT_LE))
+    assert storage.checksum(stored.key) == stored.checksum  # as recorded at ingest
+    path = tmp_path / stored.key
+    with path.open("ab") as fp:
+        fp.write(b"!")
+    assert storage.checksum(stored.key) == file_checksum(path) != stored.checksum
+    path.unlink()
+    with pytest.raises(StorageError, match="cannot read"):
+        storage.checksum(stored.key)
+    with pytest.raises(StorageError, match="not a storage key"):
+        storage.checksum("../index.db")
 
 
 @pytest.fixture

@@ -13,9 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from minipacs.app.daemon import prepare, storage_classes
 from minipacs.app.web import build_http_server
-from minipacs.index import SqlIndex
+from minipacs.index import AttributeReader, SqlIndex
 from minipacs.index.engine import make_engine
 from minipacs.ports import Operation, Principal
+from minipacs.services.store import StoreService
 from minipacs.web.server import HttpServer
 from tests.interop.storecheck import CALLING
 from tests.support import LOOPBACK, association_log, make_config
@@ -121,8 +122,9 @@ async def http_with_policy(directory: Path, policy: Any) -> AsyncIterator[str]:
     engine = make_engine(config.database.url)
     index = SqlIndex(engine)
     await index.start()
-    server = build_http_server(config, storage, index, storage_classes=storage_classes(config),
-                               permissions=policy)
+    server = build_http_server(config, storage, index,
+                               ingest=StoreService(storage, index, AttributeReader()),
+                               storage_classes=storage_classes(config), permissions=policy)
     assert isinstance(server, HttpServer)
     await server.start()
     try:
