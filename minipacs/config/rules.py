@@ -105,7 +105,7 @@ def one_of(choices: type[E]) -> Callable[[object, str], E]:
         try:
             return choices(given)
         except ValueError:
-            names = ", ".join(sorted(choice.value for choice in choices))
+            names = ", ".join(choice.value for choice in choices)
             raise ConfigError(where, f"{given!r} is not one of {names}") from None
 
     return rule

@@ -21,12 +21,24 @@ import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from ..ports import OutOfResources, StorageError, StoredFile
 
-if TYPE_CHECKING:
-    from .filesystem import FilesystemStorage
+
+class SpoolOwner(Protocol):
+    """What a spool needs of its store (`FilesystemStorage`), named here so the two modules
+    do not import each other."""
+
+    spool_dir: Path
+    fsync: bool
+
+    def make_parent_dirs(self, path: Path) -> list[Path]: ...
+
+    def dirs_made_durable(self, directories: list[Path]) -> None: ...
+
+    def track(self, key: str, spool: FilesystemSpool) -> None: ...
+
 
 __all__ = [
     "CHECKSUM_ALGORITHM",
@@ -34,6 +46,7 @@ __all__ = [
     "SPOOL_DIR",
     "FilesystemSpool",
     "Recovered",
+    "SpoolOwner",
     "fsync_dir",
     "key_of_spool",
     "recover_spool",
@@ -119,7 +132,7 @@ class FilesystemSpool:
     __slots__ = ("_digest", "_done", "_fd", "_final", "_header", "_key", "_linked", "_offset",
                  "_path", "_size", "_storage")
 
-    def __init__(self, storage: FilesystemStorage, key: str, final: Path,
+    def __init__(self, storage: SpoolOwner, key: str, final: Path,
                  header: bytes) -> None:
         self._storage = storage
         self._key = key
