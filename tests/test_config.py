@@ -78,7 +78,7 @@ def test_good_config_round_trip(tmp_path: Path) -> None:
     assert config.peer("VIEWER  ") == PeerConfig("viewer.example.org", 104)
     assert config.peer("NOBODY") is None
     assert config.security.check_called_ae_title is True
-    assert config.security.known_calling_aes_only is False
+    assert config.security.unknown_aes is None  # known_calling_aes_only: false changes nothing
     limits = config.limits
     assert limits.max_associations == 8
     assert limits.max_pdu_length == 65536
@@ -264,7 +264,8 @@ def test_listen_port_zero_means_ephemeral(tmp_path: Path) -> None:
         ("peers: {WS: {host: 'a b', port: 1}}\n", "config error: peers.WS.host: 'a b' is not"),
         (
             "security: {known_calling_aes_only: true}\n",
-            "config error: security.known_calling_aes_only: is true but no peers",
+            "config error: security.known_calling_aes_only: refuses every calling AE not in "
+            "peers, but no peers are configured",
         ),
         # extra storage SOP class UIDs
         (

@@ -18,7 +18,7 @@ from ..index.engine import make_engine
 from ..index.migrate import upgrade
 from ..net.peers import NetPeers, PeerAddress
 from ..net.server import Server
-from ..ports import NO_METRICS, Metrics, Storage
+from ..ports import NO_AUDIT, NO_METRICS, AllowAll, Audit, Metrics, Permissions, Storage
 from ..proto.dimse import CommandField
 from ..proto.negotiation import AcceptorPolicy, default_supported
 from ..proto.sop import (
@@ -46,6 +46,7 @@ from ..services.worklist import WorklistService
 from ..storage import FilesystemStorage
 from . import loop_factory
 from .recovery import recover
+from .security import Security, build_security, open_audit
 from .web import build_http_server, build_metrics
 
 if TYPE_CHECKING:
@@ -64,8 +65,6 @@ def build_policy(config: Config) -> AcceptorPolicy:
     return AcceptorPolicy(
         ae_title=config.ae_title,
         check_called_ae=config.security.check_called_ae_title,
-        known_calling_aes=(frozenset(config.peers) if config.security.known_calling_aes_only
-                           else None),
         supported=default_supported(config.sop_classes.extra_storage),
         max_pdu_length=config.limits.max_pdu_length,
         async_ops_limit=config.limits.async_ops_window,
@@ -118,35 +117,38 @@ class Services:
 
 
 def build_services(config: Config, storage: Storage, index: SqlIndex,
-                   metrics: Metrics = NO_METRICS) -> Services:
+                   metrics: Metrics = NO_METRICS, *, permissions: Permissions | None = None,
+                   audit: Audit = NO_AUDIT) -> Services:
     """The services of one server, on one set of outbound peers (retrieve.connect)."""
     peers = build_peers(config)
     retrieve = RetrieveService(index, storage, peers, ae_title=config.ae_title,
                                patient_issuers=config.retrieve.patient_issuers,
                                timeout=config.retrieve.timeout,
                                strict_hierarchy=config.query.strict_hierarchy,
-                               max_inflated=config.limits.max_inflated_mb << 20)
+                               max_inflated=config.limits.max_inflated_mb << 20, audit=audit)
     commitment = build_commitment(config, storage, index, peers)
     store = StoreService(storage, index, AttributeReader(), metrics,
                          max_inflated=config.limits.max_inflated_mb << 20)
     return Services(peers, store, retrieve, commitment,
                     build_dispatcher(config, storage, index, store, retrieve, commitment,
-                                     metrics))
+                                     metrics, permissions or AllowAll(), audit))
 
 
 def build_dispatcher(config: Config, storage: Storage, index: SqlIndex,
                      store: StoreService, retrieve: RetrieveService,
                      commitment: CommitmentService,
-                     metrics: Metrics = NO_METRICS) -> Dispatcher:
-    """Each DIMSE command and SOP class routed to its service."""
-    dispatcher = Dispatcher(metrics)
+                     metrics: Metrics = NO_METRICS, permissions: Permissions | None = None,
+                     audit: Audit = NO_AUDIT) -> Dispatcher:
+    """Each DIMSE command and SOP class routed to its service, behind the permissions."""
+    dispatcher = Dispatcher(metrics, permissions)
     dispatcher.register(CommandField.C_ECHO_RQ, [VERIFICATION], handle_echo)
     dispatcher.register(CommandField.C_STORE_RQ, storage_classes(config),
                         store)
     dispatcher.register(CommandField.C_FIND_RQ, QR_FIND_SOP_CLASSES,
                         FindService(index, ae_title=config.ae_title,
                                     max_results=config.query.max_results,
-                                    strict_hierarchy=config.query.strict_hierarchy))
+                                    strict_hierarchy=config.query.strict_hierarchy,
+                                    audit=audit))
     dispatcher.register(CommandField.C_GET_RQ, QR_GET_SOP_CLASSES, retrieve.get)
     dispatcher.register(CommandField.C_MOVE_RQ, QR_MOVE_SOP_CLASSES, retrieve.move)
     dispatcher.register(CommandField.N_ACTION_RQ, [STORAGE_COMMITMENT_PUSH], commitment.handle)
@@ -187,6 +189,7 @@ class DaemonServer(Server):
     """The DIMSE listener, and the HTTP listener that starts and stops with it (or None)."""
 
     http: HttpServer | None = None
+    security: Security | None = None
 
 
 @contextlib.asynccontextmanager
@@ -195,16 +198,25 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
     """The whole server, listening, in the running loop (the daemon, tests, embedding)."""
     if storage is None:
         storage = await asyncio.to_thread(prepare, config)
+    audit = open_audit(config)
+    try:
+        security = build_security(config, audit)  # a bad key or hash fails before anything
+    except BaseException:
+        audit.close()
+        raise
     engine = make_engine(config.database.url)
     index = SqlIndex(engine, duplicate_policy=config.storage.duplicates,
                      patient_conflict=config.storage.patient_conflict)
     await index.start()
     metrics = build_metrics(config)
-    services = build_services(config, storage, index, metrics)
-    server = DaemonServer(build_policy(config), services.dispatcher, config.limits, metrics)
+    services = build_services(config, storage, index, metrics, permissions=security.policy,
+                              audit=audit)
+    server = DaemonServer(build_policy(config), services.dispatcher, config.limits, metrics,
+                          gate=security.gate, audit=audit)
+    server.security = security
     http = server.http = build_http_server(
         config, storage, index, ingest=services.store, storage_classes=storage_classes(config),
-        metrics=metrics)
+        metrics=metrics, security=security)
     await services.commitment.start()  # reloads the reports still owed (PS3.4 J.3.3)
     try:
         await server.start(config.listen.host, config.listen.port)
@@ -219,6 +231,7 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
         await index.aclose()
         engine.dispose()
         await asyncio.to_thread(storage.reap)  # released spool entries still standing
+        await asyncio.to_thread(audit.close)  # last: every event of the shutdown written
 
 
 async def _serve(config: Config, storage: FilesystemStorage) -> int:
@@ -289,8 +302,9 @@ async def _run_until_signal(config: Config, server: DaemonServer) -> int:
              "on" if config.storage.fsync else "off", config.database.url)
     if not config.security.check_called_ae_title:
         log.warning("security.check_called_ae_title is off: any called AE title is accepted")
-    if not config.security.known_calling_aes_only:
-        log.warning("security.known_calling_aes_only is off: any calling AE may associate")
+    if server.security is not None:
+        for line in server.security.describe(config):
+            log.info("security: %s", line)
     try:
         await stop.wait()
         await shut_down(functools.partial(_shutdown_both, server),

@@ -17,6 +17,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from ..config import Config, ConfigError
 from ..index.engine import make_engine
+from .security import build_authenticator
 
 __all__ = ["check"]
 
@@ -27,6 +28,10 @@ def check(config: Config) -> None:
     """Raise ConfigError naming the key when `serve` could not start on `config`."""
     check_database(config.database.url, "database.url")
     check_folder(config.storage.root, "storage.root")
+    if config.logging.audit is not None:
+        check_folder(config.logging.audit.parent, "logging.audit")
+    # Password hashes and the JWT key file (security.users.*.password, security.jwt.key_file).
+    build_authenticator(config)
 
 
 def check_database(url: str, key: str) -> None:

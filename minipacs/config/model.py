@@ -12,11 +12,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Final
 
 from ..ports import (
+    ALL_OPERATIONS,
     CommitmentPolicy,
     DuplicatePolicy,
+    IdentityMode,
+    Operation,
     PatientConflictPolicy,
     RetrievePolicy,
     ServerLimits,
@@ -44,6 +48,12 @@ DEFAULT_PORT: Final = 11112
 # Relative paths resolve against the configuration file's folder (or the working folder).
 DEFAULT_STORAGE_ROOT: Final = "minipacs-data/store"
 DEFAULT_DATABASE_URL: Final = "sqlite:///minipacs-data/index.db"
+
+# Who may do what when nothing says otherwise (issue 12): modalities may push, nobody unknown
+# may read; on the embedded defaults (loopback only) everyone may do everything.
+DEFAULT_UNKNOWN_AES: Final = frozenset({Operation.ECHO, Operation.STORE})
+DEFAULT_HTTP_ANONYMOUS: Final[frozenset[Operation]] = frozenset()
+DEFAULT_JWT_ALGORITHMS: Final = ("RS256", "ES256")
 
 _HOST_LABEL: Final = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
@@ -90,18 +100,53 @@ class DatabaseConfig:
 
 @dataclass(frozen=True, slots=True)
 class PeerConfig:
-    """A known remote AE: a C-MOVE destination and a permitted caller."""
+    """A known remote AE: a C-MOVE destination, and a caller allowed `allow`."""
 
     host: str
     port: int
+    allow: frozenset[Operation] = ALL_OPERATIONS
+
+
+@dataclass(frozen=True, slots=True)
+class UserConfig:
+    """A user: a salted scrypt hash of the passcode (None: a user name alone suffices,
+    PS3.7 D.3.3.7 type 1), and the operations it may perform (None: its AE's)."""
+
+    password: str | None = None
+    allow: frozenset[Operation] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JwtConfig:
+    """JSON Web Token verification (PS3.7 D.3.3.7 type 5, HTTP Bearer): the issuer and
+    audience a token must name, the PEM public key or JWKS file, the algorithms accepted."""
+
+    issuer: str
+    audience: str
+    key_file: Path
+    algorithms: tuple[str, ...] = DEFAULT_JWT_ALGORITHMS
+    user_claim: str = "sub"
+    leeway: float = 30.0  # seconds of clock difference tolerated on exp and nbf
 
 
 @dataclass(frozen=True, slots=True)
 class SecurityConfig:
-    """Association acceptance policy (PS3.8 §7.1.1.2 / A-ASSOCIATE-RJ reasons)."""
+    """Who may associate and do what (PS3.8 §7.1.1.2, PS3.7 D.3.3.7); see README Security.
+
+    `unknown_aes` and `http_anonymous` None mean "the default": everything on the embedded
+    defaults (loopback only), else DEFAULT_UNKNOWN_AES / DEFAULT_HTTP_ANONYMOUS
+    (`Config.unknown_ae_operations`, `Config.anonymous_http_operations`).
+    """
 
     check_called_ae_title: bool = False
-    known_calling_aes_only: bool = False
+    unknown_aes: frozenset[Operation] | None = None
+    check_peer_host: bool = False
+    identity: IdentityMode = IdentityMode.NONE
+    users: Mapping[str, UserConfig] = field(default_factory=lambda: MappingProxyType({}))
+    jwt: JwtConfig | None = None
+    allow_passwords_without_tls: bool = False
+    http_anonymous: frozenset[Operation] | None = None
+    failure_delay: float = 1.0  # seconds; doubled per failure from one address, 0 = off
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +158,10 @@ class SopClassesConfig:
 
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
-    """Logging for the daemon (stderr)."""
+    """Logging for the daemon (stderr), and the audit trail (JSON lines) when `audit` is set."""
 
     level: str = "INFO"
+    audit: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +208,34 @@ class Config:
     def peer(self, ae_title: str) -> PeerConfig | None:
         """The known peer with this AE title (spaces are not significant, PS3.5 Table 6.2-1)."""
         return self.peers.get(ae_title.strip(" "))
+
+    @property
+    def loopback_only(self) -> bool:
+        """Running on the embedded defaults (no file) and reachable from this machine only."""
+        hosts = [self.listen.host] + ([self.http.host] if self.http is not None else [])
+        return self.source is None and all(is_loopback(host) for host in hosts)
+
+    def unknown_ae_operations(self) -> frozenset[Operation]:
+        """What calling AE titles not in `peers` may do (``security.unknown_aes``)."""
+        if self.security.unknown_aes is not None:
+            return self.security.unknown_aes
+        return ALL_OPERATIONS if self.loopback_only else DEFAULT_UNKNOWN_AES
+
+    def anonymous_http_operations(self) -> frozenset[Operation]:
+        """What an HTTP request without credentials may do (``security.http_anonymous``)."""
+        if self.security.http_anonymous is not None:
+            return self.security.http_anonymous
+        return ALL_OPERATIONS if self.loopback_only else DEFAULT_HTTP_ANONYMOUS
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_ae_title(value: str) -> str:

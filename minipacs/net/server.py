@@ -18,15 +18,30 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from ..ports import NO_METRICS, AssociationClosed, Channel, Metrics, ServerLimits
+from ..ports import (
+    NO_AUDIT,
+    NO_METRICS,
+    AdmissionRequest,
+    AssociationClosed,
+    AssociationDecided,
+    AssociationGate,
+    Audit,
+    Channel,
+    InstancesStored,
+    Metrics,
+    OpenGate,
+    Participant,
+    ServerLimits,
+)
 from ..proto.association import AssociationRequested
 from ..proto.negotiation import (
     AcceptorPolicy,
     association_limit_rejection,
+    check_association,
     negotiate_as_acceptor,
     negotiated,
 )
-from ..proto.pdu import AAssociateRJ, describe_reject
+from ..proto.pdu import AAssociateAC, AAssociateRJ, AAssociateRQ, UserIdentityRQ, describe_reject
 from ..proto.sop import name_of
 from .transport import Transport
 
@@ -44,11 +59,14 @@ class Server:
     """Accepts associations and hands each established one to `service`."""
 
     def __init__(self, policy: AcceptorPolicy, service: Service, limits: ServerLimits,
-                 metrics: Metrics = NO_METRICS) -> None:
+                 metrics: Metrics = NO_METRICS, *, gate: AssociationGate | None = None,
+                 audit: Audit = NO_AUDIT) -> None:
         self.policy = policy
         self.service = service
         self.limits = limits
         self.metrics = metrics
+        self.gate: AssociationGate = gate or OpenGate()  # who may associate, and do what
+        self.audit = audit
         self._server: asyncio.Server | None = None
         self._connections: set[Transport] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -124,13 +142,10 @@ class Server:
         if event is None:
             return
         rq = event.request
-        refusal = self._over_limit(conn.peer_host)
-        if refusal is not None:
-            conn.detail, answer = refusal
-        else:
-            answer = negotiate_as_acceptor(rq, self.policy)
-            if isinstance(answer, AAssociateRJ):
-                conn.detail = describe_reject(answer)
+        answer = await self._answer(conn, rq)
+        self.audit.record(AssociationDecided(
+            Participant(rq.calling_ae_title, conn.peer_host, conn.user), rq.called_ae_title,
+            conn.tls, accepted=isinstance(answer, AAssociateAC), reason=conn.detail))
         if isinstance(answer, AAssociateRJ):
             if conn.respond_association(answer):
                 await conn.closed()
@@ -146,6 +161,31 @@ class Server:
             self._associations[conn.peer_host] -= 1
             if not self._associations[conn.peer_host]:
                 del self._associations[conn.peer_host]
+
+    async def _answer(self, conn: Transport, rq: AAssociateRQ) -> AAssociateAC | AAssociateRJ:
+        """Limits, then the protocol checks, then the gate (AE titles, user identity), then
+        the presentation contexts this requestor may use (PS3.8 §7.1, §9.3.4)."""
+        refusal = self._over_limit(conn.peer_host)
+        if refusal is not None:
+            conn.detail, rejection = refusal
+            return rejection
+        rejection = check_association(rq, self.policy)
+        if rejection is None:
+            admission = await self.gate.admit(AdmissionRequest(
+                rq.calling_ae_title, rq.called_ae_title, conn.peer_host, conn.tls,
+                rq.user_information.user_identity if isinstance(
+                    rq.user_information.user_identity, UserIdentityRQ) else None))
+            if admission.rejection is not None:
+                conn.detail = admission.reason
+                return admission.rejection
+            conn.user = admission.user
+            answer = negotiate_as_acceptor(rq, self.policy, permitted=admission.permits,
+                                           identity_response=admission.identity_response)
+            if isinstance(answer, AAssociateAC):
+                return answer
+            rejection = answer
+        conn.detail = describe_reject(rejection)
+        return rejection
 
     async def _handshake(self, conn: Transport) -> AssociationRequested | None:
         """Wait for the A-ASSOCIATE-RQ, within the handshake deadline; None if none came."""
@@ -211,6 +251,10 @@ class Server:
         )
         self.metrics.association_ended(rq.calling_ae_title if rq else "-", conn.outcome,
                                        duration)
+        if rq is not None and (usage.studies or usage.failed):
+            self.audit.record(InstancesStored(
+                Participant(rq.calling_ae_title, conn.peer_host, conn.user),
+                dict(usage.studies), usage.failed))
 
 
 def ensure_descriptors(wanted: int) -> None:

@@ -70,6 +70,9 @@ class Transport:
         self._idle_timeout = idle_timeout
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.peer_host, self.peer_port = str(peer[0]), int(peer[1])
+        # Whether the bytes run over TLS (PS3.15 Annex B): the stream says so itself.
+        self.tls = writer.get_extra_info("ssl_object") is not None
+        self.user: str | None = None  # the user the requestor proved (PS3.7 D.3.3.7)
         self.negotiated: Negotiated | None = None
         self.outcome = "closed"
         self.detail = ""

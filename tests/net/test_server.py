@@ -86,7 +86,7 @@ async def test_wrong_called_ae_title_is_rejected(start_server: ServerFactory) ->
 async def test_unknown_calling_ae_title_is_rejected(start_server: ServerFactory) -> None:
     server = await start_server(
         peers={KNOWN_PEER: {"host": LOOPBACK, "port": 11113}},
-        security={"known_calling_aes_only": True})
+        security={"unknown_aes": []})
     rejection = await asyncio.to_thread(pynetdicom_reject, server.port, calling="STRANGER")
     assert rejection == Rejection(RejectResult.PERMANENT, RejectSource.SERVICE_USER,
                                   RejectReason.CALLING_AE_NOT_RECOGNIZED)
