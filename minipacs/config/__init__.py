@@ -33,8 +33,10 @@ from .model import (
     SecurityConfig,
     SopClassesConfig,
     StorageConfig,
+    UserConfig,
     check_ae_title,
     check_host,
+    check_user_name,
 )
 
 __all__ = [
@@ -65,7 +67,9 @@ __all__ = [
     "ServerLimits",
     "SopClassesConfig",
     "StorageConfig",
+    "UserConfig",
     "check_ae_title",
     "check_host",
+    "check_user_name",
     "load_config",
 ]

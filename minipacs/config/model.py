@@ -55,6 +55,9 @@ DEFAULT_UNKNOWN_AES: Final = frozenset({Operation.ECHO, Operation.STORE})
 DEFAULT_HTTP_ANONYMOUS: Final[frozenset[Operation]] = frozenset()
 DEFAULT_JWT_ALGORITHMS: Final = ("RS256", "ES256")
 
+# User names: what fits a DICOM user identity and an HTTP Basic user-id (no colon).
+USER_NAME: Final = re.compile(r"^[A-Za-z0-9._@\-]{1,64}$")
+
 _HOST_LABEL: Final = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
@@ -253,6 +256,13 @@ def check_ae_title(value: str) -> str:
             f"AE title {title!r} has {len(title)} characters, the maximum is {AE_TITLE_MAX_LENGTH}"
         )
     return title
+
+
+def check_user_name(value: str) -> str:
+    """Return `value` when it is a user name we accept (``security.users``), else ValueError."""
+    if not USER_NAME.match(value):
+        raise ValueError(f"{value!r} is not a user name: 1-64 letters, digits and . _ @ -")
+    return value
 
 
 def check_host(value: str) -> str:

@@ -47,6 +47,7 @@ from .model import (
     SopClassesConfig,
     StorageConfig,
     UserConfig,
+    check_user_name,
 )
 from .rules import (
     Rule,
@@ -94,8 +95,6 @@ PEER_REQUIRED: Final = ("host", "port")
 # The salted scrypt hash `minipacs user add` writes: scrypt$N$r$p$SALT$HASH (base64 fields).
 _SCRYPT_HASH: Final = re.compile(r"^scrypt\$[0-9]{1,10}\$[0-9]{1,4}\$[0-9]{1,4}"
                                  r"\$[A-Za-z0-9+/]+=*\$[A-Za-z0-9+/]+=*$")
-# User names: what fits a DICOM user identity and an HTTP Basic user-id (no colon).
-_USER_NAME: Final = re.compile(r"^[A-Za-z0-9._@\-]{1,64}$")
 # JWT signature algorithms: asymmetric only (the key file holds a public key or a JWKS).
 JWT_ALGORITHMS: Final = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                          "ES256", "ES384", "ES512", "EdDSA")
@@ -322,9 +321,10 @@ def _users(raw: object, where: str) -> Mapping[str, UserConfig]:
     users: dict[str, UserConfig] = {}
     for key, value in raw.items():
         here = join(where, key)
-        name = text(key, here)
-        if not _USER_NAME.match(name):
-            raise ConfigError(here, "a user name is 1-64 letters, digits and . _ @ -")
+        try:
+            name = check_user_name(text(key, here))
+        except ValueError as exc:
+            raise ConfigError(here, str(exc)) from None
         users[name] = UserConfig(**read_section(value, here, USER_RULES))
     return MappingProxyType(users)
 
