@@ -41,7 +41,14 @@ from ..proto.negotiation import (
     negotiate_as_acceptor,
     negotiated,
 )
-from ..proto.pdu import AAssociateAC, AAssociateRJ, AAssociateRQ, UserIdentityRQ, describe_reject
+from ..proto.pdu import (
+    AAssociateAC,
+    AAssociateRJ,
+    AAssociateRQ,
+    ContextResult,
+    UserIdentityRQ,
+    describe_reject,
+)
 from ..proto.sop import name_of
 from .transport import Transport
 
@@ -182,10 +189,25 @@ class Server:
             answer = negotiate_as_acceptor(rq, self.policy, permitted=admission.permits,
                                            identity_response=admission.identity_response)
             if isinstance(answer, AAssociateAC):
+                self._log_refused_contexts(conn, rq, answer)
                 return answer
             rejection = answer
         conn.detail = describe_reject(rejection)
         return rejection
+
+    @staticmethod
+    def _log_refused_contexts(conn: Transport, rq: AAssociateRQ, ac: AAssociateAC) -> None:
+        """One line naming what this requestor may not use (contexts refused by the policy)."""
+        refused = {pc.context_id for pc in ac.presentation_contexts
+                   if pc.result == ContextResult.USER_REJECTION}
+        if not refused:
+            return
+        names = sorted({name_of(pc.abstract_syntax) for pc in rq.presentation_contexts
+                        if pc.context_id in refused})
+        log.warning("%r at %s:%d%s is not permitted to use %s: %d presentation context(s) "
+                    "refused", rq.calling_ae_title, conn.peer_host, conn.peer_port,
+                    f" (user {conn.user!r})" if conn.user else "", ", ".join(names),
+                    len(refused))
 
     async def _handshake(self, conn: Transport) -> AssociationRequested | None:
         """Wait for the A-ASSOCIATE-RQ, within the handshake deadline; None if none came."""
