@@ -109,6 +109,12 @@ def test_container_config_is_valid_and_uses_the_volume() -> None:
     config = load_config(REPO / "docker" / "minipacs.yaml")
     assert config.storage.root == Path("/var/lib/minipacs/store")
     assert config.database.url == "sqlite:////var/lib/minipacs/index.db"
+    # Secure defaults (issue 12): unknown AEs push only, no anonymous HTTP, an audit trail.
+    assert {op.value for op in config.unknown_ae_operations()} == {"echo", "store"}
+    assert config.anonymous_http_operations() == frozenset()
+    assert config.security.check_called_ae_title is True
+    assert config.security.allow_passwords_without_tls is False
+    assert config.logging.audit == Path("/var/lib/minipacs/audit.jsonl")
 
 
 def test_embedded_defaults_bind_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
