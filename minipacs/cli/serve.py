@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import sys
 
-from minipacs.config import Config, ConfigError
+from minipacs.config import Config, ConfigError, describe_operations
 
 from .common import (
     EXIT_OK,
@@ -72,5 +72,10 @@ def describe(config: Config) -> str:
         f"storage: {config.storage.root} (fsync {'on' if config.storage.fsync else 'off'})",
         f"database: {config.database.url}",
         f"peers: {', '.join(config.peers) or '(none)'}",
+        f"security: unknown AEs {describe_operations(config.unknown_ae_operations())}, identity "
+        f"{config.security.identity.value}, {len(config.security.users)} user(s), "
+        f"HTTP without credentials {describe_operations(config.anonymous_http_operations())}",
+        f"audit: {config.logging.audit or '(none)'}",
     ]
     return "\n".join(lines)
+

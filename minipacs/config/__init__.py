@@ -8,7 +8,14 @@ types, `rules` the checks of single values, `sections` one rule table per sectio
 
 from __future__ import annotations
 
-from ..ports import CommitmentPolicy, ConnectPolicy, PatientIssuers, RetrievePolicy, ServerLimits
+from ..ports import (
+    CommitmentPolicy,
+    ConnectPolicy,
+    PatientIssuers,
+    RetrievePolicy,
+    ServerLimits,
+    describe_operations,
+)
 from .loader import load_config
 from .model import (
     AE_TITLE_MAX_LENGTH,
@@ -71,5 +78,6 @@ __all__ = [
     "check_ae_title",
     "check_host",
     "check_user_name",
+    "describe_operations",
     "load_config",
 ]

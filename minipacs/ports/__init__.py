@@ -95,6 +95,7 @@ from .security import (
     Throttle,
     Verdict,
     class_operations,
+    describe_operations,
     request_operation,
 )
 from .storage import (
@@ -189,5 +190,6 @@ __all__ = [
     "WebRequest",
     "WorklistIndex",
     "class_operations",
+    "describe_operations",
     "request_operation",
 ]

@@ -72,6 +72,13 @@ _COMMAND_OPERATIONS: Final[Mapping[CommandField, Operation]] = MappingProxyType(
 })
 
 
+def describe_operations(operations: frozenset[Operation]) -> str:
+    """'[all]', '[]' or '[echo, store]': permission words as the configuration writes them."""
+    if operations == ALL_OPERATIONS:
+        return "[all]"
+    return "[" + ", ".join(op.value for op in Operation if op in operations) + "]"
+
+
 def class_operations(sop_class: str) -> frozenset[Operation]:
     """The operations a presentation context of `sop_class` may serve (any one suffices)."""
     return _CLASS_OPERATIONS.get(sop_class, _STORAGE_USE)

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from ..ports import ALL_OPERATIONS, Operation, Principal
+from ..ports import ALL_OPERATIONS, Operation, Principal, describe_operations
 
-__all__ = ["AccessPolicy", "PeerRule", "describe_operations", "normal_address"]
+__all__ = ["AccessPolicy", "PeerRule", "normal_address"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +36,6 @@ def normal_address(host: str) -> str:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)
-
-
-def describe_operations(operations: frozenset[Operation]) -> str:
-    """'[all]', '[]' or '[echo, store]' in the configuration's words and order."""
-    if operations == ALL_OPERATIONS:
-        return "[all]"
-    return "[" + ", ".join(op.value for op in Operation if op in operations) + "]"
 
 
 class AccessPolicy:
