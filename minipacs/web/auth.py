@@ -66,7 +66,7 @@ async def authorize(request: Request, auth: WebAuth, operation: Operation) -> Pr
     client = request.client
     host = client.host if client else ""
     tls = request.url.scheme == "https"
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    target = _audited_target(request)
     header = request.headers.get("authorization")
     try:
         user = await _user(header, auth, tls) if header else None
@@ -94,9 +94,16 @@ async def authorize(request: Request, auth: WebAuth, operation: Operation) -> Pr
     raise HTTPException(403, f"{operation.value} is not permitted")
 
 
+def _audited_target(request: Request) -> str:
+    """Path and query for the audit trail, without an RFC 6750 §2.3 ``access_token``."""
+    query = "&".join(part for part in request.url.query.split("&")
+                     if part and not part.lower().startswith("access_token="))
+    return request.url.path + (f"?{query}" if query else "")
+
+
 def _refuse(auth: WebAuth, request: Request, who: Principal, operation: Operation,
             target: str, status: int, reason: str) -> None:
-    log.warning("%s %s from %s%s refused (%d): %s", request.method, request.url.path,
+    log.warning("%s %r from %s%s refused (%d): %s", request.method, request.url.path,
                 who.peer_host, f" user {who.user!r}" if who.user else "", status, reason)
     auth.audit.record(WebRequest(Participant(None, who.peer_host, who.user), operation.value,
                                  request.method, target, status, reason))

@@ -76,6 +76,8 @@ async def test_basic_and_bearer(tmp_path: Path, key: SigningKey) -> None:
         assert (await get(studies, headers={"Authorization": f"Bearer {forged}"})
                 ).status_code == 401
         assert (await get(studies, headers={"Authorization": "Digest x"})).status_code == 401
+        in_query = await get(f"{studies}?access_token={key.token('bob')}&limit=1")
+        assert in_query.status_code == 401  # RFC 6750 §2.3 is not supported: never logged
 
         # dicomweb-client with a token session, as a viewer would call us.
         session = requests.Session()
@@ -90,10 +92,11 @@ async def test_basic_and_bearer(tmp_path: Path, key: SigningKey) -> None:
                  ["HTTPStatus"], m["ActiveParticipant"][0].get("UserName")) for m in web_events]
     assert outcomes == [(401, None), (401, None), (None, "alice"), (403, "alice"),
                         (401, None), (None, "bob"), (None, "bob"), (401, None), (401, None),
-                        (401, None), (None, "alice")]
+                        (401, None), (401, None), (None, "alice")]
     text = audit.read_text()
     assert "wonderland" not in text and "builder" not in text
-    assert key.token("bob").split(".")[0] not in text  # no token part either
+    assert "access_token" not in text and "limit=1" in text
+    assert ".ey" not in text  # no token (base64url JSON parts start with "ey")
 
 
 async def test_passcodes_over_plain_http_when_allowed(tmp_path: Path,
