@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 from ..ports import (
     Admission,
@@ -44,6 +45,9 @@ _UNKNOWN_AE = AAssociateRJ(RejectResult.PERMANENT, RejectSource.SERVICE_USER,
 # ACSE service provider; the reason says nothing of what was wrong.
 _BAD_IDENTITY = AAssociateRJ(RejectResult.PERMANENT, RejectSource.SERVICE_PROVIDER_ACSE,
                              ACSE_NO_REASON)
+# Connections held by the failure delay at once; beyond, failures are answered at once so
+# that delayed sockets (which count against no association limit) stay bounded.
+MAX_DELAYED: Final = 1000
 _VERIFIED_TYPES = frozenset({UserIdentityType.USERNAME, UserIdentityType.USERNAME_AND_PASSCODE,
                              UserIdentityType.JWT})
 
@@ -57,7 +61,7 @@ class Gatekeeper:
 
     def __init__(self, policy: AccessPolicy, authenticator: Authenticator, *,
                  identity: IdentityMode, throttle: FailureThrottle,
-                 passwords_without_tls: bool = False,
+                 passwords_without_tls: bool = False, max_delayed: int = MAX_DELAYED,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.policy = policy
         self.authenticator = authenticator
@@ -65,6 +69,8 @@ class Gatekeeper:
         self.throttle = throttle
         self.passwords_without_tls = passwords_without_tls
         self.sleep = sleep
+        self.max_delayed = max_delayed
+        self._delayed = 0
 
     async def admit(self, request: AdmissionRequest) -> Admission:
         where = f"{request.calling_ae!r} at {request.peer_host}"
@@ -76,9 +82,16 @@ class Gatekeeper:
             user = await self._user(request)
         except _Refused as exc:
             delay = self.throttle.failed(request.peer_host)
+            if self._delayed >= self.max_delayed:
+                delay = 0.0
             log.warning("association from %s refused: user identity: %s%s", where, exc,
                         f" (answered after {delay:g} s)" if delay else "")
-            await self.sleep(delay)
+            if delay:
+                self._delayed += 1
+                try:
+                    await self.sleep(delay)
+                finally:
+                    self._delayed -= 1
             return Admission(rejection=_BAD_IDENTITY, reason=f"user identity: {exc}")
         response = None
         if user is not None:

@@ -3,6 +3,8 @@ sockets — every mode against missing, good and bad identities of every type.""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from minipacs.ports import ALL_OPERATIONS, AdmissionRequest, IdentityMode, Operation
@@ -163,3 +165,25 @@ async def test_everything_for_an_open_gate_of_all(key: SigningKey) -> None:
     admission = await keeper.admit(request(None, calling="ANYONE"))
     assert admission.operations == ALL_OPERATIONS and admission.rejection is None
 
+
+
+async def test_delayed_answers_are_bounded(key: SigningKey) -> None:
+    """Delayed sockets count against no association limit: beyond a bound, no delay."""
+    release = asyncio.Event()
+    sleeps = Sleeps()
+
+    async def held(delay: float) -> None:
+        sleeps.delays.append(delay)
+        await release.wait()
+
+    keeper = gate(key, IdentityMode.REQUIRED)
+    keeper.max_delayed, keeper.sleep = 2, held
+    waiting = [asyncio.create_task(keeper.admit(request(passcode("alice", "x"))))
+               for _ in range(2)]
+    while len(sleeps.delays) < 2:
+        await asyncio.sleep(0)
+    third = await keeper.admit(request(passcode("alice", "x")))  # answered at once
+    assert third.rejection == BAD_IDENTITY
+    release.set()
+    assert [(await task).rejection for task in waiting] == [BAD_IDENTITY, BAD_IDENTITY]
+    assert len(sleeps.delays) == 2
