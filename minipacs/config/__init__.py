@@ -8,7 +8,15 @@ types, `rules` the checks of single values, `sections` one rule table per sectio
 
 from __future__ import annotations
 
-from ..ports import CommitmentPolicy, ConnectPolicy, PatientIssuers, RetrievePolicy, ServerLimits
+from ..ports import (
+    CommitmentPolicy,
+    ConnectPolicy,
+    PatientIssuers,
+    PeerCertificate,
+    RetrievePolicy,
+    ServerLimits,
+    TlsPolicy,
+)
 from .loader import load_config
 from .model import (
     AE_TITLE_MAX_LENGTH,
@@ -17,6 +25,7 @@ from .model import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     DEFAULT_STORAGE_ROOT,
+    DEFAULT_TLS_PORT,
     LOG_LEVELS,
     MAX_PDU_LENGTH,
     MIN_PDU_LENGTH,
@@ -44,6 +53,7 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "DEFAULT_STORAGE_ROOT",
+    "DEFAULT_TLS_PORT",
     "LOG_LEVELS",
     "MAX_PDU_LENGTH",
     "MIN_PDU_LENGTH",
@@ -58,6 +68,7 @@ __all__ = [
     "ListenConfig",
     "LoggingConfig",
     "PatientIssuers",
+    "PeerCertificate",
     "PeerConfig",
     "QueryConfig",
     "RetrievePolicy",
@@ -65,6 +76,7 @@ __all__ = [
     "ServerLimits",
     "SopClassesConfig",
     "StorageConfig",
+    "TlsPolicy",
     "check_ae_title",
     "check_host",
     "load_config",

@@ -19,11 +19,14 @@ from ..ports import (
     DuplicatePolicy,
     PatientConflictPolicy,
     PatientIssuers,
+    PeerCertificate,
     RetrievePolicy,
     ServerLimits,
+    TlsPolicy,
 )
 from .model import (
     DEFAULT_AE_TITLE,
+    DEFAULT_TLS_PORT,
     MAX_ASSOCIATIONS,
     MAX_ASYNC_OPS_WINDOW,
     MAX_INFLATED_MB,
@@ -84,7 +87,17 @@ DATABASE_RULES: Final[Mapping[str, Rule]] = {
 PEER_RULES: Final[Mapping[str, Rule]] = {
     "host": host,
     "port": integer(PORT_MIN, PORT_MAX),
+    "tls": boolean,
 }
+PEER_REQUIRED: Final = ("host", "port")
+TLS_RULES: Final[Mapping[str, Rule]] = {
+    "certificate": non_empty,
+    "private_key": non_empty,
+    "ca_certificates": non_empty,
+    "peer_certificate": one_of(PeerCertificate),
+    "check_hostname": boolean,
+}
+TLS_PATHS: Final = ("certificate", "private_key", "ca_certificates")
 SECURITY_RULES: Final[Mapping[str, Rule]] = {
     "check_called_ae_title": boolean,
     "known_calling_aes_only": boolean,
@@ -145,6 +158,7 @@ HTTP_RULES: Final[Mapping[str, Rule]] = {
     "port": integer(0, PORT_MAX),
     "cors_origins": _origins,
     "viewer_root": non_empty,
+    "tls": boolean,
 }
 COMMITMENT_RULES: Final[Mapping[str, Rule]] = {
     "same_association": boolean,
@@ -158,6 +172,7 @@ COMMITMENT_RULES: Final[Mapping[str, Rule]] = {
 TOP_KEYS: Final = (
     "ae_title", "listen", "storage", "database", "peers",
     "security", "limits", "sop_classes", "logging", "query", "retrieve", "commitment", "http",
+    "listen_tls", "tls",
 )  # fmt: skip
 
 
@@ -169,9 +184,11 @@ def build(data: Mapping[Any, Any], base: Path, source: Path | None) -> Config:
     if security.known_calling_aes_only and not peers:
         raise ConfigError("security.known_calling_aes_only", "is true but no peers are configured")
     limits = ServerLimits(**read_section(top.get("limits"), "limits", LIMIT_RULES))
+    listen, listen_tls = _listeners(top)
+    http = _http(top["http"], "http", base) if "http" in top else None
     return Config(
         ae_title=ae_title(top.get("ae_title", DEFAULT_AE_TITLE), "ae_title"),
-        listen=ListenConfig(**read_section(top.get("listen"), "listen", LISTEN_RULES)),
+        listen=listen,
         storage=_storage(top.get("storage"), "storage", base),
         database=_database(top.get("database"), "database", base),
         peers=peers,
@@ -184,8 +201,60 @@ def build(data: Mapping[Any, Any], base: Path, source: Path | None) -> Config:
         query=QueryConfig(**read_section(top.get("query"), "query", QUERY_RULES)),
         retrieve=_retrieve(top.get("retrieve"), "retrieve", limits),
         commitment=_commitment(top.get("commitment"), "commitment"),
-        http=_http(top["http"], "http", base) if "http" in top else None,
+        http=http,
+        listen_tls=listen_tls,
+        tls=_tls(top, base, listen_tls, peers, http),
     )
+
+
+def _listeners(top: Mapping[Any, Any]) -> tuple[ListenConfig | None, ListenConfig | None]:
+    """The plain and the TLS DICOM listener: `listen` as configured, on its defaults when
+    neither is configured, and none when only `listen_tls` is (a TLS-only server)."""
+    listen_tls = None
+    if "listen_tls" in top:
+        listen_tls = ListenConfig(**{"port": DEFAULT_TLS_PORT,
+                                     **read_section(top["listen_tls"], "listen_tls",
+                                                    LISTEN_RULES)})
+    listen = None
+    if "listen" in top or listen_tls is None:
+        listen = ListenConfig(**read_section(top.get("listen"), "listen", LISTEN_RULES))
+    if listen is not None and listen_tls is not None and listen_tls.port != 0 \
+            and (listen.host, listen.port) == (listen_tls.host, listen_tls.port):
+        raise ConfigError("listen_tls.port", f"{listen_tls.port} is also listen.port: the "
+                          "plain and the TLS listener need ports of their own")
+    return listen, listen_tls
+
+
+def _tls(top: Mapping[Any, Any], base: Path, listen_tls: ListenConfig | None,
+         peers: Mapping[str, PeerConfig], http: HttpConfig | None) -> TlsPolicy | None:
+    """The ``tls:`` section, with the keys that what uses TLS needs (PS3.15 B.1)."""
+    users = (["listen_tls"] if listen_tls is not None else []) \
+        + [f"peers.{title}.tls" for title, peer in peers.items() if peer.tls] \
+        + (["http.tls"] if http is not None and http.tls else [])
+    if "tls" not in top:
+        if users:
+            raise ConfigError("tls", f"section missing: {', '.join(users)} needs "
+                              "tls.certificate and tls.private_key")
+        return None
+    entry = read_section(top["tls"], "tls", TLS_RULES)
+    for key in TLS_PATHS:
+        if key in entry:
+            entry[key] = resolve_path(entry[key], base)
+    policy = TlsPolicy(**entry)
+    if not users:
+        return policy
+    for key in ("certificate", "private_key"):
+        if key not in entry:
+            raise ConfigError(f"tls.{key}", f"required key is missing ({', '.join(users)} "
+                                            "uses TLS)")
+    verifiers = [user for user in users if user.startswith("peers.")]
+    if listen_tls is not None and policy.peer_certificate is not PeerCertificate.IGNORE:
+        verifiers.insert(0, f"listen_tls with peer_certificate {policy.peer_certificate}")
+    if verifiers and "ca_certificates" not in entry:
+        raise ConfigError("tls.ca_certificates", "required key is missing: the CA "
+                          f"certificates that peers' certificates are checked against "
+                          f"({', '.join(verifiers)})")
+    return policy
 
 
 def _storage(raw: object, where: str, base: Path) -> StorageConfig:
@@ -228,7 +297,7 @@ def _peers(raw: object, where: str) -> Mapping[str, PeerConfig]:
         if title in peers:  # e.g. "WS" and "WS ": the same AE title on the wire
             raise ConfigError(here, f"duplicate peer AE title {title!r}")
         entry = read_section(value, here, PEER_RULES)
-        for required in PEER_RULES:
+        for required in PEER_REQUIRED:
             if required not in entry:
                 raise ConfigError(f"{here}.{required}", "required key is missing")
         peers[title] = PeerConfig(**entry)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 
 from ..ports import AssociationClosed
 from ..proto.association import (
@@ -33,6 +34,7 @@ from ..proto.dimse import DimseMessage
 from ..proto.negotiation import Negotiated
 from ..proto.pdu import AAssociateAC, AAssociateRJ, AReleaseRP, AReleaseRQ
 from .router import READ_SIZE, Router
+from .tls import TlsSession, describe_error, session_of
 
 log = logging.getLogger("minipacs.net")
 
@@ -66,13 +68,16 @@ class Transport:
         self.assoc = Association(requestor=requestor, max_pdu_length=max_pdu_length)
         self._reader = reader
         self._writer = writer
+        self._plain_writer: asyncio.StreamWriter | None = None  # under TLS: the TCP stream
         self._artim_timeout = artim_timeout
         self._idle_timeout = idle_timeout
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.peer_host, self.peer_port = str(peer[0]), int(peer[1])
         self.negotiated: Negotiated | None = None
+        self.tls: TlsSession | None = session_of(writer.get_extra_info)  # None: plain TCP
         self.outcome = "closed"
         self.detail = ""
+        self._read_error = ""  # why reading failed, when the connection says more than EOF
         self._loop = asyncio.get_running_loop()
         self._handshake: asyncio.Future[AssociationEvent] = self._loop.create_future()
         self._released: asyncio.Future[None] = self._loop.create_future()
@@ -85,6 +90,26 @@ class Transport:
         self.channel = Router(self)
 
     # --- lifecycle --------------------------------------------------------------------------
+
+    async def start_tls(self, context: ssl.SSLContext, timeout: float) -> None:
+        """TLS handshake as the server, before `start` (PS3.15 B.1); raises OSError
+        (ssl.SSLError among them) when it fails, is cut off or takes longer than `timeout`.
+
+        The TLS layer gets a stream of its own: `loop.start_tls` answers None instead of
+        raising when the connection closes mid-handshake, which `StreamWriter.start_tls`
+        does not survive. The plain writer is kept, as dropping one closes its transport.
+        """
+        reader = asyncio.StreamReader(loop=self._loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=self._loop)
+        secure = await self._loop.start_tls(self._writer.transport, protocol, context,
+                                            server_side=True, ssl_handshake_timeout=timeout)
+        if secure is None or secure.is_closing():
+            raise ConnectionResetError("connection closed during the TLS handshake")
+        protocol.connection_made(secure)
+        self._plain_writer = self._writer
+        self._reader = reader
+        self._writer = asyncio.StreamWriter(secure, protocol, reader, self._loop)
+        self.tls = session_of(self._writer.get_extra_info)
 
     def start(self) -> None:
         """Signal the open transport to the state machine and start reading."""
@@ -193,7 +218,10 @@ class Transport:
             while not self.assoc.finished:
                 try:
                     data = await self._reader.read(READ_SIZE)
-                except (ConnectionError, OSError):
+                except (ConnectionError, OSError) as exc:
+                    if isinstance(exc, ssl.SSLError):
+                        # e.g. a TLS 1.3 server refusing our certificate after its handshake
+                        self._read_error = f"TLS: {describe_error(exc)}"
                     data = b""
                 self._touch()
                 self.assoc.receive_data(data)
@@ -242,7 +270,7 @@ class Transport:
                 self.detail = f"we: {event.detail}"
                 self._fail_all(AssociationClosed(self.detail))
             else:
-                self.detail = f"peer: {event.detail}"
+                self.detail = f"peer: {self._read_error or event.detail}"
                 self._fail_all(PeerAborted(self.detail, early=self.channel.messages == 0))
         if self.assoc.release_response_due:  # a release collision (PS3.8 §9.2.2)
             self._answer_release()

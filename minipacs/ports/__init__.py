@@ -48,8 +48,10 @@ from .policy import (
     CommitmentPolicy,
     ConnectPolicy,
     PatientIssuers,
+    PeerCertificate,
     RetrievePolicy,
     ServerLimits,
+    TlsPolicy,
 )
 from .query import (
     Condition,
@@ -114,6 +116,7 @@ __all__ = [
     "PatientConflict",
     "PatientConflictPolicy",
     "PatientIssuers",
+    "PeerCertificate",
     "PeerUnreachable",
     "Peers",
     "Permissions",
@@ -130,5 +133,6 @@ __all__ = [
     "StorageError",
     "StoredCopy",
     "StoredFile",
+    "TlsPolicy",
     "WorklistIndex",
 ]
