@@ -139,7 +139,7 @@ async def _open_transport(host: str, port: int, connect_timeout: float,
     except OSError as exc:
         # A refusal in the same words on every loop (asyncio's says "Connect call failed").
         reason = os.strerror(exc.errno) if isinstance(exc, ConnectionError) and exc.errno \
-            else exc.strerror or exc
+            else exc.strerror or str(exc) or type(exc).__name__
         raise PeerUnreachable(f"cannot connect to {host}:{port}: {reason}") from None
 
 
@@ -164,7 +164,11 @@ async def _open(host: str, port: int, request: AAssociateRQ, connect_timeout: fl
         conn.abort()
         if not isinstance(exc, Exception):
             raise
-        raise PeerUnreachable(f"association with {host}:{port} failed: {exc}") from None
+        # A TLS 1.3 server checks our certificate after its handshake; asyncio's closes the
+        # connection without sending its alert, so silence is all we may hear.
+        hint = (" right after the TLS handshake: does the peer accept our certificate?"
+                if tls is not None and conn.received == 0 and not conn.read_error else "")
+        raise PeerUnreachable(f"association with {host}:{port} failed: {exc}{hint}") from None
     if isinstance(event, AssociationRejected):
         await conn.closed()
         raise AssociationRejectedError(event.reject)

@@ -10,8 +10,6 @@ total and per peer address (A-ASSOCIATE-RJ, transient, PS3.8 §9.3.4).
 A TLS listener (PS3.15 B.1) does the TLS handshake inside that same handshake phase, with
 the context current when the connection arrived (`TlsContexts`, reloadable): a silent or
 slow TLS client holds one handshake slot for at most `handshake_timeout` and delays nobody.
-Its socket is not read before the handshake starts, so no ClientHello byte is lost to the
-plain stream.
 """
 
 from __future__ import annotations
@@ -83,16 +81,8 @@ class Server:
         several addresses, which then share the limits."""
         limits = self.limits
         ensure_descriptors(limits.max_handshakes + limits.max_associations + SPARE_DESCRIPTORS)
-        loop = asyncio.get_running_loop()
-        callback = functools.partial(self._on_connect, tls)
-
-        def protocol() -> asyncio.StreamReaderProtocol:
-            reader = asyncio.StreamReader(loop=loop)
-            if tls is None:
-                return asyncio.StreamReaderProtocol(reader, callback, loop=loop)
-            return _UnreadProtocol(reader, callback, loop=loop)
-
-        server = await loop.create_server(protocol, host, port, reuse_address=True)
+        server = await asyncio.start_server(functools.partial(self._on_connect, tls), host,
+                                            port, reuse_address=True)
         self._listeners.append((server, tls))
 
     async def shutdown(self, grace: float) -> None:
@@ -192,7 +182,7 @@ class Server:
         try:
             async with asyncio.timeout(limits.handshake_timeout):
                 if tls is not None:
-                    await conn.start_tls(tls.server, limits.handshake_timeout)
+                    await conn.start_tls(tls.server)
                 conn.start()
                 event = await conn.handshake()
         except TimeoutError:
@@ -259,16 +249,6 @@ class Server:
         )
         self.metrics.association_ended(rq.calling_ae_title if rq else "-", conn.outcome,
                                        duration)
-
-
-class _UnreadProtocol(asyncio.StreamReaderProtocol):
-    """A stream protocol that reads nothing until `start_tls` takes the connection over:
-    the client's ClientHello must reach the TLS layer, not the plain stream's buffer."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.ReadTransport)
-        transport.pause_reading()
-        super().connection_made(transport)
 
 
 def _port_of(server: asyncio.Server) -> int:

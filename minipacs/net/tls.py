@@ -7,6 +7,11 @@ ChaCha20-Poly1305 (`TLS12_CIPHERS`); TLS 1.3's suites are all AEAD. DHE suites a
 Python's ssl sets no DH parameters by itself, and PS3.15 B.13 forbids DHE where the key length
 cannot be set. Renegotiation and compression are off.
 
+`TlsLayer` is TLS without I/O (an `ssl.SSLObject` over memory buffers): the listener's
+transport feeds it the bytes it reads and writes what it hands out, so the TLS handshake
+reads the very bytes the connection delivered — whatever the event loop, none is lost —
+and is bounded by the handshake limits like any other connection.
+
 `TlsContexts` holds the contexts a process uses — the DICOM listener's, the client's for
 outbound associations, the HTTPS listener's — and `reload()` rebuilds them from the same
 files (SIGHUP): a failed reload raises and leaves the previous contexts in place.
@@ -15,6 +20,7 @@ Associations already running keep the context they started with.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,14 +29,15 @@ from typing import Any, Final
 
 from ..ports import PeerCertificate, TlsPolicy
 
-__all__ = ["MINIMUM_VERSION", "TLS12_CIPHERS", "TlsContexts", "TlsError", "TlsSession",
-           "client_context", "describe_error", "server_context", "session_of"]
+__all__ = ["MINIMUM_VERSION", "TLS12_CIPHERS", "TlsContexts", "TlsError", "TlsLayer",
+           "TlsSession", "client_context", "describe_error", "server_context", "session_of"]
 
 # PS3.15 B.12/B.13 and RFC 8996: TLS 1.0 and 1.1 are never negotiated.
 MINIMUM_VERSION: Final = ssl.TLSVersion.TLSv1_2
 # RFC 9325 §4.2: AEAD suites with ephemeral (EC)DH key exchange, for TLS 1.2.
 TLS12_CIPHERS: Final = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL"
 _OPTIONS: Final = ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+_READ_SIZE: Final = 1 << 16  # plaintext taken from the TLS layer at a time
 _VERIFY_MODES: Final = {
     PeerCertificate.REQUIRE: ssl.CERT_REQUIRED,
     PeerCertificate.VERIFY_IF_PRESENT: ssl.CERT_OPTIONAL,
@@ -159,6 +166,9 @@ def describe_error(exc: BaseException) -> str:
         reason = _reason(exc)
         hint = _HINTS.get(str(exc.reason))
         return f"{hint} ({reason})" if hint else reason
+    if isinstance(exc, ConnectionError):
+        return "the peer closed the connection during the TLS handshake (does it trust our " \
+               "certificate?)"
     return str(exc) or type(exc).__name__
 
 
@@ -179,8 +189,10 @@ _HINTS: Final = {
 def session_of(transport_info: Callable[[str], Any]) -> TlsSession | None:
     """The TLS session of a stream (`writer.get_extra_info`), or None for plain TCP."""
     ssl_object = transport_info("ssl_object")
-    if ssl_object is None:
-        return None
+    return None if ssl_object is None else _session(ssl_object)
+
+
+def _session(ssl_object: ssl.SSLObject) -> TlsSession:
     cipher = ssl_object.cipher()
     return TlsSession(ssl_object.version() or "?", cipher[0] if cipher else "?",
                       _common_name(ssl_object.getpeercert()))
@@ -192,6 +204,71 @@ def _common_name(certificate: dict[str, Any] | None) -> str | None:
             if key == "commonName":
                 return str(value)
     return None
+
+
+class TlsLayer:
+    """One TLS connection without I/O: ciphertext in (`receive`), plaintext out, and back.
+
+    Whatever `receive` and `send` produce for the peer (handshake messages, records, an alert
+    before a failure) waits in `data_to_send()`.
+    """
+
+    def __init__(self, context: ssl.SSLContext, *, server_side: bool,
+                 server_hostname: str | None = None) -> None:
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._object = context.wrap_bio(self._incoming, self._outgoing,
+                                        server_side=server_side,
+                                        server_hostname=server_hostname)
+        self.established = False
+        self.closed = False  # the peer said close_notify
+
+    def receive(self, data: bytes) -> bytes:
+        """Feed bytes read from the connection (b"" once it closed); the plaintext they
+        complete. Raises ssl.SSLError when TLS fails, ConnectionResetError when the peer
+        closed the connection before the handshake was done."""
+        if data:
+            self._incoming.write(data)
+        else:
+            self._incoming.write_eof()
+        if not self.established:
+            try:
+                self._object.do_handshake()
+            except ssl.SSLWantReadError:
+                if not data:
+                    raise ConnectionResetError from None
+                return b""
+            except ssl.SSLEOFError:
+                raise ConnectionResetError from None
+            self.established = True
+        chunks = []
+        while not self.closed:
+            try:
+                chunk = self._object.read(_READ_SIZE)
+            except ssl.SSLWantReadError:
+                break  # a record is still incomplete
+            except ssl.SSLZeroReturnError:
+                chunk = b""
+            if not chunk:  # the peer's close_notify (RFC 8446 §6.1): nothing more will come
+                self.closed = True
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt plaintext for the peer (after the handshake)."""
+        self._object.write(data)
+
+    def close(self) -> None:
+        """Say goodbye (close_notify, RFC 8446 §6.1) without waiting for the peer's."""
+        with contextlib.suppress(ssl.SSLError, ValueError):
+            self._object.unwrap()
+
+    def data_to_send(self) -> bytes:
+        return self._outgoing.read()
+
+    def session(self) -> TlsSession:
+        return _session(self._object)
 
 
 class TlsContexts:
