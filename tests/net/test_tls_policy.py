@@ -1,0 +1,60 @@
+"""The TLS policy of the DICOM TLS listener (PS3.15 B.9-B.13, BCP 195 / RFC 9325): TLS 1.3
+when the client has it, TLS 1.2 only with AEAD suites, nothing older, and the refusal of
+each in the association log."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from pathlib import Path
+
+import pytest
+
+from tests.certs import Identity, make_pki, tls_section
+from tests.support import LOOPBACK, WAIT, AssociationLog, ServerFactory
+
+
+def handshake(port: int, client: Identity, configure: str) -> tuple[str, str]:
+    """(TLS version, cipher suite) a client limited as `configure` says gets, or SSLError."""
+    context = ssl.create_default_context(cafile=str(client.ca))
+    context.check_hostname = False
+    context.load_cert_chain(client.certificate, client.private_key)
+    if configure == "tls1.2-cbc":  # TLS 1.2 with CBC suites only (no AEAD)
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers("ECDHE+AES+SHA256:ECDHE+AES+SHA384:ECDHE+AES+SHA:!AESGCM")
+    elif configure == "tls1.1":
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 would refuse 1.1 itself
+    elif configure == "tls1.2":
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with socket.create_connection((LOOPBACK, port), timeout=WAIT) as raw, \
+            context.wrap_socket(raw) as tls:
+        version, (cipher, _, _) = tls.version(), tls.cipher()  # type: ignore[misc]
+        return str(version), cipher
+
+
+async def test_versions_and_suites(start_server: ServerFactory, tmp_path: Path,
+                                   assoc_log: AssociationLog) -> None:
+    pki = make_pki(tmp_path / "pki", ec=True)
+    server = await start_server(listen_tls={"host": LOOPBACK, "port": 0},
+                                tls=tls_section(pki.server))
+    port = server.tls_port
+    assert port is not None
+    newest = await asyncio.to_thread(handshake, port, pki.client, "default")
+    assert newest[0] == "TLSv1.3"
+    version, cipher = await asyncio.to_thread(handshake, port, pki.client, "tls1.2")
+    assert version == "TLSv1.2" and cipher.startswith("ECDHE-ECDSA-") \
+        and ("-GCM-" in cipher or "CHACHA20-POLY1305" in cipher), cipher
+    for configure in ("tls1.2-cbc", "tls1.1"):
+        with pytest.raises(ssl.SSLError):
+            await asyncio.to_thread(handshake, port, pki.client, configure)
+    lines = await assoc_log.wait_for(4)
+    outcomes = [line.split(" result=", 1)[1] for line in lines[2:]]
+    assert outcomes == [
+        "tls-failed (no cipher suite in common (we offer BCP 195 AEAD suites only) "
+        "(no shared cipher))",
+        "tls-failed (no TLS version in common (we need TLS 1.2 or later) "
+        "(unsupported protocol))",
+    ], lines
