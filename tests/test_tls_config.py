@@ -47,8 +47,7 @@ def error_for(folder: Path, text: str) -> str:
 
 def test_which_listeners_each_combination_gives(tmp_path: Path, pki: Pki) -> None:
     embedded = load_config(None)
-    assert (embedded.listen, embedded.listen_tls, embedded.tls) == (
-        embedded.listen, None, None)
+    assert embedded.listen_tls is None and embedded.tls is None
     assert embedded.listen is not None and embedded.listen.port == 11112
     tls_only = load_config(config_file(tmp_path, "listen_tls: {}\n" + tls_lines(pki)))
     assert tls_only.listen is None  # no plain listener at all

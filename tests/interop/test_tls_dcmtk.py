@@ -15,8 +15,6 @@ from typing import Any, Final
 
 import pytest
 import pytest_asyncio
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
 
 from minipacs.app.tls import client_tls
 from minipacs.net.client import association
@@ -26,13 +24,13 @@ from minipacs.proto.sop import PROPOSABLE_UNCOMPRESSED, VERIFICATION
 from minipacs.proto.status import Status
 from minipacs.services.echo import echo
 from tests.certs import Pki, dcmtk_tls, make_pki, tls_section
+from tests.net.test_logs import write_cts
 from tests.support import (
     LOOPBACK,
     TEST_LIMITS,
     WAIT,
     AssociationLog,
     make_config,
-    make_ct,
     run_dcmtk,
     running_server,
 )
@@ -86,17 +84,6 @@ async def refused(port: str, *options: str) -> str:
     return result.stdout + result.stderr
 
 
-def write_ct(directory: Path, index: int) -> Path:
-    ds = make_ct(pixel_bytes=4096, index=index)
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    path = directory / f"ct{index}.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 # --- the DCMTK tools over TLS -------------------------------------------------------------------
 
 
@@ -108,7 +95,7 @@ async def test_echoscu_storescu_findscu_over_tls(server: Server, pki: Pki, tmp_p
         assert "Received Echo Response (Success)" in await echoscu(
             tls_port(server), "-v", profile, *tls)
     stored = await run_dcmtk("storescu", "-aec", SERVER_AE, *tls, LOOPBACK, tls_port(server),
-                             str(write_ct(tmp_path, 1)))
+                             str(write_cts(tmp_path, 1)[0]))
     assert stored.returncode == 0, stored.stdout + stored.stderr
     found = await run_dcmtk("findscu", "-S", "-aec", SERVER_AE, *tls, "-k",
                             "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", "-k",

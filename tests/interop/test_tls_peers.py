@@ -17,13 +17,14 @@ from typing import Any, Final
 import pytest
 import pytest_asyncio
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from minipacs.net.server import Server
 from minipacs.proto.sop import STUDY_ROOT_QR_GET, STUDY_ROOT_QR_MOVE
 from minipacs.proto.status import Status
 from tests.certs import Identity, Pki, dcmtk_tls, make_pki, tls_section
+from tests.net.test_logs import write_cts
 from tests.support import (
     LOOPBACK,
     TEST_LIMITS,
@@ -33,7 +34,6 @@ from tests.support import (
     StoreSCP,
     free_port,
     make_config,
-    make_ct,
     pynetdicom_ae,
     run_minipacs,
     running_server,
@@ -86,18 +86,7 @@ async def server(pki: Pki, destination: StoreSCP, commit_port: int,
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    folder = tmp_path_factory.mktemp("files")
-    paths = []
-    for index in range(1, COUNT + 1):
-        ds = make_ct(pixel_bytes=4096, index=index)
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        path = folder / f"ct{index}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return paths
+    return write_cts(tmp_path_factory.mktemp("files"), COUNT)
 
 
 def tls_options(identity: Identity, ca: Path | None = None) -> list[str]:
