@@ -124,9 +124,13 @@ async def test_scu_commands_over_tls(server: Server, pki: Pki, files: list[Path]
                                     "--out", str(tmp_path / "got"), *mine)
     assert code == 0, err
     assert len(list((tmp_path / "got").glob("*.dcm"))) == COUNT
+    code, out, err = await minipacs("move", LOOPBACK, port, "-k", f"StudyInstanceUID={STUDY}",
+                                    "--dest", "STORESCP", *mine)  # to storescp over TLS too
+    assert code == 0, err
+    assert f"{COUNT} completed, 0 failed" in out, out
     code, out, err = await minipacs("echo", LOOPBACK, port, "--aec", SERVER_AE, *mine)
     assert code == 0, err
-    lines = await assoc_log.wait_for(4)
+    lines = await assoc_log.wait_for(5)
     assert all(" tls=TLSv1.3/" in line and " cert='client' " in line for line in lines)
 
 
@@ -207,16 +211,18 @@ async def test_pynetdicom_move_to_storescp_and_get_over_tls(
     code, _, err = await minipacs("store", LOOPBACK, tls_port(server), *map(str, files),
                                   *tls_options(pki.client))
     assert code == 0, err
+    for earlier in destination.directory.iterdir():  # what other tests moved there
+        earlier.unlink()
     context = client_context(pki)
     status, _ = await asyncio.to_thread(pynetdicom_retrieve, int(tls_port(server)), context,
                                         STUDY_ROOT_QR_MOVE, "STORESCP")
     assert status == Status.SUCCESS
-    arrived = sorted(dcmread(path).SOPInstanceUID for path in destination.directory.iterdir())
-    assert arrived == sorted(dcmread(path).SOPInstanceUID for path in files)
+    arrived = {dcmread(path).SOPInstanceUID for path in destination.directory.iterdir()}
+    assert arrived == {dcmread(path).SOPInstanceUID for path in files}
     status, got = await asyncio.to_thread(pynetdicom_retrieve, int(tls_port(server)), context,
                                           STUDY_ROOT_QR_GET, None)
     assert status == Status.SUCCESS
-    assert sorted(got) == arrived
+    assert set(got) == arrived
     (_, move_line, get_line) = await assoc_log.wait_for(3)
     for line in (move_line, get_line):
         assert " tls=TLSv1.3/" in line and "calling='PYNET_TLS'" in line, line
