@@ -137,9 +137,10 @@ def test_serve_check_reports_tls(tmp_path: Path, pki: Pki) -> None:
     good = config_file(tmp_path, "listen_tls: {port: 2762}\n" + tls_lines(pki)
                        + "peers: {WS1: {host: 10.0.0.9, port: 2762, tls: true}}\n"
                        + f"storage: {{root: {tmp_path / 'store'}}}\n")
-    result = run("serve", "--config", str(good), "--check")
+    result = run("serve", "--config", str(good), "--check", "--port", "2763")
     assert result.returncode == 0, result.stderr
-    assert "listen: (none)\nlisten_tls: 127.0.0.1:2762\n" in result.stdout
+    # On a TLS-only server --port moves the TLS listener: there is no other.
+    assert "listen: (none)\nlisten_tls: 127.0.0.1:2763\n" in result.stdout
     assert "peers: WS1 (TLS)\n" in result.stdout
     assert (f"tls: certificate {pki.server.certificate}, peer certificates require "
             f"(CA {pki.ca.path})") in result.stdout

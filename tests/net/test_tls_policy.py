@@ -58,3 +58,37 @@ async def test_versions_and_suites(start_server: ServerFactory, tmp_path: Path,
         "tls-failed (no TLS version in common (we need TLS 1.2 or later) "
         "(unsupported protocol))",
     ], lines
+
+
+def test_every_handshake_completes_under_uvloop(tmp_path: Path) -> None:
+    """uvloop starts reading a connection before its protocol could pause it: a listener
+    that handed the socket to the loop's TLS after accepting lost the ClientHello about
+    every other time (measured: 99 of 200 handshakes stalled). The TLS layer reads the
+    connection's own stream, so none is lost."""
+    import uvloop
+
+    from minipacs.app.tls import client_tls
+    from minipacs.net.client import association
+    from minipacs.proto.negotiation import build_associate_rq
+    from minipacs.proto.sop import PROPOSABLE_UNCOMPRESSED, VERIFICATION
+    from minipacs.services.echo import echo
+    from tests.support import make_config, running_server
+
+    pki = make_pki(tmp_path / "pki", ec=True)
+    config = make_config(tmp_path, listen_tls={"host": LOOPBACK, "port": 0},
+                         tls=tls_section(pki.server))
+    request = build_associate_rq("UV", "ANY-SCP", [(VERIFICATION, PROPOSABLE_UNCOMPRESSED)])
+    context = client_tls(pki.client.certificate, pki.client.private_key, pki.ca.path)
+
+    async def associate_many() -> int:
+        done = 0
+        async with running_server(config) as server:
+            assert server.tls_port is not None
+            for _ in range(30):
+                async with asyncio.timeout(2), association(
+                        LOOPBACK, server.tls_port, request, tls=context) as conn:
+                    await echo(conn)
+                done += 1
+        return done
+
+    assert uvloop.run(associate_many()) == 30
