@@ -195,7 +195,8 @@ class Server:
             await conn.closed()  # ARTIM, a bad first PDU, or made room: its outcome says
             return None
         except OSError as exc:  # the TLS handshake failed (ssl.SSLError), or was cut off
-            if conn.outcome == "closed":  # not made room for meanwhile
+            # Not made room for meanwhile, and not a port probe that closed without a byte.
+            if conn.outcome == "closed" and conn.received:
                 conn.outcome, conn.detail = "tls-failed", describe_error(exc)
             conn.abort(conn.detail)
             return None
@@ -217,7 +218,8 @@ class Server:
 
     def _log_association(self, conn: Transport, duration: float, *, secure: bool) -> None:
         """One INFO line per association: who, over what (``tls=no``, the TLS version and
-        suite, or ``tls=failed``), what it was used for, how it ended.
+        suite, ``tls=failed``, or ``tls=-`` when nothing came), what it was used for, how it
+        ended.
 
         Peer-supplied strings (AE titles) are written escaped (repr): a title cannot forge a
         line or drive the operator's terminal.
@@ -234,8 +236,10 @@ class Server:
         tls = conn.tls
         if tls is not None:
             transport = f"{tls}{f' cert={tls.peer!r}' if tls.peer else ''}"
+        elif secure:  # a TLS listener: the handshake failed, or nothing at all came
+            transport = "failed" if conn.received else "-"
         else:
-            transport = "failed" if secure else "no"
+            transport = "no"
         detail = conn.detail
         if not secure and detail.endswith(f"PDU type 0x{TLS_HANDSHAKE_RECORD:02x}"):
             detail += " (a TLS client on the plain port?)"

@@ -103,6 +103,7 @@ class Transport:
         layer = self._tls_layer = TlsLayer(context, server_side=True)
         while not layer.established:
             data = await self._reader.read(READ_SIZE)
+            self.received += len(data)
             try:
                 self._early = layer.receive(data)  # plaintext sent with the handshake's end
             finally:
