@@ -200,6 +200,7 @@ class DaemonServer(Server):
 async def open_server(config: Config, storage: FilesystemStorage | None = None
                       ) -> AsyncIterator[DaemonServer]:
     """The whole server, listening, in the running loop (the daemon, tests, embedding)."""
+    tls = build_tls(config)  # before anything is opened: its files may be unusable
     if storage is None:
         storage = await asyncio.to_thread(prepare, config)
     engine = make_engine(config.database.url)
@@ -207,7 +208,6 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
                      patient_conflict=config.storage.patient_conflict)
     await index.start()
     metrics = build_metrics(config)
-    tls = build_tls(config)
     services = build_services(config, storage, index, metrics, tls)
     server = DaemonServer(build_policy(config), services.dispatcher, config.limits, metrics)
     server.tls = tls
