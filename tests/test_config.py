@@ -227,7 +227,8 @@ def test_listen_port_zero_means_ephemeral(tmp_path: Path) -> None:
         # unknown key, at the top level and nested, with a suggestion
         ("ae_titel: X\n", "config error: ae_titel: unknown key (did you mean 'ae_title'?)"),
         ("storage: {fsynk: true}\n", "config error: storage.fsynk: unknown key (did you mean"),
-        ("peers: {WS: {host: h, port: 1, tls: x}}\n", "config error: peers.WS.tls: unknown key"),
+        ("peers: {WS: {host: h, port: 1, tlz: x}}\n",
+         "config error: peers.WS.tlz: unknown key (did you mean 'tls'?)"),
         # wrong types
         ('storage: {fsync: "yes"}\n', "config error: storage.fsync: expected true or false"),
         ("storage: {fsync: 1}\n", "config error: storage.fsync: expected true or false"),

@@ -8,12 +8,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from minipacs.app.security import build_access_policy, build_authenticator
 from minipacs.app.users import insert_user
 from minipacs.config import load_config
-from minipacs.config.sections import TOP_KEYS
 from minipacs.ports import Operation, Principal
 from minipacs.security.passwords import ScryptHash, verify_password
 
@@ -30,15 +27,6 @@ def example() -> str:
     match = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
     assert match is not None
     return match.group(1)
-
-
-def _without_tls(data: dict[str, Any]) -> dict[str, Any]:
-    """The example less its DICOM TLS keys, where this checkout has no TLS configuration yet
-    (the TLS work adds listen_tls, tls and peers.<AE>.tls; once merged this is not used)."""
-    data = {key: value for key, value in data.items() if key not in ("listen_tls", "tls")}
-    data["peers"] = {title: {k: v for k, v in peer.items() if k != "tls"}
-                     for title, peer in data["peers"].items()}
-    return data
 
 
 def _certificates(folder: Path) -> None:
@@ -76,11 +64,8 @@ def _certificates(folder: Path) -> None:
 def test_the_worked_example(tmp_path: Path) -> None:
     text = example()
     path = tmp_path / "minipacs.yaml"
-    if "listen_tls" in TOP_KEYS:
-        _certificates(tmp_path / "tls")
-        path.write_text(text, encoding="utf-8")
-    else:
-        path.write_text(yaml.safe_dump(_without_tls(yaml.safe_load(text))), encoding="utf-8")
+    _certificates(tmp_path / "tls")
+    path.write_text(text, encoding="utf-8")
     config = load_config(path)
     assert config.logging.audit == Path("/var/log/minipacs/audit.jsonl")
     policy = build_access_policy(config)

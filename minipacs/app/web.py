@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from ..config import Config
 from ..index import SqlIndex
+from ..net.tls import TlsContexts
 from ..ports import NO_METRICS, FindQuery, Metrics, Permissions, QueryLevel
 from ..services.store import StoreService
 from ..storage import FilesystemStorage
@@ -66,12 +67,14 @@ def build_probes(config: Config, storage: FilesystemStorage, index: SqlIndex) ->
 def build_http_server(config: Config, storage: FilesystemStorage, index: SqlIndex, *,
                       ingest: StoreService, storage_classes: frozenset[str],
                       metrics: Metrics = NO_METRICS, security: Security | None = None,
-                      permissions: Permissions | None = None) -> HttpServer | None:
+                      permissions: Permissions | None = None,
+                      tls: TlsContexts | None = None) -> HttpServer | None:
     """The HTTP listener of `config.http`, or None when HTTP is not configured.
 
     `ingest` is the C-STORE service itself: STOW-RS stores through the same instance.
     `security` gives the users, tokens, policy and audit; `permissions` alone replaces the
-    policy (tests); with neither, everything is allowed.
+    policy (tests); with neither, everything is allowed. With `http.tls` it serves HTTPS from
+    `tls` (its `http` context, reloaded with the rest).
     """
     http = config.http
     if http is None:
@@ -92,4 +95,7 @@ def build_http_server(config: Config, storage: FilesystemStorage, index: SqlInde
                                          viewer_root=http.viewer_root),
                     metrics=metrics if isinstance(metrics, PrometheusMetrics) else None,
                     probes=build_probes(config, storage, index))
-    return HttpServer(app, http.host, http.port, grace=config.limits.shutdown_grace)
+    if http.tls and tls is None:
+        raise ValueError("http.tls is set but no TLS contexts were given")
+    return HttpServer(app, http.host, http.port, grace=config.limits.shutdown_grace,
+                      ssl=tls.http_front() if http.tls and tls is not None else None)

@@ -24,6 +24,7 @@ from ..ports import (
     PatientConflictPolicy,
     RetrievePolicy,
     ServerLimits,
+    TlsPolicy,
 )
 
 # PS3.5 §6.2 Table 6.2-1, VR AE: at most 16 characters of the default repertoire.
@@ -45,6 +46,7 @@ LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_AE_TITLE: Final = "MINIPACS"
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 11112
+DEFAULT_TLS_PORT: Final = 2762  # registered for DICOM over TLS (PS3.15 B.1, IANA "dicom-tls")
 # Relative paths resolve against the configuration file's folder (or the working folder).
 DEFAULT_STORAGE_ROOT: Final = "minipacs-data/store"
 DEFAULT_DATABASE_URL: Final = "sqlite:///minipacs-data/index.db"
@@ -103,11 +105,13 @@ class DatabaseConfig:
 
 @dataclass(frozen=True, slots=True)
 class PeerConfig:
-    """A known remote AE: a C-MOVE destination, and a caller allowed `allow`."""
+    """A known remote AE: a C-MOVE destination, and a caller allowed `allow`; `tls`: reached
+    over DICOM TLS (our tls.certificate as the client certificate)."""
 
     host: str
     port: int
     allow: frozenset[Operation] = ALL_OPERATIONS
+    tls: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,14 +191,19 @@ class HttpConfig:
     port: int = 8042
     cors_origins: tuple[str, ...] = ()  # origins a browser may call us from; "*" = any
     viewer_root: Path | None = None  # a static web viewer (OHIF) served at "/"
+    tls: bool = False  # HTTPS with tls.certificate and tls.private_key
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """The whole, validated configuration of one minipacs instance."""
+    """The whole, validated configuration of one minipacs instance.
+
+    `listen` is the plain DICOM listener, `listen_tls` the DICOM TLS one; either may be None
+    (not both). `tls` is set whenever something uses TLS.
+    """
 
     ae_title: str
-    listen: ListenConfig
+    listen: ListenConfig | None
     storage: StorageConfig
     database: DatabaseConfig
     peers: Mapping[str, PeerConfig]
@@ -207,6 +216,8 @@ class Config:
     retrieve: RetrievePolicy = field(default_factory=RetrievePolicy)
     commitment: CommitmentPolicy = field(default_factory=CommitmentPolicy)
     http: HttpConfig | None = None
+    listen_tls: ListenConfig | None = None
+    tls: TlsPolicy | None = None
 
     def peer(self, ae_title: str) -> PeerConfig | None:
         """The known peer with this AE title (spaces are not significant, PS3.5 Table 6.2-1)."""
@@ -215,7 +226,8 @@ class Config:
     @property
     def loopback_only(self) -> bool:
         """Running on the embedded defaults (no file) and reachable from this machine only."""
-        hosts = [self.listen.host] + ([self.http.host] if self.http is not None else [])
+        listeners = (self.listen, self.listen_tls, self.http)
+        hosts = [listener.host for listener in listeners if listener is not None]
         return self.source is None and all(is_loopback(host) for host in hosts)
 
     def unknown_ae_operations(self) -> frozenset[Operation]:

@@ -20,11 +20,14 @@ from ..ports import (
     IdentityMode,
     PatientConflictPolicy,
     PatientIssuers,
+    PeerCertificate,
     RetrievePolicy,
     ServerLimits,
+    TlsPolicy,
 )
 from .model import (
     DEFAULT_AE_TITLE,
+    DEFAULT_TLS_PORT,
     MAX_ASSOCIATIONS,
     MAX_ASYNC_OPS_WINDOW,
     MAX_INFLATED_MB,
@@ -90,8 +93,17 @@ PEER_RULES: Final[Mapping[str, Rule]] = {
     "host": host,
     "port": integer(PORT_MIN, PORT_MAX),
     "allow": permissions,
+    "tls": boolean,
 }
 PEER_REQUIRED: Final = ("host", "port")
+TLS_RULES: Final[Mapping[str, Rule]] = {
+    "certificate": non_empty,
+    "private_key": non_empty,
+    "ca_certificates": non_empty,
+    "peer_certificate": one_of(PeerCertificate),
+    "check_hostname": boolean,
+}
+TLS_PATHS: Final = ("certificate", "private_key", "ca_certificates")
 # The salted scrypt hash `minipacs user add` writes: scrypt$N$r$p$SALT$HASH (base64 fields).
 _SCRYPT_HASH: Final = re.compile(r"^scrypt\$[0-9]{1,10}\$[0-9]{1,4}\$[0-9]{1,4}"
                                  r"\$[A-Za-z0-9+/]+=*\$[A-Za-z0-9+/]+=*$")
@@ -200,6 +212,7 @@ HTTP_RULES: Final[Mapping[str, Rule]] = {
     "port": integer(0, PORT_MAX),
     "cors_origins": _origins,
     "viewer_root": non_empty,
+    "tls": boolean,
 }
 COMMITMENT_RULES: Final[Mapping[str, Rule]] = {
     "same_association": boolean,
@@ -213,6 +226,7 @@ COMMITMENT_RULES: Final[Mapping[str, Rule]] = {
 TOP_KEYS: Final = (
     "ae_title", "listen", "storage", "database", "peers",
     "security", "limits", "sop_classes", "logging", "query", "retrieve", "commitment", "http",
+    "listen_tls", "tls",
 )  # fmt: skip
 
 
@@ -222,9 +236,11 @@ def build(data: Mapping[Any, Any], base: Path, source: Path | None) -> Config:
     peers = _peers(top.get("peers"), "peers")
     security = _security(top.get("security"), "security", base, bool(peers))
     limits = ServerLimits(**read_section(top.get("limits"), "limits", LIMIT_RULES))
+    listen, listen_tls = _listeners(top)
+    http = _http(top["http"], "http", base) if "http" in top else None
     return Config(
         ae_title=ae_title(top.get("ae_title", DEFAULT_AE_TITLE), "ae_title"),
-        listen=ListenConfig(**read_section(top.get("listen"), "listen", LISTEN_RULES)),
+        listen=listen,
         storage=_storage(top.get("storage"), "storage", base),
         database=_database(top.get("database"), "database", base),
         peers=peers,
@@ -237,8 +253,60 @@ def build(data: Mapping[Any, Any], base: Path, source: Path | None) -> Config:
         query=QueryConfig(**read_section(top.get("query"), "query", QUERY_RULES)),
         retrieve=_retrieve(top.get("retrieve"), "retrieve", limits),
         commitment=_commitment(top.get("commitment"), "commitment"),
-        http=_http(top["http"], "http", base) if "http" in top else None,
+        http=http,
+        listen_tls=listen_tls,
+        tls=_tls(top, base, listen_tls, peers, http),
     )
+
+
+def _listeners(top: Mapping[Any, Any]) -> tuple[ListenConfig | None, ListenConfig | None]:
+    """The plain and the TLS DICOM listener: `listen` as configured, on its defaults when
+    neither is configured, and none when only `listen_tls` is (a TLS-only server)."""
+    listen_tls = None
+    if "listen_tls" in top:
+        listen_tls = ListenConfig(**{"port": DEFAULT_TLS_PORT,
+                                     **read_section(top["listen_tls"], "listen_tls",
+                                                    LISTEN_RULES)})
+    listen = None
+    if "listen" in top or listen_tls is None:
+        listen = ListenConfig(**read_section(top.get("listen"), "listen", LISTEN_RULES))
+    if listen is not None and listen_tls is not None and listen_tls.port != 0 \
+            and (listen.host, listen.port) == (listen_tls.host, listen_tls.port):
+        raise ConfigError("listen_tls.port", f"{listen_tls.port} is also listen.port: the "
+                          "plain and the TLS listener need ports of their own")
+    return listen, listen_tls
+
+
+def _tls(top: Mapping[Any, Any], base: Path, listen_tls: ListenConfig | None,
+         peers: Mapping[str, PeerConfig], http: HttpConfig | None) -> TlsPolicy | None:
+    """The ``tls:`` section, with the keys that what uses TLS needs (PS3.15 B.1)."""
+    users = (["listen_tls"] if listen_tls is not None else []) \
+        + [f"peers.{title}.tls" for title, peer in peers.items() if peer.tls] \
+        + (["http.tls"] if http is not None and http.tls else [])
+    if "tls" not in top:
+        if users:
+            raise ConfigError("tls", f"section missing: {', '.join(users)} needs "
+                              "tls.certificate and tls.private_key")
+        return None
+    entry = read_section(top["tls"], "tls", TLS_RULES)
+    for key in TLS_PATHS:
+        if key in entry:
+            entry[key] = resolve_path(entry[key], base)
+    policy = TlsPolicy(**entry)
+    if not users:
+        return policy
+    for key in ("certificate", "private_key"):
+        if key not in entry:
+            raise ConfigError(f"tls.{key}", f"required key is missing ({', '.join(users)} "
+                                            "uses TLS)")
+    verifiers = [user for user in users if user.startswith("peers.")]
+    if listen_tls is not None and policy.peer_certificate is not PeerCertificate.IGNORE:
+        verifiers.insert(0, f"listen_tls with peer_certificate {policy.peer_certificate}")
+    if verifiers and "ca_certificates" not in entry:
+        raise ConfigError("tls.ca_certificates", "required key is missing: the CA "
+                          f"certificates that peers' certificates are checked against "
+                          f"({', '.join(verifiers)})")
+    return policy
 
 
 def _storage(raw: object, where: str, base: Path) -> StorageConfig:

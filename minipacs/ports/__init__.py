@@ -62,8 +62,10 @@ from .policy import (
     CommitmentPolicy,
     ConnectPolicy,
     PatientIssuers,
+    PeerCertificate,
     RetrievePolicy,
     ServerLimits,
+    TlsPolicy,
 )
 from .query import (
     Condition,
@@ -168,6 +170,7 @@ __all__ = [
     "PatientConflict",
     "PatientConflictPolicy",
     "PatientIssuers",
+    "PeerCertificate",
     "PeerUnreachable",
     "Peers",
     "Permissions",
@@ -186,6 +189,7 @@ __all__ = [
     "StoredCopy",
     "StoredFile",
     "Throttle",
+    "TlsPolicy",
     "Verdict",
     "WebRequest",
     "WorklistIndex",

@@ -62,7 +62,7 @@ async def test_one_structured_log_line_per_association(
     assert len(records) == 1
     line = records[0].getMessage()
     assert re.fullmatch(
-        r"association peer=127\.0\.0\.1:\d+ calling='ECHOSCU' called='ANY-SCP' "
+        r"association peer=127\.0\.0\.1:\d+ tls=no calling='ECHOSCU' called='ANY-SCP' "
         r"contexts=1/1 used=\[Verification SOP Class x1\] duration=\d+\.\d{3}s messages=1 "
         r"result=released", line), line
 
