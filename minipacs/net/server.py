@@ -171,7 +171,8 @@ class Server:
         answer = await self._answer(conn, rq)
         self.audit.record(AssociationDecided(
             Participant(rq.calling_ae_title, conn.peer_host, conn.user), rq.called_ae_title,
-            conn.tls, accepted=isinstance(answer, AAssociateAC), reason=conn.detail))
+            conn.tls is not None, accepted=isinstance(answer, AAssociateAC),
+            reason=conn.detail))
         if isinstance(answer, AAssociateRJ):
             if conn.respond_association(answer):
                 await conn.closed()
@@ -198,7 +199,7 @@ class Server:
         rejection = check_association(rq, self.policy)
         if rejection is None:
             admission = await self.gate.admit(AdmissionRequest(
-                rq.calling_ae_title, rq.called_ae_title, conn.peer_host, conn.tls,
+                rq.calling_ae_title, rq.called_ae_title, conn.peer_host, conn.tls is not None,
                 rq.user_information.user_identity if isinstance(
                     rq.user_information.user_identity, UserIdentityRQ) else None))
             if admission.rejection is not None:

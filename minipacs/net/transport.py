@@ -74,11 +74,11 @@ class Transport:
         self._idle_timeout = idle_timeout
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.peer_host, self.peer_port = str(peer[0]), int(peer[1])
-        # Whether the bytes run over TLS (PS3.15 Annex B): the stream says so itself.
-        self.tls = writer.get_extra_info("ssl_object") is not None
         self.user: str | None = None  # the user the requestor proved (PS3.7 D.3.3.7)
         self.negotiated: Negotiated | None = None
-        self.tls: TlsSession | None = session_of(writer.get_extra_info)  # None: plain TCP
+        # Whether the bytes run over TLS (PS3.15 Annex B), and what it negotiated: set by the
+        # stream itself (a client's) or by `start_tls` (a server's). None: plain TCP.
+        self.tls: TlsSession | None = session_of(writer.get_extra_info)
         self.outcome = "closed"
         self.detail = ""
         self.read_error = ""  # why reading failed, when the connection said more than EOF

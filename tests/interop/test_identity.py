@@ -17,6 +17,7 @@ import pytest
 
 from minipacs.proto.sop import STUDY_ROOT_QR_FIND, VERIFICATION
 from minipacs.security.passwords import hash_password
+from tests.certs import dcmtk_tls, make_pki, tls_section
 from tests.interop.dicomfiles import write_part10
 from tests.support import (
     LOOPBACK,
@@ -190,3 +191,25 @@ async def test_repeated_failures_are_slowed_down(start_server: ServerFactory,
     ok = await asyncio.to_thread(present, server.port, 2, b"alice", b"wonderland")
     assert ok[0] is None
 
+
+
+async def test_passcodes_over_dicom_tls_accepted(start_server: ServerFactory, key: SigningKey,
+                                                 tmp_path: Path) -> None:
+    """The rule "no passcode without TLS" lets a passcode through on the TLS listener (the
+    transport says it is TLS) and still refuses the same passcode on the plain one."""
+    pki = make_pki(tmp_path / "pki")
+    server = await start_server(security=security(key, "required",
+                                                  allow_passwords_without_tls=False),
+                                listen_tls={"host": LOOPBACK, "port": 0},
+                                tls=tls_section(pki.server))
+    assert server.tls_port is not None
+    ct = tmp_path / "ct.dcm"
+    write_part10(make_ct(4096), ct)
+    passcode = ["-usr", "alice", "-pwd", "wonderland", "-rsp"]
+    over_tls = await run_dcmtk("storescu", "-v", *passcode, *dcmtk_tls(pki.client, pki.server.ca),
+                               LOOPBACK, str(server.tls_port), str(ct))
+    assert over_tls.returncode == 0, over_tls.stdout + over_tls.stderr
+    assert "Received Store Response (Success)" in over_tls.stdout + over_tls.stderr
+    plain = await run_dcmtk("storescu", *passcode, LOOPBACK, str(server.port), str(ct))
+    assert plain.returncode != 0
+    assert "Association Rejected" in plain.stdout + plain.stderr
