@@ -192,7 +192,6 @@ async def test_repeated_failures_are_slowed_down(start_server: ServerFactory,
     assert ok[0] is None
 
 
-
 async def test_passcodes_over_dicom_tls_accepted(start_server: ServerFactory, key: SigningKey,
                                                  tmp_path: Path) -> None:
     """The rule "no passcode without TLS" lets a passcode through on the TLS listener (the
