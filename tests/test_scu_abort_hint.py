@@ -15,7 +15,8 @@ import pytest
 from minipacs.net.server import Server, ServerLimits
 from minipacs.ports import Channel
 from minipacs.proto.negotiation import AcceptorPolicy, default_supported
-from tests.support import LOOPBACK, run_minipacs
+from tests.interop.dicomfiles import write_part10
+from tests.support import LOOPBACK, make_ct, run_minipacs
 
 HINT = "the peer may not know our calling AE title 'MINIPACS_SCU' (--aet sets it)"
 
@@ -44,12 +45,15 @@ async def aborting_peer() -> AsyncIterator[int]:
     ["find", "-k", "PatientID=P1"],
     ["move", "-k", "StudyInstanceUID=1.2.3", "--dest", "WS"],
     ["get", "-k", "StudyInstanceUID=1.2.3", "--out", "{out}"],
+    ["store", "{ct}"],
 ])
 async def test_an_abort_on_the_first_request_names_the_calling_ae(
         tmp_path: Path, command: list[str]) -> None:
-    args = [arg.replace("{out}", str(tmp_path / "out")) for arg in command]
+    write_part10(make_ct(4096), tmp_path / "ct.dcm")
+    args = [arg.replace("{out}", str(tmp_path / "out")).replace("{ct}", str(tmp_path / "ct.dcm"))
+            for arg in command]
     async with aborting_peer() as port:
-        result = await run_minipacs(*args, "--timeout", "5", LOOPBACK, str(port))
+        result = await run_minipacs(args[0], "--timeout", "5", LOOPBACK, str(port), *args[1:])
     assert result.returncode == 1, result.stdout + result.stderr
     assert HINT in result.stderr, result.stderr
     assert "A-ABORT" in result.stderr

@@ -192,5 +192,6 @@ async def _store(host: str, port: int, paths: list[Path], calling_ae: str, calle
                            artim_timeout=timeout, tls=tls)
 
     await send_all(plan_associations(found.files), connect, open_dataset, tally,
-                   timeout=timeout)
+                   timeout=timeout,
+                   explain_loss=lambda reason, exc: explain_abort(reason, exc, calling_ae))
     return tally.summary()

@@ -217,16 +217,19 @@ class _Lost(Exception):
 
 
 Connect = Callable[[Sequence[ContextKey]], AbstractAsyncContextManager[Channel]]
+ExplainLoss = Callable[[str, AssociationClosed], str]
 
 
 async def send_all(plans: Sequence[AssociationPlan[T]], connect: Connect,
                    open_dataset: Callable[[T], BinaryIO], tally: StoreTally, *,
-                   timeout: float) -> None:
+                   timeout: float, explain_loss: ExplainLoss = lambda reason, _exc: reason
+                   ) -> None:
     """Send every planned instance; outcomes go to `tally`.
 
     `connect(contexts)` opens an association proposing `contexts` (each with its one
     transfer syntax), raising PeerUnreachable when it cannot; on leaving the block it
-    releases the association, or aborts it when the block raised.
+    releases the association, or aborts it when the block raised. `explain_loss` may add
+    the caller's words to why an association was lost (the CLI's hint about --aet).
     """
     fruitless = 0
     for number, plan in enumerate(plans):
@@ -241,7 +244,7 @@ async def send_all(plans: Sequence[AssociationPlan[T]], connect: Connect,
                                 if c.scu_role}
                     while queue:
                         outcome, sent = await _send_one(channel, accepted, queue[0],
-                                                        open_dataset, timeout)
+                                                        open_dataset, timeout, explain_loss)
                         queue.popleft()
                         if outcome.status is not None:
                             answered = True
@@ -264,8 +267,8 @@ async def send_all(plans: Sequence[AssociationPlan[T]], connect: Connect,
 
 
 async def _send_one(channel: Channel, accepted: dict[ContextKey, int], item: T,
-                    open_dataset: Callable[[T], BinaryIO], timeout: float
-                    ) -> tuple[FileOutcome, int]:
+                    open_dataset: Callable[[T], BinaryIO], timeout: float,
+                    explain_loss: ExplainLoss) -> tuple[FileOutcome, int]:
     """Send one file; (outcome, data-set bytes sent). Raises _Lost if the association broke."""
     context_id = accepted.get(context_key(item))
     if context_id is None:
@@ -286,7 +289,8 @@ async def _send_one(channel: Channel, accepted: dict[ContextKey, int], item: T,
                     by_peer=True) from None
     except AssociationClosed as exc:
         raise _Lost(FileOutcome(item.source, StatusCategory.FAILURE, None,
-                                f"association lost: {exc}"), by_peer=True) from None
+                                explain_loss(f"association lost: {exc}", exc)),
+                    by_peer=True) from None
     except MessageNotEncodable as exc:  # e.g. a SOP Instance UID over 64 bytes: not sent
         return FileOutcome(item.source, StatusCategory.FAILURE, None,
                            f"cannot be sent: {exc}"), 0
