@@ -241,18 +241,24 @@ DEFAULT_RETRY: Final = RetryPolicy()
 
 
 def write_transaction(engine: Engine, work: Callable[[Connection], _T], *,
-                      retry: RetryPolicy = DEFAULT_RETRY, what: str = "index write") -> _T:
+                      retry: RetryPolicy = DEFAULT_RETRY, what: str = "index write",
+                      connection: Connection | None = None) -> _T:
     """`work` in one write transaction, committed; run again while the dialect says so.
 
     SQLite: the transaction is ``BEGIN IMMEDIATE`` (the write lock up front, waiting out the
     busy timeout), retried on "database is locked"/"busy". PostgreSQL: retried on SQLSTATE
     40001 (serialization failure) and 40P01 (deadlock). Any other error, or the last
     retry's, propagates after the rollback. Blocking: call it from a worker thread.
+    `connection`: a connection of `engine` the caller keeps between transactions (the
+    index writer's), instead of one checked out of the pool for this one.
     """
     dialect = dialect_of(engine)
     attempt = 0
     while True:
         try:
+            if connection is not None:
+                with connection.execution_options(**{WRITE_OPTION: True}).begin():
+                    return work(connection)
             with (engine.connect().execution_options(**{WRITE_OPTION: True}) as conn,
                   conn.begin()):
                 return work(conn)
