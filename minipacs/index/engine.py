@@ -23,7 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from sqlalchemy import ColumnElement, Engine, Insert, Table, and_, create_engine, event, literal
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Executable,
+    Insert,
+    Table,
+    and_,
+    create_engine,
+    event,
+    literal,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, make_url
@@ -35,6 +45,7 @@ __all__ = [
     "WILDCARDS",
     "WRITE_OPTION",
     "Dialect",
+    "Prepared",
     "RetryPolicy",
     "dialect_of",
     "glob_pattern",
@@ -213,6 +224,48 @@ def _configure_sqlite(engine: Engine, synchronous: str, busy_timeout_ms: int) ->
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+# --- a statement for the hot path ---------------------------------------------------------
+
+
+class Prepared:
+    """A Core statement compiled once for an engine's dialect, run on the DBAPI cursor.
+
+    For the index writer's per-instance INSERT: SQLAlchemy's execution (compiled-cache
+    lookup, parameter processing, result set-up) costs about as much as SQLite's own work
+    for it. The SQL, the parameter order and the types' bind processors are SQLAlchemy's
+    own; errors are raised as SQLAlchemy's (`DBAPIError.instance`), so retry rules and
+    callers see what `Connection.execute` would raise, and ``before_cursor_execute``
+    listeners still see the statement.
+    """
+
+    def __init__(self, statement: Executable, engine: Engine) -> None:
+        dialect = engine.dialect
+        compiled = statement.compile(dialect=dialect)
+        self._dialect = dialect
+        self.sql = compiled.string
+        self._order = tuple(compiled.positiontup or ()) if compiled.positional else None
+        self._processors = {
+            name: processor for name, bind in compiled.binds.items()
+            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None}
+
+    def execute(self, conn: Connection, params: dict[str, Any]) -> int:
+        """Run in `conn`'s transaction; returns the cursor's rowcount."""
+        for name, processor in self._processors.items():
+            params[name] = processor(params[name])
+        args: Any = params if self._order is None else [params[name] for name in self._order]
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            for listener in conn.dispatch.before_cursor_execute:  # logging, tests' probes
+                listener(conn, cursor, self.sql, args, None, False)
+            cursor.execute(self.sql, args)
+            return int(cursor.rowcount)
+        except self._dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(self.sql, args, exc, self._dialect.loaded_dbapi.Error,
+                                      dialect=self._dialect) from exc
+        finally:
+            cursor.close()
 
 
 # --- the one write transaction ------------------------------------------------------------

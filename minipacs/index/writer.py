@@ -57,7 +57,7 @@ from ..ports import (
     PatientConflict,
     PatientConflictPolicy,
 )
-from .engine import DEFAULT_RETRY, RetryPolicy, dialect_of, write_transaction
+from .engine import DEFAULT_RETRY, Prepared, RetryPolicy, dialect_of, write_transaction
 from .models import Level, UnreferencedFile, key_values, multi_values
 from .statements import (
     CLEAR_OTHER_IDS,
@@ -161,6 +161,7 @@ class IndexWriter:
         self._closing = False
         self._conn: Connection | None = None  # the thread's own, kept between batches
         self._json = _JsonCache()
+        self._insert_known = Prepared(INSERT_INTO_KNOWN_SERIES, engine)
         # Counters for monitoring and benchmarks.
         self.batches = 0
         self.records = 0
@@ -403,7 +404,7 @@ class IndexWriter:
         """A new instance of a known, unchanged series in one statement; None: not that case."""
         attrs = record.attributes
         values = {"sop_instance_uid": attrs.sop_instance_uid, **self._instance_values(record)}
-        inserted = conn.execute(INSERT_INTO_KNOWN_SERIES, {
+        inserted = self._insert_known.execute(conn, {
             **{f"v_{name}": value for name, value in values.items()},
             "k_instance": attrs.sop_instance_uid,
             "k_series": attrs.series_instance_uid,
@@ -415,7 +416,7 @@ class IndexWriter:
             "k_issuer": attrs.issuer_of_patient_id,
             "k_patient_json": self._json.dumps(
                 ("patient", attrs.patient_id, attrs.issuer_of_patient_id), attrs.patient),
-        }).rowcount
+        })
         if inserted != 1:
             return None
         self.fast_records += 1
