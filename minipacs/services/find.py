@@ -41,6 +41,7 @@ __all__ = [
     "COMBINED_DATE_TIME",
     "PAGE_SIZE",
     "RELATIONAL_QUERIES",
+    "SEND_BATCH",
     "SUPPORTED_OPTIONS",
     "FindService",
     "answer_extended_negotiation",
@@ -53,6 +54,9 @@ __all__ = [
 log = logging.getLogger("minipacs.find")
 
 PAGE_SIZE: Final = 100  # answers asked of the index at a time: memory stays flat
+# Pending responses written together (one write, one drain); a C-CANCEL is seen between
+# two such batches (PS3.7 §9.3.2.3: the SCP stops as soon as it can).
+SEND_BATCH: Final = 25
 # PS3.4 C.5.1.1 Table C.5-1: the C-FIND service-class application information, byte by byte.
 RELATIONAL_QUERIES: Final = 0
 COMBINED_DATE_TIME: Final = 1
@@ -177,7 +181,10 @@ async def stream_answers(channel: Channel, request: Request,
     """
     message = request.message
     cancelled = Outcome(response_for(message, Status.CANCEL))
-    pending = Status.PENDING_WARNING if warning else Status.PENDING
+    # Every pending response of the query is the same message: built (and encoded) once.
+    warned = response_for(message, Status.PENDING_WARNING, has_dataset=True)
+    pending = warned if warning else response_for(message, Status.PENDING, has_dataset=True)
+    context_id = request.context.context_id
     sent = 0
     try:
         after: object | None = None
@@ -185,14 +192,16 @@ async def stream_answers(channel: Channel, request: Request,
             if request.cancelled.is_set():
                 return cancelled, sent
             page = await pages(after)
-            for answer in page.answers:
+            answers = page.answers
+            for start in range(0, len(answers), SEND_BATCH):
                 if request.cancelled.is_set():  # C-CANCEL (PS3.7 §9.3.2.3): stop, FE00H
                     return cancelled, sent
-                data, degraded = encode(answer)
-                status = Status.PENDING_WARNING if degraded else pending
-                await channel.send(request.context.context_id,
-                                   response_for(message, status, has_dataset=True), data)
-                sent += 1
+                batch = []
+                for answer in answers[start:start + SEND_BATCH]:
+                    data, degraded = encode(answer)
+                    batch.append((warned if degraded else pending, data))
+                await channel.send_many(context_id, batch)
+                sent += len(batch)
                 # Let the reader see a C-CANCEL (and other associations run) mid-page.
                 await asyncio.sleep(0)
             if page.after is None:
