@@ -26,7 +26,7 @@ from ..ports import (
 from ..proto.dimse import CFindRQ, DimseMessage
 from ..proto.sop import QR_FIND_SOP_CLASSES
 from ..proto.status import Status
-from .answers import encode_answer
+from .answers import AnswerEncoder
 from .dispatcher import Outcome, response_for
 from .identifier import (
     MAX_IDENTIFIER_BYTES,
@@ -156,10 +156,7 @@ class FindService:
             log.exception("C-FIND count failed")
             return refused(message, IdentifierError(
                 Status.UNABLE_TO_PROCESS, f"query failed: {type(exc).__name__}")), 0
-        transfer_syntax = request.context.transfer_syntax
-
-        def encode(answer: JsonDataset) -> tuple[bytes, bool]:
-            return encode_answer(answer, parsed, self.ae_title, transfer_syntax)
+        encode = AnswerEncoder(parsed, self.ae_title, request.context.transfer_syntax).encode
 
         def pages(after: object | None) -> Awaitable[FindPage]:
             return self.index.find(parsed.query, after=after, limit=self.page_size)
