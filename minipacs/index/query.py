@@ -57,7 +57,7 @@ from sqlalchemy import (
 
 from ..ports import Condition, FindPage, FindQuery, JsonDataset, MatchKind
 from ..ports import QueryLevel as _QueryLevel
-from .answers import computed_keys, merge_answer
+from .answers import computed_keys, identifying_columns, merge_answer
 from .engine import Dialect, dialect_of
 from .matching import MAX_LIST_VALUES, MAX_PATTERN_LENGTH, bad, chunked, combined_range, predicate
 from .models import (
@@ -412,7 +412,10 @@ def _answers(rows: Iterable[Mapping[str, Any]], level: Level,
              extra: Mapping[int, JsonDataset]) -> tuple[JsonDataset, ...]:
     parsed: dict[tuple[Level, int], dict[str, Any]] = {}  # ancestors repeat along a page
     out = []
+    identifying: tuple[str, ...] | None = None
     for row in rows:
+        if identifying is None:
+            identifying = identifying_columns(row.keys())
         levels = []
         for current in ORDER[:_DEPTH[level] + 1]:
             pk = row[f"{current.value}_pk"]
@@ -420,5 +423,6 @@ def _answers(rows: Iterable[Mapping[str, Any]], level: Level,
             if key not in parsed:
                 parsed[key] = _parsed(row[f"{current.value}_attrs"])
             levels.append(parsed[key])
-        out.append(merge_answer(levels, row, extra.get(row[f"{level.value}_pk"], {})))
+        out.append(merge_answer(levels, row, extra.get(row[f"{level.value}_pk"], {}),
+                                identifying))
     return tuple(out)
