@@ -11,7 +11,15 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from ingest_servers import REPO_ROOT, SERVER_AE, Orthanc, ServerKind, free_port, minipacs_serve
+from ingest_servers import (
+    REPO_ROOT,
+    SERVER_AE,
+    Orthanc,
+    ServerKind,
+    free_port,
+    minipacs_serve,
+    security_section,
+)
 
 __all__ = ["CLIENT_AE", "FIND_SERVER_KINDS", "MinipacsFind", "OrthancFind", "QrscpFind"]
 
@@ -45,7 +53,7 @@ class MinipacsFind(ServerKind):
             "storage: {root: ./store, fsync: false}\n"
             f"database: {{url: 'sqlite:///{database}'}}\n"
             f"limits: {{max_pdu_length: {max_pdu}}}\n"
-            "security: {unknown_aes: [all]}\n",  # the benchmark's SCU is not a listed peer
+            + security_section(self.root),  # the benchmark's SCU is not a listed peer
             encoding="utf-8",
         )
         return minipacs_serve(config, workdir, self.root)

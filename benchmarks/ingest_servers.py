@@ -37,7 +37,7 @@ from tests.launch import (  # noqa: E402
 __all__ = [
     "DCMTK_STORESCP", "ORTHANC", "REPO_ROOT", "SERVER_AE", "SERVER_KINDS", "Minipacs",
     "Orthanc", "Running", "ServerKind", "dcmtk_env", "free_port", "machine", "minipacs_env",
-    "minipacs_serve", "stop", "workspace",
+    "minipacs_serve", "security_section", "stop", "workspace",
 ]
 
 DCMTK_STORESCP: Final = "/usr/bin/storescp"
@@ -107,6 +107,14 @@ class ServerKind:
         port = free_port()
         argv, env = self.command(workdir, port, max_pdu)
         return launch(argv, env, workdir, port, registry)
+
+
+def security_section(root: Path) -> str:
+    """The config line letting the benchmark's unlisted AEs in, for a checkout that has
+    per-AE permissions (an A/B run's older checkout has neither them nor the key)."""
+    if (root / "minipacs" / "security").is_dir():
+        return "security: {unknown_aes: [all]}\n"
+    return ""
 
 
 def minipacs_serve(config: Path, workdir: Path, root: Path = REPO_ROOT

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Final
 
 from find_servers import CLIENT_AE, QrscpFind
-from ingest_servers import REPO_ROOT, SERVER_AE, Orthanc, ServerKind, free_port, minipacs_serve
+from ingest_servers import (
+    REPO_ROOT,
+    SERVER_AE,
+    Orthanc,
+    ServerKind,
+    free_port,
+    minipacs_serve,
+    security_section,
+)
 
 __all__ = ["CLIENT_AE", "DEST_AE", "MinipacsRetrieve", "OrthancRetrieve", "QrscpRetrieve",
            "retrieve_kinds"]
@@ -46,7 +54,7 @@ class MinipacsRetrieve(ServerKind):
             "database: {url: 'sqlite:///./index.db'}\n"
             f"limits: {{max_pdu_length: {max_pdu}}}\n"
             f"peers: {{{DEST_AE}: {{host: 127.0.0.1, port: {self.dest_port}}}}}\n"
-            "security: {unknown_aes: [all]}\n",  # the benchmark's SCU is not a listed peer
+            + security_section(self.root),  # the benchmark's SCU is not a listed peer
             encoding="utf-8",
         )
         return minipacs_serve(config, workdir, self.root)
