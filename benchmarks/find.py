@@ -41,6 +41,7 @@ from ingest_servers import (  # noqa: E402
     ServerKind,
     dcmtk_env,
     machine,
+    minipacs_env,
     stop,
     workspace,
 )
@@ -401,6 +402,12 @@ def run_size(size: int, args: argparse.Namespace, root: Path,
             label = "minipacs" if size > args.compare_max else "minipacs/loader"
             runs.append(start_server(MinipacsFind(database, label), folder / "minipacs-loaded",
                                      None, pop, args, registry))
+            if args.other is not None:  # its own loader: the schemas may differ
+                other_db = folder / "loaded-other.db"
+                progress(f"[{size:,}] populate_index of {args.other}: loading")
+                load_other(args.other, other_db, size)
+                runs.append(start_server(MinipacsFind(other_db, f"{label}-other", args.other),
+                                         folder / "minipacs-other", None, pop, args, registry))
         progress(f"[{size:,}] measuring: {args.reps} x {len(queries(pop))} queries per server")
         measure_interleaved(runs, pop, args)
         if args.dcmtk_runs:
@@ -415,6 +422,17 @@ def run_size(size: int, args: argparse.Namespace, root: Path,
     print_size(pop, runs, "orthanc" if size <= args.compare_max else None)
     sys.stdout.flush()
     return runs
+
+
+def load_other(checkout: Path, database: Path, size: int) -> None:
+    """Fill `database` with the population of `size` by the loader of another checkout."""
+    argv = [sys.executable, str(checkout / "benchmarks" / "populate_index.py"),
+            f"sqlite:///{database}", "--instances", str(size)]
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                          env=minipacs_env(checkout), timeout=STORE_TIMEOUT, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"populate_index of {checkout} failed: "
+                           f"{done.stderr.decode(errors='replace')[-500:]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -435,7 +453,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="findscu/echoscu runs per server (0: none)")
     parser.add_argument("--max-pdu", type=int, default=131072)
     parser.add_argument("--tmpdir", default=None, help="where the temp dir goes")
+    parser.add_argument("--other", type=Path, default=None,
+                        help="another minipacs checkout, measured beside this one on the same "
+                             "loader-built index (A/B of a change under the same load)")
     args = parser.parse_args(argv)
+    if args.other is not None:
+        args.other = args.other.resolve()
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     sizes = [int(s) for s in args.sizes.split(",")]
 

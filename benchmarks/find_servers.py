@@ -11,7 +11,15 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from ingest_servers import SERVER_AE, Orthanc, ServerKind, free_port, minipacs_env
+from ingest_servers import (
+    REPO_ROOT,
+    SERVER_AE,
+    Orthanc,
+    ServerKind,
+    free_port,
+    minipacs_serve,
+    security_section,
+)
 
 __all__ = ["CLIENT_AE", "FIND_SERVER_KINDS", "MinipacsFind", "OrthancFind", "QrscpFind"]
 
@@ -23,15 +31,18 @@ class MinipacsFind(ServerKind):
 
     name = "minipacs"
 
-    def __init__(self, database: Path | None = None, label: str = "minipacs") -> None:
+    def __init__(self, database: Path | None = None, label: str = "minipacs",
+                 root: Path = REPO_ROOT) -> None:
         self.database = database
         self.name = label
+        self.root = root  # the checkout whose minipacs runs (another one for an A/B run)
 
     def describe(self, max_pdu: int) -> str:
         where = (f"index built by populate_index ({self.database.name})" if self.database
                  else "index filled by C-STORE of the files (storage.fsync false)")
+        code = "" if self.root == REPO_ROOT else f"; code from {self.root}"
         return (f"python -m minipacs serve, SQLite WAL, logging INFO, max_pdu_length {max_pdu}; "
-                f"{where}")
+                f"{where}{code}")
 
     def command(self, workdir: Path, port: int, max_pdu: int) -> tuple[list[str], dict[str, str]]:
         database = self.database.resolve() if self.database else workdir / "index.db"
@@ -42,11 +53,10 @@ class MinipacsFind(ServerKind):
             "storage: {root: ./store, fsync: false}\n"
             f"database: {{url: 'sqlite:///{database}'}}\n"
             f"limits: {{max_pdu_length: {max_pdu}}}\n"
-            "security: {unknown_aes: [all]}\n",  # the benchmark's SCU is not a listed peer
+            + security_section(self.root),  # the benchmark's SCU is not a listed peer
             encoding="utf-8",
         )
-        return ([sys.executable, "-m", "minipacs", "serve", "--config", str(config)],
-                minipacs_env())
+        return minipacs_serve(config, workdir, self.root)
 
     def count(self, workdir: Path) -> int:
         raise NotImplementedError  # counted over C-FIND by the benchmark

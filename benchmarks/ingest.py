@@ -29,7 +29,7 @@ from typing import Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ingest_data import DataSet, make_ct_set, write_big_instance
+from ingest_data import GROUPS, DataSet, make_ct_set, write_big_instance
 from ingest_servers import (
     ORTHANC,
     SERVER_AE,
@@ -50,9 +50,11 @@ FSYNC_FLOOR_SECONDS: Final = 10.0
 BIG_RSS_LIMIT_MB: Final = 200.0
 MB: Final = 1_000_000
 MIB: Final = 1 << 20
-ASSOCIATIONS: Final = (1, 4)
+ASSOCIATIONS: Final = (1, 4, 16)  # each divides ingest_data.GROUPS
+TARGET_ASSOCIATIONS: Final = (1, 4)  # the four figures of issue 16 (with CT and tiny)
 TARGET_VS_ORTHANC: Final = 1.0
 TARGET_VS_PYNETDICOM: Final = 3.0
+OTHER: Final = "minipacs-other"  # --other: another checkout's minipacs
 
 
 def progress(message: str) -> None:
@@ -147,9 +149,10 @@ class ClientRun:
     logs: list[Path]
 
 
-def run_storescu(folders: list[Path], port: int, max_pdu: int, logdir: Path, timeout: float,
-                 clients: list[subprocess.Popen[bytes]]) -> ClientRun:
-    """One storescu per folder, all at once; time from the first start to the last exit."""
+def run_storescu(folders: list[list[Path]], port: int, max_pdu: int, logdir: Path,
+                 timeout: float, clients: list[subprocess.Popen[bytes]]) -> ClientRun:
+    """One storescu per list of folders, all at once; time from the first start to the last
+    exit."""
     procs, logs = [], []
     start = time.perf_counter()
     try:
@@ -159,7 +162,7 @@ def run_storescu(folders: list[Path], port: int, max_pdu: int, logdir: Path, tim
             with log.open("wb") as out:
                 proc = subprocess.Popen(
                     [STORESCU, "-aet", CLIENT_AE, "-aec", SERVER_AE, "-pdu", str(max_pdu),
-                     "+sd", "+r", "127.0.0.1", str(port), str(folder)],
+                     "+sd", "+r", "127.0.0.1", str(port), *map(str, folder)],
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                     env=dcmtk_env(), start_new_session=True)
             clients.append(proc)
@@ -199,7 +202,8 @@ def measure(kind: ServerKind, data: DataSet, associations: int, workdir: Path, m
     """Start a fresh server, send `data` over `associations` associations, stop, count."""
     server = kind.start(workdir, max_pdu, registry)
     try:
-        folders = [data.root] if associations == 1 else list(data.groups)
+        folders = [[data.root]] if associations == 1 else [
+            list(data.groups[i::associations]) for i in range(associations)]
         with RssSampler(server.proc.pid, kind.forks) as rss:
             client = run_storescu(folders, server.port, max_pdu, workdir, CLIENT_TIMEOUT,
                                   clients)
@@ -263,7 +267,7 @@ def big_check(data_dir: Path, workdir: Path, max_pdu: int, registry: list[Runnin
         server = kind.start(workdir, max_pdu, registry)
         try:
             with RssSampler(server.proc.pid, tree=False) as rss:
-                client = run_storescu([path], server.port, max_pdu, workdir, BIG_TIMEOUT,
+                client = run_storescu([[path]], server.port, max_pdu, workdir, BIG_TIMEOUT,
                                       clients)
         finally:
             stop(server)
@@ -303,7 +307,7 @@ def _median_figures(cell: Cell, data: DataSet) -> tuple[float, float, float, flo
 
 
 def report(results: dict[tuple[str, str, int], Cell], datasets: list[DataSet],
-           servers: list[str]) -> list[str]:
+           servers: list[str], associations: list[int]) -> list[str]:
     lines = []
     header = (f"{'data':<16}{'assoc':>5}  {'server':<11}{'inst/s':>9}{'MB/s':>8}"
               f"{'RSS MB':>8}{'CPU ms':>8}{'vs orthanc':>12}{'vs pynetdicom':>15}"
@@ -311,7 +315,7 @@ def report(results: dict[tuple[str, str, int], Cell], datasets: list[DataSet],
     lines += [header, "-" * len(header)]
     targets = []
     for data in datasets:
-        for assoc in ASSOCIATIONS:
+        for assoc in associations:
             figures = {name: _median_figures(results[(name, data.name, assoc)], data)
                        for name in servers}
             for name in servers:
@@ -333,7 +337,7 @@ def report(results: dict[tuple[str, str, int], Cell], datasets: list[DataSet],
             mine = figures.get("minipacs")
             if mine is None and "minipacs" in servers:
                 targets.append(f"  {data.label}, {assoc} assoc: minipacs FAILED")
-            elif mine is not None:
+            elif mine is not None and assoc in TARGET_ASSOCIATIONS:
                 for ref, goal in (("orthanc", TARGET_VS_ORTHANC),
                                   ("pynetdicom", TARGET_VS_PYNETDICOM)):
                     ref_fig = figures.get(ref)
@@ -366,6 +370,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-pdu", type=int, default=131072,
                         help="max PDU for every server and client (DCMTK: 4096-131072)")
     parser.add_argument("--tmpdir", default=None, help="parent of the temp dir (default: TMPDIR)")
+    parser.add_argument("--assoc", default=",".join(map(str, ASSOCIATIONS)),
+                        help="concurrent association counts, comma-separated, each dividing "
+                             f"{GROUPS} (default {','.join(map(str, ASSOCIATIONS))})")
+    parser.add_argument("--other", type=Path, default=None,
+                        help="another minipacs checkout, measured as 'minipacs-other' beside "
+                             "this one (A/B of a change under the same load)")
     args = parser.parse_args(argv)
     # --quick changes the defaults; an option given explicitly still wins.
     defaults = (1, 100, 400, False) if args.quick else (3, 500, 2000, True)
@@ -373,11 +383,23 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, default)
     names = [n.strip() for n in args.servers.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SERVER_KINDS]
+    args.kinds = dict(SERVER_KINDS)
+    if args.other is not None:
+        args.kinds[OTHER] = Minipacs(args.other.resolve(), OTHER)
+        if OTHER not in names:
+            names.insert(names.index("minipacs") + 1 if "minipacs" in names else 0, OTHER)
+    unknown = [n for n in names if n not in args.kinds]
     if unknown or not names:
-        parser.error(f"unknown server(s) {unknown}; choose from {','.join(SERVER_KINDS)}")
-    if args.runs < 1 or args.ct < 4 or args.tiny < 4 or not 4096 <= args.max_pdu <= 131072:
-        parser.error("--runs >= 1, --ct/--tiny >= 4, --max-pdu in 4096..131072")
+        parser.error(f"unknown server(s) {unknown}; choose from {','.join(args.kinds)}")
+    try:
+        args.associations = [int(a) for a in args.assoc.split(",")]
+    except ValueError:
+        parser.error(f"--assoc: not a list of integers: {args.assoc!r}")
+    if any(a < 1 or GROUPS % a for a in args.associations):
+        parser.error(f"--assoc: every count must divide {GROUPS}")
+    if args.runs < 1 or args.ct < GROUPS or args.tiny < GROUPS \
+            or not 4096 <= args.max_pdu <= 131072:
+        parser.error(f"--runs >= 1, --ct/--tiny >= {GROUPS}, --max-pdu in 4096..131072")
     args.server_names = names
     return args
 
@@ -436,11 +458,11 @@ def main(argv: list[str] | None = None) -> int:
     names = _ensure_orthanc(args.server_names)
     kinds = []
     for name in names:
-        why = SERVER_KINDS[name].available()
+        why = args.kinds[name].available()
         if why:
             progress(f"skipping {name}: {why}")
         else:
-            kinds.append(SERVER_KINDS[name])
+            kinds.append(args.kinds[name])
     names = [k.name for k in kinds]
     registry: list[Running] = []
     clients: list[subprocess.Popen[bytes]] = []
@@ -492,11 +514,12 @@ def _run(args: argparse.Namespace, kinds: list[ServerKind], names: list[str], tm
               f"({data.total_bytes / data.count / 1024:.1f} KiB each), 1 study, 4 series")
     sys.stdout.flush()
 
-    results = {(k.name, d.name, a): Cell() for k in kinds for d in datasets for a in ASSOCIATIONS}
+    results = {(k.name, d.name, a): Cell()
+               for k in kinds for d in datasets for a in args.associations}
     for run in range(args.runs):
         for kind in kinds:  # servers interleaved per run, so drift hits them all alike
             for data in datasets:
-                for assoc in ASSOCIATIONS:
+                for assoc in args.associations:
                     workdir = tmp / f"run{run}-{kind.name}-{data.name}-{assoc}"
                     try:
                         sample = measure(kind, data, assoc, workdir, args.max_pdu, registry,
@@ -514,7 +537,7 @@ def _run(args: argparse.Namespace, kinds: list[ServerKind], names: list[str], tm
                     shutil.rmtree(workdir, ignore_errors=True)
 
     print()
-    for line in report(results, datasets, names):
+    for line in report(results, datasets, names, args.associations):
         print(line)
     counts = {data.name: data.count for data in datasets}
     samples = [(counts[dname], s) for (_, dname, _), cell in results.items()

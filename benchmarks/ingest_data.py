@@ -25,7 +25,7 @@ CT_IMAGE_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.2"
 MF_GRAYSCALE_BYTE_SC_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.7.2"
 PIXEL_DATA_TAG: Final = (0x7FE0, 0x0010)
 SEED: Final = "minipacs-ingest-benchmark-v1"
-GROUPS: Final = 4  # the 4-association runs send one group each
+GROUPS: Final = 16  # an N-association run sends every Nth group on each (N | 16)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ from tests.launch import (  # noqa: E402
 __all__ = [
     "DCMTK_STORESCP", "ORTHANC", "REPO_ROOT", "SERVER_AE", "SERVER_KINDS", "Minipacs",
     "Orthanc", "Running", "ServerKind", "dcmtk_env", "free_port", "machine", "minipacs_env",
-    "stop", "workspace",
+    "minipacs_serve", "security_section", "stop", "workspace",
 ]
 
 DCMTK_STORESCP: Final = "/usr/bin/storescp"
@@ -109,13 +109,42 @@ class ServerKind:
         return launch(argv, env, workdir, port, registry)
 
 
+def security_section(root: Path) -> str:
+    """The config line letting the benchmark's unlisted AEs in, for a checkout that has
+    per-AE permissions (an A/B run's older checkout has neither them nor the key)."""
+    if (root / "minipacs" / "security").is_dir():
+        return "security: {unknown_aes: [all]}\n"
+    return ""
+
+
+def minipacs_serve(config: Path, workdir: Path, root: Path = REPO_ROOT
+                   ) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of ``python -m minipacs serve --config CONFIG`` running the code
+    of checkout `root`; under cProfile when ``BENCH_PROFILE_MINIPACS`` names a folder."""
+    env = minipacs_env(root)
+    argv = [sys.executable, "-m", "minipacs", "serve", "--config", str(config)]
+    profile_dir = os.environ.get("BENCH_PROFILE_MINIPACS")
+    if profile_dir:  # cProfile the server, for diagnosis; the folder outlives the run
+        Path(profile_dir).mkdir(parents=True, exist_ok=True)
+        prof = str(Path(profile_dir) / f"{workdir.name}.prof")
+        argv = [sys.executable, "-m", "cProfile", "-o", prof, *argv[1:]]
+    return argv, env
+
+
 class Minipacs(ServerKind):
+    """``python -m minipacs serve`` of this checkout, or of `root` (an A/B run's other side)."""
+
     name = "minipacs"
 
+    def __init__(self, root: Path = REPO_ROOT, label: str = "minipacs") -> None:
+        self.root = root
+        self.name = label
+
     def describe(self, max_pdu: int) -> str:
+        where = "" if self.root == REPO_ROOT else f"; code from {self.root}"
         return (f"python -m minipacs serve; storage.fsync true (fsync of the file, its folder "
                 f"and a new fan-out folder's parent), SQLite WAL synchronous=FULL, "
-                f"max_pdu_length {max_pdu}")
+                f"max_pdu_length {max_pdu}{where}")
 
     def command(self, workdir: Path, port: int, max_pdu: int) -> tuple[list[str], dict[str, str]]:
         config = workdir / "minipacs.yaml"
@@ -127,14 +156,7 @@ class Minipacs(ServerKind):
             f"limits: {{max_pdu_length: {max_pdu}}}\n",
             encoding="utf-8",
         )
-        env = minipacs_env()
-        profile_dir = os.environ.get("BENCH_PROFILE_MINIPACS")
-        if profile_dir:  # cProfile the server, for diagnosis; the folder outlives the run
-            Path(profile_dir).mkdir(parents=True, exist_ok=True)
-            prof = str(Path(profile_dir) / f"{workdir.name}.prof")
-            return ([sys.executable, "-m", "cProfile", "-o", prof, "-m", "minipacs", "serve",
-                     "--config", str(config)], env)
-        return [sys.executable, "-m", "minipacs", "serve", "--config", str(config)], env
+        return minipacs_serve(config, workdir, self.root)
 
     def count(self, workdir: Path) -> int:
         with contextlib.closing(sqlite3.connect(workdir / "index.db")) as db:

@@ -10,13 +10,19 @@ identically on ``storescp``, ``getscu`` and ``movescu``.
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Final
 
 from find_servers import CLIENT_AE, QrscpFind
-from ingest_servers import REPO_ROOT, SERVER_AE, Orthanc, ServerKind, free_port, minipacs_env
+from ingest_servers import (
+    REPO_ROOT,
+    SERVER_AE,
+    Orthanc,
+    ServerKind,
+    free_port,
+    minipacs_serve,
+    security_section,
+)
 
 __all__ = ["CLIENT_AE", "DEST_AE", "MinipacsRetrieve", "OrthancRetrieve", "QrscpRetrieve",
            "retrieve_kinds"]
@@ -48,17 +54,10 @@ class MinipacsRetrieve(ServerKind):
             "database: {url: 'sqlite:///./index.db'}\n"
             f"limits: {{max_pdu_length: {max_pdu}}}\n"
             f"peers: {{{DEST_AE}: {{host: 127.0.0.1, port: {self.dest_port}}}}}\n"
-            "security: {unknown_aes: [all]}\n",  # the benchmark's SCU is not a listed peer
+            + security_section(self.root),  # the benchmark's SCU is not a listed peer
             encoding="utf-8",
         )
-        env = minipacs_env(self.root)
-        argv = [sys.executable, "-m", "minipacs", "serve", "--config", str(config)]
-        profile_dir = os.environ.get("BENCH_PROFILE_MINIPACS")
-        if profile_dir:  # cProfile the server's event-loop thread, for diagnosis
-            Path(profile_dir).mkdir(parents=True, exist_ok=True)
-            prof = str(Path(profile_dir) / f"{workdir.name}.prof")
-            argv = [sys.executable, "-m", "cProfile", "-o", prof, *argv[1:]]
-        return argv, env
+        return minipacs_serve(config, workdir, self.root)
 
     def count(self, workdir: Path) -> int:
         raise NotImplementedError  # the benchmark counts what the destination received

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 from sqlalchemy import Engine
 
 from ..ports import (
@@ -80,9 +82,11 @@ class SqlIndex:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def add_instance(self, record: InstanceRecord) -> AddResult:
-        """Index `record` durably. Raises IndexWriteError, or OutOfResources (database full)."""
-        return await self.writer.submit(record)
+    async def add_instance(self, record: InstanceRecord, *,
+                           durable: Future[None] | None = None) -> AddResult:
+        """Index `record` durably, committed once `durable` (the file's sync) succeeded.
+        Raises IndexWriteError, OutOfResources (database full) or `durable`'s error."""
+        return await self.writer.submit(record, durable=durable)
 
     def matchable(self, level: QueryLevel) -> frozenset[int]:
         """Tags matched in SQL for a C-FIND at `level` (the level and above)."""

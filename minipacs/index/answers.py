@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from ..ports import JsonDataset
 from .models import Instance, Level, Series, Study
 
-__all__ = ["computed_keys", "merge_answer"]
+__all__ = ["computed_keys", "identifying_columns", "merge_answer"]
 
 TAG_NUMBER_OF_PATIENT_RELATED_STUDIES: Final = "00201200"
 TAG_NUMBER_OF_PATIENT_RELATED_SERIES: Final = "00201202"
@@ -46,15 +46,24 @@ def _element(vr: str, values: Sequence[Any]) -> dict[str, Any]:
     return {"vr": vr, "Value": list(values)} if values else {"vr": vr}
 
 
+def identifying_columns(columns: Iterable[str]) -> tuple[str, ...]:
+    """Which of a row's columns are typed identifiers `merge_answer` returns (once per page:
+    asking each row costs more than the merge)."""
+    present = set(columns)
+    return tuple(column for column in _IDENTIFYING if column in present)
+
+
 def merge_answer(levels: Iterable[Mapping[str, Any]], row: Mapping[str, Any],
-                 computed: JsonDataset) -> JsonDataset:
-    """One answer: the levels' JSON top down, the typed identifiers, then computed keys."""
+                 computed: JsonDataset, identifying: Iterable[str] | None = None) -> JsonDataset:
+    """One answer: the levels' JSON top down, the typed identifiers, then computed keys.
+
+    `identifying`: the row's identifier columns (`identifying_columns`), when known.
+    """
     merged: dict[str, Any] = {}
     for attributes in levels:
         merged.update(attributes)
-    for column, (tag, vr) in _IDENTIFYING.items():
-        if column not in row:
-            continue
+    for column in identifying_columns(row) if identifying is None else identifying:
+        tag, vr = _IDENTIFYING[column]
         value = row[column] or ""
         if column == "issuer_of_patient_id" and not value:
             continue  # a missing issuer is "" in the index: return what was stored, if any

@@ -23,7 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from sqlalchemy import ColumnElement, Engine, Insert, Table, and_, create_engine, event, literal
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Executable,
+    Insert,
+    Table,
+    and_,
+    create_engine,
+    event,
+    literal,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, make_url
@@ -35,6 +45,7 @@ __all__ = [
     "WILDCARDS",
     "WRITE_OPTION",
     "Dialect",
+    "Prepared",
     "RetryPolicy",
     "dialect_of",
     "glob_pattern",
@@ -215,6 +226,48 @@ def _configure_sqlite(engine: Engine, synchronous: str, busy_timeout_ms: int) ->
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+# --- a statement for the hot path ---------------------------------------------------------
+
+
+class Prepared:
+    """A Core statement compiled once for an engine's dialect, run on the DBAPI cursor.
+
+    For the index writer's per-instance INSERT: SQLAlchemy's execution (compiled-cache
+    lookup, parameter processing, result set-up) costs about as much as SQLite's own work
+    for it. The SQL, the parameter order and the types' bind processors are SQLAlchemy's
+    own; errors are raised as SQLAlchemy's (`DBAPIError.instance`), so retry rules and
+    callers see what `Connection.execute` would raise, and ``before_cursor_execute``
+    listeners still see the statement.
+    """
+
+    def __init__(self, statement: Executable, engine: Engine) -> None:
+        dialect = engine.dialect
+        compiled = statement.compile(dialect=dialect)
+        self._dialect = dialect
+        self.sql = compiled.string
+        self._order = tuple(compiled.positiontup or ()) if compiled.positional else None
+        self._processors = {
+            name: processor for name, bind in compiled.binds.items()
+            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None}
+
+    def execute(self, conn: Connection, params: dict[str, Any]) -> int:
+        """Run in `conn`'s transaction; returns the cursor's rowcount."""
+        for name, processor in self._processors.items():
+            params[name] = processor(params[name])
+        args: Any = params if self._order is None else [params[name] for name in self._order]
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            for listener in conn.dispatch.before_cursor_execute:  # logging, tests' probes
+                listener(conn, cursor, self.sql, args, None, False)
+            cursor.execute(self.sql, args)
+            return int(cursor.rowcount)
+        except self._dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(self.sql, args, exc, self._dialect.loaded_dbapi.Error,
+                                      dialect=self._dialect) from exc
+        finally:
+            cursor.close()
+
+
 # --- the one write transaction ------------------------------------------------------------
 
 
@@ -241,18 +294,24 @@ DEFAULT_RETRY: Final = RetryPolicy()
 
 
 def write_transaction(engine: Engine, work: Callable[[Connection], _T], *,
-                      retry: RetryPolicy = DEFAULT_RETRY, what: str = "index write") -> _T:
+                      retry: RetryPolicy = DEFAULT_RETRY, what: str = "index write",
+                      connection: Connection | None = None) -> _T:
     """`work` in one write transaction, committed; run again while the dialect says so.
 
     SQLite: the transaction is ``BEGIN IMMEDIATE`` (the write lock up front, waiting out the
     busy timeout), retried on "database is locked"/"busy". PostgreSQL: retried on SQLSTATE
     40001 (serialization failure) and 40P01 (deadlock). Any other error, or the last
     retry's, propagates after the rollback. Blocking: call it from a worker thread.
+    `connection`: a connection of `engine` the caller keeps between transactions (the
+    index writer's), instead of one checked out of the pool for this one.
     """
     dialect = dialect_of(engine)
     attempt = 0
     while True:
         try:
+            if connection is not None:
+                with connection.execution_options(**{WRITE_OPTION: True}).begin():
+                    return work(connection)
             with (engine.connect().execution_options(**{WRITE_OPTION: True}) as conn,
                   conn.begin()):
                 return work(conn)

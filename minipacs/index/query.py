@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ from sqlalchemy import (
 
 from ..ports import Condition, FindPage, FindQuery, JsonDataset, MatchKind
 from ..ports import QueryLevel as _QueryLevel
-from .answers import computed_keys, merge_answer
+from .answers import computed_keys, identifying_columns, merge_answer
 from .engine import Dialect, dialect_of
 from .matching import MAX_LIST_VALUES, MAX_PATTERN_LENGTH, bad, chunked, combined_range, predicate
 from .models import (
@@ -295,10 +296,14 @@ def keyset_select(query: FindQuery, dialect: Dialect, *, after: int | None = Non
 
     Only primary keys, so SQLite's planner weighs covering indexes (a selective index
     plus a sort, rather than a scan in primary-key order); the rows come afterwards.
+    `after` `AFTER` leaves the cursor a bound parameter of that name: one statement serves
+    every page of a query.
     """
     from_, pk, where = _matching(query, dialect)
     stmt = select(pk).select_from(from_).where(*where)
-    if after is not None:
+    if after is AFTER:
+        stmt = stmt.where(pk > bindparam(AFTER, type_=Integer))
+    elif after is not None:
         stmt = stmt.where(pk > after)
     stmt = stmt.order_by(pk)
     if limit is None:
@@ -321,6 +326,21 @@ def _rows_select(level: Level) -> Select[Any]:
 
 
 _ROWS: Final = {level: _rows_select(level) for level in ORDER}
+AFTER: Final = "after"  # the keyset cursor's parameter (`keyset_select`)
+BEFORE_FIRST: Final = -1  # below every primary key: the first page's cursor
+STATEMENTS: Final = 256  # queries whose page statement is kept
+PARSED: Final = 8192  # level JSON texts whose parse is kept (~2 KB each)
+
+
+@functools.lru_cache(maxsize=PARSED)
+def _parsed(text: str) -> dict[str, Any]:
+    """A level's DICOM JSON, parsed; kept by its text, so a changed row is parsed anew.
+
+    json.loads cost ~10 us per level per answer, a third of building a C-FIND answer; the
+    same patients and studies come back in the pages of repeated and overlapping queries.
+    Callers must not change the result (it is shared).
+    """
+    return json.loads(text)  # type: ignore[no-any-return]
 
 
 # --- the port --------------------------------------------------------------------------
@@ -336,6 +356,8 @@ class SqlQueryIndex:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._dialect = dialect_of(engine)
+        # The page statement of recent queries: built and compiled once, not once per page.
+        self._statements: dict[tuple[FindQuery, int], Select[Any]] = {}
 
     def matchable(self, level: _QueryLevel) -> frozenset[int]:
         """Tags matched in SQL for a query at `level` (the level and above)."""
@@ -347,9 +369,20 @@ class SqlQueryIndex:
             raise ValueError("limit must be at least 1")
         if after is not None and not isinstance(after, int):
             raise TypeError(f"not a cursor of this index: {after!r}")
-        stmt = keyset_select(query, self._dialect, after=after, limit=limit + 1)
-        level = query.level
-        return await asyncio.to_thread(self._page, stmt, level, limit)
+        stmt = self._statement(query, limit + 1)
+        cursor = BEFORE_FIRST if after is None else after
+        return await asyncio.to_thread(self._page, stmt, cursor, query.level, limit)
+
+    def _statement(self, query: FindQuery, limit: int) -> Select[Any]:
+        """The keyset page statement of `query` (`keyset_select`), kept for its next pages."""
+        key = (query, limit)
+        stmt = self._statements.get(key)
+        if stmt is None:
+            stmt = keyset_select(query, self._dialect, after=AFTER, limit=limit)
+            if len(self._statements) >= STATEMENTS:
+                self._statements.pop(next(iter(self._statements)))  # the oldest
+            self._statements[key] = stmt
+        return stmt
 
     async def count(self, query: FindQuery, *, cap: int) -> int:
         """How many entities match, counting no further than `cap` + 1."""
@@ -361,9 +394,9 @@ class SqlQueryIndex:
         with self._engine.connect() as conn, conn.begin():
             return int(conn.execute(stmt).scalar_one())
 
-    def _page(self, keyset: Select[Any], level: Level, limit: int) -> FindPage:
+    def _page(self, keyset: Select[Any], after: int, level: Level, limit: int) -> FindPage:
         with self._engine.connect() as conn, conn.begin():
-            pks = list(conn.execute(keyset).scalars())
+            pks = list(conn.execute(keyset, {AFTER: after}).scalars())
             more = len(pks) > limit
             del pks[limit:]
             rows: dict[int, Mapping[str, Any]] = {}
@@ -379,13 +412,17 @@ def _answers(rows: Iterable[Mapping[str, Any]], level: Level,
              extra: Mapping[int, JsonDataset]) -> tuple[JsonDataset, ...]:
     parsed: dict[tuple[Level, int], dict[str, Any]] = {}  # ancestors repeat along a page
     out = []
+    identifying: tuple[str, ...] | None = None
     for row in rows:
+        if identifying is None:
+            identifying = identifying_columns(row.keys())
         levels = []
         for current in ORDER[:_DEPTH[level] + 1]:
             pk = row[f"{current.value}_pk"]
             key = (current, pk)
             if key not in parsed:
-                parsed[key] = json.loads(row[f"{current.value}_attrs"])
+                parsed[key] = _parsed(row[f"{current.value}_attrs"])
             levels.append(parsed[key])
-        out.append(merge_answer(levels, row, extra.get(row[f"{level.value}_pk"], {})))
+        out.append(merge_answer(levels, row, extra.get(row[f"{level.value}_pk"], {}),
+                                identifying))
     return tuple(out)

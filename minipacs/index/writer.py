@@ -32,16 +32,19 @@ Rules (README and conformance statement):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import Engine, delete, exists, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ..ports import (
     AddOutcome,
@@ -54,7 +57,7 @@ from ..ports import (
     PatientConflict,
     PatientConflictPolicy,
 )
-from .engine import DEFAULT_RETRY, RetryPolicy, dialect_of, write_transaction
+from .engine import DEFAULT_RETRY, Prepared, RetryPolicy, dialect_of, write_transaction
 from .models import Level, UnreferencedFile, key_values, multi_values
 from .statements import (
     CLEAR_OTHER_IDS,
@@ -84,17 +87,56 @@ def _dumps(json_ds: Mapping[str, Any]) -> str:
     return json.dumps(json_ds, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
+class _JsonCache:
+    """The serialised level JSON of the series (studies, patients) seen last.
+
+    Every instance of a series repeats its patient, study and series attributes; comparing
+    the parsed dictionaries with the last ones is cheaper than serialising them again.
+    """
+
+    SIZE: Final = 64
+
+    def __init__(self) -> None:
+        self._last: dict[object, tuple[Mapping[str, Any], str]] = {}
+
+    def dumps(self, key: object, json_ds: Mapping[str, Any]) -> str:
+        hit = self._last.get(key)
+        if hit is not None and hit[0] == json_ds:
+            return hit[1]
+        text = _dumps(json_ds)
+        if len(self._last) >= self.SIZE:
+            del self._last[next(iter(self._last))]  # the oldest
+        self._last[key] = (json_ds, text)
+        return text
+
+
 @dataclass(slots=True)
 class _Item:
     record: InstanceRecord
     future: asyncio.Future[AddResult]
+    loop: asyncio.AbstractEventLoop
+    durable: Future[None] | None  # the file's sync: the commit waits for it
+
+
+class _FilesNotDurable(Exception):
+    """Some records' files failed to sync: their rows must not commit."""
+
+    def __init__(self, failed: dict[int, BaseException]) -> None:
+        super().__init__(f"{len(failed)} file(s) not durable")
+        self.failed = failed
 
 
 _STOP: Final = object()
 
 
 class IndexWriter:
-    """One task and one thread that own every index write (DESIGN principle 11)."""
+    """One thread that owns every index write (DESIGN principle 11).
+
+    Callers on the event loop queue a record and await a future; the thread takes every
+    queued record (group commit), writes them on its own long-lived connection, and wakes
+    the waiters of a batch with one callback. No asyncio task sits between the two: a record
+    costs the loop one wake-up, not a task switch and an executor round trip per batch.
+    """
 
     def __init__(
         self,
@@ -113,10 +155,13 @@ class IndexWriter:
         self._retry = retry
         # A key may be recorded already (an index rebuilt from files since): once is enough.
         self._unreferenced = self._dialect.insert_ignoring_duplicates(UnreferencedFile.__table__)
-        self._queue: asyncio.Queue[_Item | object] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopped: asyncio.Future[None] | None = None
         self._closing = False
+        self._conn: Connection | None = None  # the thread's own, kept between batches
+        self._json = _JsonCache()
+        self._insert_known = Prepared(INSERT_INTO_KNOWN_SERIES, engine)
         # Counters for monitoring and benchmarks.
         self.batches = 0
         self.records = 0
@@ -128,73 +173,87 @@ class IndexWriter:
         return self._queue.qsize()
 
     async def start(self) -> None:
-        if self._task is not None:
+        if self._thread is not None:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer")
-        self._task = asyncio.create_task(self._run(), name="index-writer")
+        loop = asyncio.get_running_loop()
+        self._stopped = loop.create_future()
+        self._thread = threading.Thread(target=self._run, args=(loop, self._stopped),
+                                        name="index-writer", daemon=True)
+        self._thread.start()
 
     async def aclose(self) -> None:
         """Write what is queued, then stop."""
-        if self._task is None or self._closing:
+        if self._thread is None or self._closing:
             return
         self._closing = True
-        self._queue.put_nowait(_STOP)
-        await self._task
-        assert self._executor is not None
-        self._executor.shutdown(wait=True)
+        self._queue.put(_STOP)
+        assert self._stopped is not None
+        await asyncio.shield(self._stopped)
 
-    async def submit(self, record: InstanceRecord) -> AddResult:
-        """Queue `record`; returns once it is committed. Raises IndexWriteError/OutOfResources."""
-        if self._task is None or self._closing:
+    async def submit(self, record: InstanceRecord, *,
+                     durable: Future[None] | None = None) -> AddResult:
+        """Queue `record`; returns once it is committed. Raises IndexWriteError/OutOfResources.
+
+        `durable` (the file's sync, under way): the transaction holding the row commits only
+        after it succeeded; if it failed, the row is not written and its error is raised.
+        Either way this returns only once `durable` is done.
+        """
+        if self._thread is None or self._closing:
+            if durable is not None:
+                await asyncio.wrap_future(durable)  # nothing may outlive the call
             raise IndexWriteError("the index writer is not running")
-        item = _Item(record, asyncio.get_running_loop().create_future())
-        self._queue.put_nowait(item)
+        loop = asyncio.get_running_loop()
+        item = _Item(record, loop.create_future(), loop, durable)
+        self._queue.put(item)
         return await item.future
 
-    # --- the task -----------------------------------------------------------------------
+    # --- the thread ---------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _run(self, loop: asyncio.AbstractEventLoop, stopped: asyncio.Future[None]) -> None:
         stopping = False
-        batch: list[_Item] = []
         try:
             while not stopping:
-                first = await self._queue.get()
+                first = self._queue.get()
                 stopping = first is _STOP
-                batch = [] if stopping else [first]  # type: ignore[list-item]
-                while len(batch) < self._max_batch and not self._queue.empty():
-                    item = self._queue.get_nowait()
+                batch: list[_Item] = [] if stopping else [first]  # type: ignore[list-item]
+                while len(batch) < self._max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
                     if item is _STOP:
                         stopping = True
                         break
                     batch.append(item)  # type: ignore[arg-type]
                 # A waiter cancelled before this point is skipped: nothing is written.
+                # (Reading `done()` from here races only with a cancellation, which then
+                # finds its record written anyway: the documented case below.)
                 batch = [item for item in batch if not item.future.done()]
                 if not batch:
                     continue
-                records = [item.record for item in batch]
                 try:
-                    results = await loop.run_in_executor(self._executor, self._write, records)
+                    results = self._write_durable(batch)
                 except Exception as exc:
                     results = [self._batch_error(exc)] * len(batch)
-                for item, result in zip(batch, results, strict=True):
-                    if item.future.done():
-                        continue  # cancelled while its batch was being written
-                    if isinstance(result, BaseException):
-                        item.future.set_exception(result)
-                    else:
-                        item.future.set_result(result)
-                batch = []
+                finally:
+                    _settle(batch)  # no waiter is woken while its file is still syncing
+                _wake(batch, results)
         finally:
-            # Cancelled (forced shutdown): nobody may wait forever on a future.
-            stopped = IndexWriteError("the index writer stopped")
-            while not self._queue.empty():
-                item = self._queue.get_nowait()
+            self._close_connection()
+            # Whatever is left (a submit racing the stop): nobody may wait forever.
+            leftover = []
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
                 if isinstance(item, _Item):
-                    batch.append(item)
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(stopped)
+                    leftover.append(item)
+            if leftover:
+                _settle(leftover)
+                _wake(leftover, [IndexWriteError("the index writer stopped")] * len(leftover))
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_set_done, stopped)
 
     def _batch_error(self, exc: Exception) -> Exception:
         if self._dialect.is_full(exc):
@@ -206,28 +265,77 @@ class IndexWriter:
 
     # --- the thread ---------------------------------------------------------------------
 
-    def _write(self, records: list[InstanceRecord]) -> list[AddResult | Exception]:
-        """One transaction for the batch (retried on lock or serialization failures).
+    def _write_durable(self, batch: list[_Item]) -> list[AddResult | Exception]:
+        """`_write`, committing only rows whose files synced; a failed sync's record gets
+        that error and the batch is written again without it (DESIGN principle 10)."""
+        results: list[AddResult | Exception | None] = [None] * len(batch)
+        todo = list(range(len(batch)))
+        while todo:
+            durables = [batch[i].durable for i in todo]
+            try:
+                written = self._write([batch[i].record for i in todo], durables)
+            except _FilesNotDurable as exc:
+                for position, error in exc.failed.items():
+                    index = todo[position]
+                    results[index] = error if isinstance(error, Exception) else \
+                        IndexWriteError(f"file not durable: {error!r}")
+                todo = [i for position, i in enumerate(todo) if position not in exc.failed]
+                continue
+            for index, result in zip(todo, written, strict=True):
+                results[index] = result
+            todo = []
+        return results  # type: ignore[return-value]
+
+    def _write(self, records: list[InstanceRecord],
+               durables: list[Future[None] | None] | None = None
+               ) -> list[AddResult | Exception]:
+        """One transaction for the batch (retried on lock or serialization failures),
+        committed once every file in `durables` synced (else `_FilesNotDurable`, rolled back).
 
         A batch of one needs no SAVEPOINT: its transaction is the record's, so a failure of
         the record (not of the database) rolls back only it and becomes its result.
         """
-        if len(records) == 1:
-            record = records[0]
-            try:
-                results: list[AddResult | Exception] = [write_transaction(
-                    self._engine, lambda conn: self._add_fast(conn, record)
-                    or self._add(conn, record), retry=self._retry)]
-            except OperationalError:
-                raise  # the database, not the record: the batch fails
-            except Exception as exc:
-                results = [self._record_error(record, exc)]
-        else:
-            results = write_transaction(
-                self._engine, lambda conn: self._write_batch(conn, records), retry=self._retry)
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        waits = [d for d in durables or () if d is not None]
+
+        def durable(results: list[AddResult | Exception]) -> list[AddResult | Exception]:
+            if waits:
+                failed = {i: error for i, d in enumerate(durables or ())
+                          if d is not None and (error := _outcome(d)) is not None}
+                if failed:
+                    raise _FilesNotDurable(failed)  # rolls the transaction back
+            return results
+
+        try:
+            if len(records) == 1:
+                record = records[0]
+                try:
+                    results: list[AddResult | Exception] = write_transaction(
+                        self._engine, lambda conn: durable([self._add_fast(conn, record)
+                                                            or self._add(conn, record)]),
+                        retry=self._retry, connection=self._conn)
+                except (OperationalError, _FilesNotDurable):
+                    raise  # the database or the file, not the record: the batch fails
+                except Exception as exc:
+                    results = [self._record_error(record, exc)]
+            else:
+                results = write_transaction(
+                    self._engine, lambda conn: durable(self._write_batch(conn, records)),
+                    retry=self._retry, connection=self._conn)
+        except DBAPIError as exc:
+            if exc.connection_invalidated or self._conn.invalidated:
+                self._close_connection()  # a new one next time (a database restart)
+            raise
         self.batches += 1
         self.records += len(records)
         return results
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
 
     def _write_batch(self, conn: Connection,
                      records: list[InstanceRecord]) -> list[AddResult | Exception]:
@@ -296,17 +404,19 @@ class IndexWriter:
         """A new instance of a known, unchanged series in one statement; None: not that case."""
         attrs = record.attributes
         values = {"sop_instance_uid": attrs.sop_instance_uid, **self._instance_values(record)}
-        inserted = conn.execute(INSERT_INTO_KNOWN_SERIES, {
+        inserted = self._insert_known.execute(conn, {
             **{f"v_{name}": value for name, value in values.items()},
             "k_instance": attrs.sop_instance_uid,
             "k_series": attrs.series_instance_uid,
-            "k_series_json": _dumps(attrs.series),
+            "k_series_json": self._json.dumps(("series", attrs.series_instance_uid),
+                                              attrs.series),
             "k_study": attrs.study_instance_uid,
-            "k_study_json": _dumps(attrs.study),
+            "k_study_json": self._json.dumps(("study", attrs.study_instance_uid), attrs.study),
             "k_patient_id": attrs.patient_id,
             "k_issuer": attrs.issuer_of_patient_id,
-            "k_patient_json": _dumps(attrs.patient),
-        }).rowcount
+            "k_patient_json": self._json.dumps(
+                ("patient", attrs.patient_id, attrs.issuer_of_patient_id), attrs.patient),
+        })
         if inserted != 1:
             return None
         self.fast_records += 1
@@ -454,6 +564,48 @@ class IndexWriter:
         log.info("empty %s pk %d removed", spec.level.value.lower(), pk)
         if spec.parent_level is not None and parent_pk is not None:
             self._drop_if_empty(conn, spec.parent_level, parent_pk)
+
+
+def _wake(batch: Sequence[_Item], results: Sequence[AddResult | Exception]) -> None:
+    """Resolve a batch's futures on their loops: one callback per loop, not per record."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Item, AddResult | Exception]]] = {}
+    for item, result in zip(batch, results, strict=True):
+        by_loop.setdefault(item.loop, []).append((item, result))
+    for loop, pairs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits there
+            loop.call_soon_threadsafe(_resolve, pairs)
+
+
+def _resolve(pairs: list[tuple[_Item, AddResult | Exception]]) -> None:
+    """On the loop: hand each waiter its result (one cancelled meanwhile is skipped)."""
+    for item, result in pairs:
+        if item.future.done():
+            continue  # cancelled while its batch was being written: written anyway
+        if isinstance(result, BaseException):
+            item.future.set_exception(result)
+        else:
+            item.future.set_result(result)
+
+
+def _outcome(durable: Future[None]) -> BaseException | None:
+    """Wait for a file's sync; its error, or None when the file is durable."""
+    try:
+        durable.result()
+    except BaseException as exc:  # the record fails with it, whatever it is
+        return exc
+    return None
+
+
+def _settle(batch: Sequence[_Item]) -> None:
+    """Wait until every file of the batch is done syncing (whatever happened to its row)."""
+    for item in batch:
+        if item.durable is not None:
+            _outcome(item.durable)
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _other_patient_ids(json_ds: Mapping[str, Any]) -> set[tuple[str, str]]:

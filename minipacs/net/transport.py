@@ -185,10 +185,12 @@ class Transport:
         self.assoc.send_command(context_id, message)
 
     def send_data(self, context_id: int, data: bytes | bytearray | memoryview, *,
-                  last: bool) -> None:
-        """Frame (part of) a data set and write it, with any command queued before it."""
+                  last: bool, flush: bool = True) -> None:
+        """Frame (part of) a data set and write it, with any command queued before it
+        (`flush` False: leave it queued for the next `flush`, to write several at once)."""
         self.assoc.send_data(context_id, memoryview(data).cast("B"), last=last)
-        self._flush()
+        if flush:
+            self._flush()
 
     def flush(self) -> None:
         self._flush()

@@ -117,6 +117,14 @@ class Channel(Protocol):
         """
         ...
 
+    async def send_many(self, context_id: int,
+                        messages: Sequence[tuple[DimseMessage, bytes | None]]) -> None:
+        """Send whole messages in order, written out together (one write, one wait for the
+        socket): a page of C-FIND pending responses. The same rules as `send`; when one
+        cannot be encoded, those before it are sent and MessageNotEncodable is raised.
+        """
+        ...
+
     def request(
         self,
         context_id: int,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol, TypeAlias
@@ -134,6 +135,12 @@ class AttributeParser(Protocol):
 class Index(Protocol):
     """The patient/study/series/instance index."""
 
-    async def add_instance(self, record: InstanceRecord) -> AddResult:
-        """Record an instance; returns once the row is durable. Raises IndexWriteError."""
+    async def add_instance(self, record: InstanceRecord, *,
+                           durable: Future[None] | None = None) -> AddResult:
+        """Record an instance; returns once the row is durable. Raises IndexWriteError.
+
+        `durable`: the file's sync, running meanwhile; the row commits only after it
+        succeeded (DESIGN principle 10), and its exception is this call's if it failed.
+        The call returns only once `durable` is done, whatever the outcome.
+        """
         ...

@@ -59,8 +59,19 @@ class Spool(Protocol):
         ...
 
     def commit(self) -> StoredFile:
-        """Make the file durable under its final key (fsync, link, fsync dirs); until
+        """Make the file durable under its final key (`link`, then `sync`); until
         `Storage.release` or `Storage.delete` of that key, a crash is recoverable."""
+        ...
+
+    def link(self) -> StoredFile:
+        """Give the file its final key without waiting for the disk: `sync` does that, and
+        an index row may commit only after it (DESIGN principle 10). Raises StorageError
+        (spool removed)."""
+        ...
+
+    def sync(self) -> None:
+        """Make a linked file durable (data and directory entries). Raises StorageError:
+        the file is then not durable and goes with `Storage.delete`."""
         ...
 
     def discard(self) -> None:
@@ -83,6 +94,13 @@ class Storage(Protocol):
         """A whole data set in one call: free-space check, spool, write, commit.
 
         For a data set already in memory, so it costs one thread hop (DESIGN principle 14).
+        Raises OutOfResources or StorageError, leaving nothing behind.
+        """
+        ...
+
+    def place(self, meta: FileMeta, data: bytes) -> tuple[StoredFile, Spool]:
+        """`store` without the wait for the disk: free-space check, spool, write and `link`
+        in one call, leaving `Spool.sync` to the caller (to overlap it with the index work).
         Raises OutOfResources or StorageError, leaving nothing behind.
         """
         ...

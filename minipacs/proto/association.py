@@ -160,6 +160,7 @@ class Association:
         self.artim_running = False
         self._framer = PduFramer(max_pdu_length, max_association_pdu)
         self._out: list[bytes] = []
+        self._last_command: tuple[DimseMessage, bytes] | None = None  # message, its encoding
         self._events: deque[AssociationEvent] = deque()
         self._accepted_ids: frozenset[int] = frozenset()
         self._started = False
@@ -282,8 +283,11 @@ class Association:
             self._fire(Event.EVT15, pdu=primitive, detail="aborted by local user")
 
     def send_command(self, context_id: int, message: DimseMessage) -> None:
-        """Send a DIMSE command set on an accepted presentation context (P-DATA request)."""
-        self._send_pdvs(context_id, encode_command(message), is_command=True, last=True)
+        """Send a DIMSE command set on an accepted context (P-DATA); one equal to the last
+        (a C-FIND's pending responses) is not encoded again."""
+        if self._last_command is None or self._last_command[0] != message:
+            self._last_command = (message, encode_command(message))
+        self._send_pdvs(context_id, self._last_command[1], is_command=True, last=True)
 
     def send_data(self, context_id: int, data: bytes | memoryview, *, last: bool) -> None:
         """Send (part of) the data set that follows the last command on this context."""

@@ -42,6 +42,7 @@ from .matching import CHARSET_VRS, ISO2022_DEFAULT, describe_tag
 
 __all__ = [
     "UTF8",
+    "AnswerEncoder",
     "AnswerValues",
     "IdentifierWriter",
     "answer_charset",
@@ -130,6 +131,85 @@ def encode_answer(answer: JsonDataset, parsed: ParsedQuery, ae_title: str,
         values[TAG_INSTANCE_AVAILABILITY] = ("CS", [INSTANCE_ONLINE])
     data, unwritten = encode_values(values, parsed.charset, transfer_syntax)
     return data, degraded or unwritten
+
+
+class AnswerEncoder:
+    """`encode_answer` for every answer of one query, with what does not change computed once.
+
+    Built per query: the element order, the Query/Retrieve Level and Retrieve AE Title
+    elements (the same in every answer) and each key's element header prefix. An answer whose
+    values are all text in the default repertoire (nearly all of them) is written straight
+    from its JSON; anything else — a sequence, a binary VR, a character set to choose, a
+    value too long for a short length field, Instance Availability — takes `encode_answer`,
+    so the bytes are the same either way.
+    """
+
+    def __init__(self, parsed: ParsedQuery, ae_title: str, transfer_syntax: str) -> None:
+        self._general = (parsed, ae_title, transfer_syntax)
+        implicit, little, self._deflated = _encoding(transfer_syntax)
+        self._implicit = implicit
+        self._order = "<" if little else ">"
+        constants = {TAG_QUERY_RETRIEVE_LEVEL: ("CS", [parsed.query.level.value]),
+                     TAG_RETRIEVE_AE_TITLE: ("AE", [ae_title])}
+        # (tag, JSON key, VR when empty) per key, or (tag, encoded element) for a constant.
+        plan: list[tuple[int, str, str] | tuple[int, bytes]] = []
+        keys = {key.tag: key for key in parsed.return_keys}
+        for tag in sorted(keys.keys() | constants.keys()):
+            if tag in constants:
+                vr, value = constants[tag]
+                plan.append((tag, _ascii_element_bytes(self, tag, vr, value)))
+            else:
+                plan.append((tag, f"{tag:08X}", keys[tag].vr))
+        self._plan = plan
+        self._simple = ae_title.isascii() and all(
+            key.vr != "SQ" and key.items is None and key.tag != TAG_INSTANCE_AVAILABILITY
+            for key in parsed.return_keys)
+
+    def encode(self, answer: JsonDataset) -> tuple[bytes, bool]:
+        """The identifier of one answer and whether an element had to be left empty."""
+        if self._simple:
+            out = []
+            for step in self._plan:
+                if len(step) == 2:
+                    out.append(step[1])  # type: ignore[arg-type]
+                    continue
+                tag, json_key, empty_vr = step  # type: ignore[misc]
+                element = answer.get(json_key)
+                values = element.get("Value") if element else None
+                if not values:
+                    out.append(_ascii_element_bytes(self, tag, empty_vr, ()))
+                    continue
+                vr = element.get("vr", empty_vr)  # type: ignore[union-attr]
+                if vr not in STRING_VRS:
+                    break
+                texts = [_string(vr, value) for value in values]
+                if not all(text.isascii() for text in texts):
+                    break
+                encoded = _ascii_element_bytes(self, tag, vr, texts)
+                if encoded is None:
+                    break
+                out.append(encoded)
+            else:
+                data = b"".join(out)
+                return (deflate(data) if self._deflated else data), False
+        return encode_answer(answer, *self._general)
+
+
+def _ascii_element_bytes(encoder: AnswerEncoder, tag: int, vr: str,
+                         values: Sequence[str]) -> bytes:
+    """One text element of ASCII values, as `IdentifierWriter.text` writes it (PS3.5 §7.1);
+    None when its length does not fit a short length field (the general path then)."""
+    raw = "\\".join(values).encode("ascii")
+    if len(raw) % 2:
+        raw += b"\0" if vr == "UI" else b" "  # PS3.5 §6.2: UI pads with NUL
+    order, group, elem = encoder._order, tag >> 16, tag & 0xFFFF
+    if encoder._implicit:
+        return struct.pack(f"{order}HHI", group, elem, len(raw)) + raw
+    if vr in _LONG_VRS:
+        return struct.pack(f"{order}HH2sHI", group, elem, vr.encode(), 0, len(raw)) + raw
+    if len(raw) > _MAX_SHORT_LENGTH:
+        return None  # type: ignore[return-value]
+    return struct.pack(f"{order}HH2sH", group, elem, vr.encode(), len(raw)) + raw
 
 
 AnswerValues = dict[int, tuple[str, Any]]  # tag -> (VR, strings or a pydicom element)

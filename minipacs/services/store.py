@@ -1,13 +1,17 @@
 """Storage Service Class, C-STORE SCP (PS3.4 Annex B): spool, make durable, index, answer.
 
-Order (DESIGN §10): the data set goes into a spool file behind its Part 10 header →
-fsync → link to its key → index commit → release of the spool entry → Success. A failure at
-any step removes what was written, so nothing half-received is indexed and nothing
-acknowledged is lost; a crash at any step is settled at the next start (`Storage.release`).
+Order (DESIGN §10): the data set goes into a spool file behind its Part 10 header → link
+to its key → file sync (fdatasync, directory fsyncs) → index commit → release of the spool
+entry → Success. The index writer prepares the row while the file syncs and commits only
+once it is durable, so the two waits overlap and a row never points at a file a power loss
+could take. A failure at any step removes what was written, so nothing half-received is
+indexed and nothing acknowledged is lost; a crash at any step is settled at the next start
+(`Storage.release`).
 
-Thread hops (DESIGN §14): a data set that fits in `SPOOL_BUFFER` is parsed, checked and
-made durable in one hop, then the index writer's batch takes one more; a larger one streams
-into the spool one ~1 MiB write per hop and is parsed back from the committed file.
+Thread hops (DESIGN §14): a data set that fits in `SPOOL_BUFFER` is parsed, checked,
+written and linked in one hop, then the index writer's batch takes one more (the sync runs
+beside it, awaited by the writer, not by the loop); a larger one streams into the spool one
+~1 MiB write per hop and is parsed back from the linked file while it syncs.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import contextlib
 import io
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Final, Protocol, TypeVar
@@ -51,6 +56,7 @@ log = logging.getLogger("minipacs.store")
 # Data-set bytes gathered in memory before one write is handed to a thread (DESIGN §14).
 SPOOL_BUFFER: Final = 1 << 20
 MAX_INFLATED: Final = 1 << 30  # limits.max_inflated_mb: what a Deflated data set may become
+SYNC_THREADS: Final = 16  # files synced at once (each waits on the disk, GIL released)
 _T = TypeVar("_T")
 
 
@@ -80,13 +86,18 @@ class StoreService:
 
     def __init__(self, storage: Storage, index: Index, parser: AttributeParser,
                  metrics: Metrics | None = None, *, max_inflated: int = MAX_INFLATED,
-                 to_thread: ToThread = asyncio.to_thread) -> None:
+                 to_thread: ToThread = asyncio.to_thread,
+                 syncs: Executor | None = None) -> None:
         self.storage = storage
         self.index = index
         self.parser = parser
         self.metrics = metrics or NoMetrics()
         self.max_inflated = max_inflated
         self._to_thread = to_thread  # every thread hop goes through it (tests count them)
+        # File syncs run here while the index writer prepares the row (nobody awaits the
+        # thread itself: the writer waits for the sync before its commit).
+        self._syncs = syncs or ThreadPoolExecutor(max_workers=SYNC_THREADS,
+                                                  thread_name_prefix="file-sync")
 
     async def __call__(self, channel: Channel, request: Request) -> Outcome:
         message = request.message
@@ -164,35 +175,38 @@ class StoreService:
 
     async def _finish_in_memory(self, meta: FileMeta, data: bytes,
                                 study: str | None) -> Ingested:
-        """Parse, check, store and commit in one thread hop, then index (DESIGN §10, §14).
+        """Parse, check, write and link in one thread hop, then index while the file syncs
+        (DESIGN principles 10, 14): the row commits only once the file is durable.
 
         Parsing first means a data set refused with A900 or C000 never reaches the disk.
         """
 
-        def parse_and_store() -> tuple[InstanceAttributes, StoredFile]:
+        def parse_and_place() -> tuple[InstanceAttributes, StoredFile, Spool]:
             attributes = self.parser.parse(data, meta.transfer_syntax_uid)
             _check(meta, attributes, study)
             self._check_inflated(io.BytesIO(data), meta.transfer_syntax_uid)
-            return attributes, self.storage.store(meta, data)
+            stored, spool = self.storage.place(meta, data)
+            return attributes, stored, spool
 
         try:
-            attributes, stored = await self._to_thread(parse_and_store)
+            attributes, stored, spool = await self._to_thread(parse_and_place)
         except StorageError as exc:
             return self._fail(meta, Status.OUT_OF_RESOURCES, str(exc))
         except _Refused as exc:
             return self._fail(meta, exc.status, exc.comment)
         except DataSetError as exc:
             return self._fail(meta, Status.CANNOT_UNDERSTAND, exc.comment)
-        return await self._index(meta, stored, attributes)
+        return await self._index(meta, stored, attributes, self._syncs.submit(spool.sync))
 
     async def _finish_spooled(self, meta: FileMeta, spool: Spool, tail: bytes,
                               study: str | None) -> Ingested:
-        """Write the last piece, commit, parse back from the file (one hop), then index."""
+        """Write the last piece and link (one hop), parse back from the file while it syncs
+        (one hop), then index: the row commits only once the file is durable."""
 
-        def commit() -> StoredFile:
+        def link() -> StoredFile:
             if tail:
                 spool.write(tail)  # removes the spool on failure
-            return spool.commit()
+            return spool.link()
 
         def parse(stored: StoredFile) -> InstanceAttributes:
             with self.storage.open_dataset(stored.key, stored.dataset_offset) as fp:
@@ -203,13 +217,15 @@ class StoreService:
             return attributes
 
         try:
-            stored = await self._to_thread(commit)
+            stored = await self._to_thread(link)
         except StorageError as exc:
             await self._to_thread(spool.discard)
             return self._fail(meta, Status.OUT_OF_RESOURCES, str(exc))
+        durable = self._syncs.submit(spool.sync)
         try:
             attributes = await self._to_thread(parse, stored)
         except Exception as exc:  # _Refused, DataSetError, StorageError or a bug
+            await _finished(durable)
             await self._delete_unreferenced(stored.key)
             if isinstance(exc, _Refused):
                 return self._fail(meta, exc.status, exc.comment)
@@ -217,11 +233,12 @@ class StoreService:
                 return self._fail(meta, Status.CANNOT_UNDERSTAND, exc.comment)
             log.exception("parsing %r failed", meta.sop_instance_uid)
             return self._fail(meta, Status.OUT_OF_RESOURCES, "cannot read the stored file")
-        return await self._index(meta, stored, attributes)
+        return await self._index(meta, stored, attributes, durable)
 
     async def _index(self, meta: FileMeta, stored: StoredFile,
-                     attributes: InstanceAttributes) -> Ingested:
-        """Commit the index row, then answer; a file no row keeps is removed (DESIGN §10)."""
+                     attributes: InstanceAttributes, durable: Future[None]) -> Ingested:
+        """Commit the index row once the file is durable, then answer; a file no row keeps
+        is removed (DESIGN §10)."""
         try:
             result = await self.index.add_instance(InstanceRecord(
                 attributes=attributes,
@@ -230,11 +247,16 @@ class StoreService:
                 calling_ae_title=meta.sending_ae_title,
                 called_ae_title=meta.receiving_ae_title,
                 received_at=datetime.now(UTC),
-            ))
+            ), durable=durable)
         except PatientConflict as exc:  # storage.patient_conflict: refuse
             await self._delete_unreferenced(stored.key)
             return self._fail(meta, Status.CANNOT_UNDERSTAND, exc.comment)
+        except StorageError as exc:  # the file's sync failed: no row was written
+            await _finished(durable)
+            await self._delete_unreferenced(stored.key)
+            return self._fail(meta, Status.OUT_OF_RESOURCES, str(exc))
         except Exception:  # IndexWriteError, OutOfResources (database full) or a bug
+            await _finished(durable)
             await self._delete_unreferenced(stored.key)
             log.exception("indexing %s failed", meta.sop_instance_uid)
             return self._fail(meta, Status.OUT_OF_RESOURCES, "index write failed")
@@ -278,6 +300,12 @@ class StoreService:
         # peer and the status in words.
         log.debug("C-STORE %r refused: 0x%04X (%r)", meta.sop_instance_uid, status, comment)
         return Ingested(status, comment)
+
+
+async def _finished(durable: Future[None]) -> None:
+    """Wait until a file's sync is over, however it ended: only then may the file go."""
+    with contextlib.suppress(BaseException):
+        await asyncio.wrap_future(durable)
 
 
 class _Refused(Exception):

@@ -74,6 +74,11 @@ TAG_SENDING_AE: Final = 0x00020017
 TAG_RECEIVING_AE: Final = 0x00020018
 
 
+# Files put in one leaf directory before the next is chosen (`FilesystemStorage.new_key`).
+BUCKET_FILES: Final = 1000
+MAX_KNOWN_DIRS: Final = 1024
+
+
 def _element(tag: int, vr: str, value: object) -> bytes:
     """One group-0002 element encoded by pydicom (Explicit VR Little Endian, PS3.10 §7.1)."""
     fp = DicomBytesIO()
@@ -133,9 +138,15 @@ class FilesystemStorage:
         self._implementation = (implementation_class_uid, implementation_version_name)
         self._source_ae_title = source_ae_title
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        # Fan-out directories made in this process whose parent is not fsynced yet.
+        # Fan-out directories made in this process whose parent is not fsynced yet; those
+        # known to exist durably (no mkdir needed); leaves this process has looked at.
         self._fresh_dirs: set[Path] = set()
+        self._durable_dirs: set[Path] = set()
+        self._seen_leaves: set[Path] = set()
         self._fresh_lock = threading.Lock()
+        self._bucket = ""
+        self._bucket_left = 0
+        self._bucket_lock = threading.Lock()
         # Committed spools whose entry still stands, by key; keys released by the index.
         self._pending: dict[str, FilesystemSpool] = {}
         self._pending_lock = threading.Lock()
@@ -167,10 +178,21 @@ class FilesystemStorage:
 
     def store(self, meta: FileMeta, data: bytes) -> StoredFile:
         """Check free space, spool, write and commit a whole data set: one thread hop."""
+        stored, spool = self.place(meta, data)
+        try:
+            spool.sync()
+        except StorageError:
+            self.delete(stored.key)
+            raise
+        return stored
+
+    def place(self, meta: FileMeta, data: bytes) -> tuple[StoredFile, FilesystemSpool]:
+        """Check free space, spool, write and link a whole data set; `sync` is the
+        caller's (`ports.Storage.place`)."""
         self.check_free_space()
         with self.open_spool(meta) as spool:  # removed on any failure
             spool.write(data)
-            return spool.commit()
+            return spool.link(), spool
 
     def part10_header(self, meta: FileMeta) -> bytes:
         """Preamble, ``DICM`` and the File Meta Information group (PS3.10 §7.1)."""
@@ -204,17 +226,32 @@ class FilesystemStorage:
         return before, b"".join(after)
 
     def new_key(self) -> tuple[str, Path]:
-        """A fresh key ``ab/cd/<uuid4 hex>.dcm`` and its path (DESIGN principle 10)."""
-        name = uuid.uuid4().hex
+        """A fresh key ``ab/cd/<32 hex digits>.dcm`` and its path (DESIGN principle 10).
+
+        The name is a uuid4 whose first four hex digits are replaced by the current fan-out
+        bucket ``ab/cd`` (106 random bits stay): consecutive files share a leaf directory
+        and a new one is made only every `BUCKET_FILES` files, instead of one directory per
+        file on a young store (an inode allocation and two directory fsyncs each).
+        """
+        with self._bucket_lock:
+            if self._bucket_left <= 0:
+                self._bucket = uuid.uuid4().hex[:4]
+                self._bucket_left = BUCKET_FILES
+            self._bucket_left -= 1
+            bucket = self._bucket
+        name = bucket + uuid.uuid4().hex[4:]
         key = f"{name[:2]}/{name[2:4]}/{name}.dcm"
         return key, self.root / key
 
     def make_parent_dirs(self, path: Path) -> list[Path]:
         """Create the fan-out directories of `path`; returns those whose entry may not be
-        durable yet: made by this call, or by another thread that has not fsynced their
-        parent yet (its commit may still be on the way; ours must not answer before).
+        durable yet: made by this call, or found but not yet known durable to this process
+        (another thread or process may have made it and not fsynced its parent yet; ours
+        must not answer before). A leaf known durable costs no system call.
         """
         leaf = path.parent
+        if leaf in self._durable_dirs:
+            return []
         try:
             os.mkdir(leaf)
             made = [leaf]
@@ -223,11 +260,15 @@ class FilesystemStorage:
         except FileNotFoundError:
             made = [directory for directory in (leaf.parent, leaf) if _mkdir(directory)]
         if not self.fsync:
+            self._remember_durable(leaf)
             return made
         with self._fresh_lock:
             self._fresh_dirs.update(made)
-            if not self._fresh_dirs:
-                return []
+            # Found rather than made, and not yet seen durable: sync its parents once too.
+            self._fresh_dirs.update(d for d in (leaf.parent, leaf)
+                                    if d not in self._durable_dirs and d not in made
+                                    and leaf not in self._seen_leaves)
+            self._seen_leaves.add(leaf)
             return [d for d in (leaf.parent, leaf) if d in self._fresh_dirs]
 
     def track(self, key: str, spool: FilesystemSpool) -> None:
@@ -256,6 +297,21 @@ class FilesystemStorage:
         if directories:
             with self._fresh_lock:
                 self._fresh_dirs.difference_update(directories)
+                for directory in directories:
+                    self._remember_durable(directory)
+
+    def forget_leaf(self, leaf: Path) -> None:
+        """`leaf` turned out missing (removed by hand or a tool): make it again next time."""
+        with self._fresh_lock:
+            self._durable_dirs.discard(leaf)
+            self._seen_leaves.discard(leaf)
+
+    def _remember_durable(self, directory: Path) -> None:
+        """`directory` exists and its entry is durable: files there skip the mkdir."""
+        if len(self._durable_dirs) >= MAX_KNOWN_DIRS:  # a bounded memory of buckets
+            self._durable_dirs.clear()
+            self._seen_leaves.clear()
+        self._durable_dirs.add(directory)
 
     # --- reading and removing -----------------------------------------------------------
 

@@ -37,6 +37,8 @@ class SpoolOwner(Protocol):
 
     def dirs_made_durable(self, directories: list[Path]) -> None: ...
 
+    def forget_leaf(self, leaf: Path) -> None: ...
+
     def track(self, key: str, spool: FilesystemSpool) -> None: ...
 
 
@@ -129,8 +131,8 @@ class FilesystemSpool:
     final key and locked from creation until `release` (module docstring: recovery).
     """
 
-    __slots__ = ("_digest", "_done", "_fd", "_final", "_header", "_key", "_linked", "_offset",
-                 "_path", "_size", "_storage")
+    __slots__ = ("_digest", "_done", "_fd", "_final", "_fresh", "_header", "_key", "_linked",
+                 "_offset", "_path", "_size", "_storage")
 
     def __init__(self, storage: SpoolOwner, key: str, final: Path,
                  header: bytes) -> None:
@@ -142,6 +144,7 @@ class FilesystemSpool:
         self._size = self._offset = len(header)
         self._header = header  # not yet written
         self._done = self._linked = False
+        self._fresh: list[Path] = []
         try:
             self._fd = os.open(self._path, _CREATE_FLAGS, 0o666)
         except OSError as exc:
@@ -173,10 +176,20 @@ class FilesystemSpool:
         self._size += len(data)
 
     def commit(self) -> StoredFile:
-        """fdatasync → link to the final key → fsync the directories the link touched.
+        """`link`, then `sync`: the file is durable under its final key."""
+        stored = self.link()
+        self.sync()
+        return stored
 
-        The spool entry stays, locked, as the intent record until `release` (the index row
-        committed) or `FilesystemStorage.delete` (it did not).
+    def link(self) -> StoredFile:
+        """Name the file by its final key; not durable until `sync`.
+
+        Linking before the syncs lets one journal commit carry the file and its new name:
+        on ext4 the fdatasync commits the link with the file's allocation, and the directory
+        fsync that POSIX still asks for finds nothing left to write. A crash before the
+        syncs leaves a linked file with no index row, which recovery removes (the spool
+        entry says so). The spool entry stays, locked, as the intent record until `release`
+        (the index row committed) or `FilesystemStorage.delete` (it did not).
         """
         if self._done:
             raise StorageError("spool already committed or discarded")
@@ -185,30 +198,41 @@ class FilesystemSpool:
         try:
             if self._header:
                 _write_all(self._fd, (self._header,))
-            if storage.fsync:
-                _sync_data(self._fd)  # data and size; the name is the directory's (below)
-            fresh = storage.make_parent_dirs(final)
-            os.link(self._path, final)
+            self._fresh = storage.make_parent_dirs(final)
+            try:
+                os.link(self._path, final)
+            except FileNotFoundError:  # its leaf was removed meanwhile: make it again
+                storage.forget_leaf(final.parent)
+                self._fresh = storage.make_parent_dirs(final)
+                os.link(self._path, final)
         except OSError as exc:
             self.discard()
             raise storage_error(exc, "cannot commit spool file") from exc
         self._done = self._linked = True
-        try:
-            if storage.fsync:
-                # The new entry lives in the leaf directory; a directory not yet durable
-                # lives in its parent, and both must reach the disk (fsync(2) on the file
-                # does not persist its name).
-                fsync_dir(final.parent)
-                for directory in fresh:
-                    fsync_dir(directory.parent)
-                storage.dirs_made_durable(fresh)
-        except OSError as exc:
-            final.unlink(missing_ok=True)
-            self.release()
-            raise storage_error(exc, "cannot make directory durable") from exc
         storage.track(self._key, self)
         checksum = f"{CHECKSUM_ALGORITHM}:{self._digest.hexdigest()}"
         return StoredFile(self._key, self._size, checksum, self._offset)
+
+    def sync(self) -> None:
+        """fdatasync the file, fsync the directories its link touched (POSIX: fsync(2) on
+        a file does not persist its name). Raises StorageError; the file then stays for
+        `FilesystemStorage.delete`."""
+        storage = self._storage
+        if not self._linked:
+            raise StorageError("spool not linked")
+        if not storage.fsync:
+            return
+        final = self._final
+        try:
+            _sync_data(self._fd)  # data and size; the name is the directory's (below)
+            # The new entry lives in the leaf directory; a directory not yet durable lives
+            # in its parent, and both must reach the disk.
+            fsync_dir(final.parent)
+            for directory in self._fresh:
+                fsync_dir(directory.parent)
+        except OSError as exc:
+            raise storage_error(exc, "cannot make the file durable") from exc
+        storage.dirs_made_durable(self._fresh)
 
     def release(self) -> None:
         """Close, unlock and remove the spool entry (the committed file stays)."""

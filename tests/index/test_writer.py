@@ -8,6 +8,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from minipacs.ports import (
     IndexWriteError,
     PatientConflict,
     PatientConflictPolicy,
+    StorageError,
 )
 from tests.databases import sqlite_file, sqlite_only
 from tests.index.dicomdata import attributes, make_dataset, other_ids, record
@@ -183,6 +185,46 @@ async def test_lock_held_too_long_fails_the_batch(db_url: str) -> None:
     finally:
         await writer.aclose()
         engine.dispose()
+
+
+class FileSync(Future[None]):
+    """A file's sync as the store hands it to the writer; says when the writer waits on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.awaited = threading.Event()
+
+    def result(self, timeout: float | None = None) -> None:
+        self.awaited.set()
+        return super().result(WAIT if timeout is None else timeout)
+
+
+async def test_the_row_commits_only_once_its_file_is_durable(
+    writer: IndexWriter, engine: Engine
+) -> None:
+    sync = FileSync()
+    rec = record(attributes(make_dataset()))
+    task = asyncio.create_task(writer.submit(rec, durable=sync))
+    # The row is written in the writer's transaction; the commit waits for the file.
+    assert await asyncio.to_thread(sync.awaited.wait, WAIT)
+    assert count(engine, Instance) == 0 and not task.done()
+    sync.set_result(None)
+    assert (await task).outcome is AddOutcome.ADDED
+    assert count(engine, Instance) == 1
+
+
+async def test_a_file_that_fails_to_sync_leaves_no_row_and_fails_alone(
+    writer: IndexWriter, engine: Engine
+) -> None:
+    failing, fine = FileSync(), FileSync()
+    failing.set_exception(StorageError("cannot make the file durable: I/O error"))
+    fine.set_result(None)
+    bad, good = (record(attributes(make_dataset(n))) for n in (1, 2))
+    results = await asyncio.gather(writer.submit(bad, durable=failing),
+                                   writer.submit(good, durable=fine), return_exceptions=True)
+    assert isinstance(results[0], StorageError)
+    assert results[1].outcome is AddOutcome.ADDED  # type: ignore[union-attr]
+    assert rows(engine, Instance.sop_instance_uid) == [(good.attributes.sop_instance_uid,)]
 
 
 async def test_submit_after_close_is_refused(writer: IndexWriter) -> None:

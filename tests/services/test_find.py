@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import zlib
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -42,6 +42,7 @@ from minipacs.proto.negotiation import AcceptedContext, Negotiated
 from minipacs.proto.sop import PATIENT_ROOT_QR_FIND, STUDY_ROOT_QR_FIND
 from minipacs.proto.status import Status
 from minipacs.services.find import (
+    SEND_BATCH,
     FindService,
     answer_extended_negotiation,
     negotiated_options,
@@ -226,6 +227,7 @@ class FakeChannel:
         self._info = AssociationInfo("VIEWER", AE_TITLE, "192.0.2.7", 40000, Negotiated(
             {CONTEXT_ID: context}, 16384, extended={sop_class: extended} if extended else {}))
         self.sent: list[Sent] = []
+        self.batches: list[int] = []  # messages per send_many
         self.cancel_after = cancel_after
         self.request: Request | None = None
 
@@ -242,6 +244,12 @@ class FakeChannel:
             assert self.request is not None
             self.request.cancelled.set()  # as the connection does on C-CANCEL-RQ
         await asyncio.sleep(0)
+
+    async def send_many(self, context_id: int,
+                        messages: Sequence[tuple[DimseMessage, bytes | None]]) -> None:
+        self.batches.append(len(messages))
+        for message, dataset in messages:
+            await self.send(context_id, message, dataset)
 
 
 @dataclass
@@ -263,8 +271,11 @@ async def run_find(index: FakeQueryIndex, ident: Dataset | bytes, *,
                    sop_class: str = STUDY_ROOT_QR_FIND,
                    transfer_syntax: str = ExplicitVRLittleEndian, extended: bytes = b"",
                    cancel_after: int | None = None, max_results: int = 0,
-                   page_size: int = 100, strict_hierarchy: bool = False) -> Result:
+                   page_size: int = 100, strict_hierarchy: bool = False,
+                   batches: list[int] | None = None) -> Result:
     channel = FakeChannel(sop_class, transfer_syntax, extended, cancel_after)
+    if batches is not None:
+        channel.batches = batches  # the caller sees how the pendings were written
     data = ident if isinstance(ident, bytes) else encode(ident, transfer_syntax)
     message = CFindRQ(message_id=11, affected_sop_class_uid=sop_class)
     request = Request(AcceptedContext(CONTEXT_ID, sop_class, transfer_syntax), message,
@@ -665,8 +676,20 @@ async def test_cancel_stops_the_stream_with_fe00() -> None:
     result = await run_find(index, identifier("STUDY", StudyInstanceUID=""), cancel_after=3,
                             page_size=10)
     assert result.final.status == Status.CANCEL
-    assert len(result.pendings) == 3
+    assert len(result.pendings) == 10  # the batch under way when the C-CANCEL came
     assert len(index.pages) == 1  # no page read after the cancel
+
+
+async def test_pending_responses_go_out_in_batches() -> None:
+    index = FakeQueryIndex([study_json(n) for n in range(2 * SEND_BATCH + 3)])
+    channel_batches: list[int] = []
+    result = await run_find(index, identifier("STUDY", StudyInstanceUID=""),
+                            batches=channel_batches)
+    assert len(result.pendings) == 2 * SEND_BATCH + 3
+    assert channel_batches == [SEND_BATCH, SEND_BATCH, 3]  # one write each, not one per answer
+    cancelled = await run_find(index, identifier("STUDY", StudyInstanceUID=""),
+                               cancel_after=1)
+    assert len(cancelled.pendings) == SEND_BATCH  # stopped at the first batch's end
 
 
 async def test_max_results_refuses_before_any_pending() -> None:

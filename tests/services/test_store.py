@@ -11,6 +11,7 @@ import asyncio
 import io
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Final, TypeVar
 
@@ -92,6 +93,7 @@ class FakeSpool:
         self.data = bytearray(HEADER)
         self.writes: list[int] = []
         self.done = False
+        self.key = ""
 
     @property
     def size(self) -> int:
@@ -107,7 +109,12 @@ class FakeSpool:
         self.data += data
 
     def commit(self) -> StoredFile:
-        assert not self.done, "commit after commit/discard"
+        stored = self.link()
+        self.sync()
+        return stored
+
+    def link(self) -> StoredFile:
+        assert not self.done, "link after commit/discard"
         if self.storage.fail_commit is not None:
             self.discard()
             raise self.storage.fail_commit
@@ -116,7 +123,14 @@ class FakeSpool:
         key = f"{len(self.storage.committed):02x}/00/{self.name}.dcm"
         self.storage.files[key] = bytes(self.data)
         self.storage.committed.append(key)
+        self.key = key
         return StoredFile(key, len(self.data), f"fake:{len(self.data)}", len(HEADER))
+
+    def sync(self) -> None:
+        assert self.done and self.key, "sync before link"
+        if self.storage.fail_sync is not None:
+            raise self.storage.fail_sync
+        self.storage.synced.append(self.key)
 
     def discard(self) -> None:
         self.done = True
@@ -132,11 +146,13 @@ class FakeStorage:
     fail_write: StorageError = field(
         default_factory=lambda: OutOfResources("cannot write spool file: File too large"))
     fail_commit: StorageError | None = None
+    fail_sync: StorageError | None = None
     files: dict[str, bytes] = field(default_factory=dict)
     spools: dict[str, FakeSpool] = field(default_factory=dict)
     metas: list[FileMeta] = field(default_factory=list)
     opened_spools: list[FakeSpool] = field(default_factory=list)
     committed: list[str] = field(default_factory=list)
+    synced: list[str] = field(default_factory=list)
     opened: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
@@ -159,11 +175,16 @@ class FakeStorage:
         return spool
 
     def store(self, meta: FileMeta, data: bytes) -> StoredFile:
+        stored, spool = self.place(meta, data)
+        spool.sync()
+        return stored
+
+    def place(self, meta: FileMeta, data: bytes) -> tuple[StoredFile, FakeSpool]:
         self.check_free_space()
         self.stores += 1
         spool = self.open_spool(meta)
         spool.write(data)
-        return spool.commit()
+        return spool.link(), spool
 
     def open_dataset(self, key: str, dataset_offset: int | None = None) -> BinaryIO:
         self.opened.append(key)
@@ -211,10 +232,13 @@ class FakeIndex:
     rows: dict[str, InstanceRecord] = field(default_factory=dict)
     entered: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def add_instance(self, record: InstanceRecord) -> AddResult:
+    async def add_instance(self, record: InstanceRecord, *,
+                           durable: Future[None] | None = None) -> AddResult:
         self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
+        if durable is not None:  # the port's contract: commit only once the file is durable
+            await asyncio.wrap_future(durable)  # its error is the call's
         if self.fail is not None:
             raise self.fail
         uid = record.attributes.sop_instance_uid
@@ -361,13 +385,26 @@ async def test_large_data_set_is_written_in_big_pieces_and_parsed_from_the_file(
 
 
 async def test_small_data_set_costs_one_thread_hop(harness: Harness) -> None:
-    # DESIGN §14: parse, free-space check, spool, write and commit in one hop.
+    # DESIGN §14: parse, free-space check, spool, write and link in one hop; the file's sync
+    # runs beside the index write, which the loop does not wait for separately.
     data = encode(make_dataset())
     assert (await harness.store(store_request(data))).status == Status.SUCCESS
-    assert harness.hops.calls == ["parse_and_store"]
+    assert harness.hops.calls == ["parse_and_place"]
     assert harness.storage.stores == 1
     (spool,) = harness.storage.opened_spools
     assert spool.writes == [len(data)]
+    assert harness.storage.synced == harness.storage.committed  # durable before the answer
+
+
+@pytest.mark.parametrize("pixels", [0, 3 * SPOOL_BUFFER])
+async def test_sync_failure_is_a700_with_no_row_and_no_file(harness: Harness,
+                                                             pixels: int) -> None:
+    harness.storage.fail_sync = StorageError("cannot make the file durable: I/O error")
+    rsp = await harness.store(store_request(encode(make_dataset(pixels=pixels))))
+    assert rsp.status == Status.OUT_OF_RESOURCES
+    assert rsp.error_comment and "durable" in rsp.error_comment
+    assert harness.storage.deleted == harness.storage.committed
+    harness.assert_nothing_left()
 
 
 async def test_large_data_set_below_watermark_is_a700_and_leaves_nothing(
