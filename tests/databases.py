@@ -32,6 +32,8 @@ _TEMPLATE: Final = "minipacs_test_template"
 # For what only SQLite has (file locks, PRAGMAs, the online backup API, its query plans):
 # parametrizing `backend` directly overrides the fixture's two values.
 sqlite_only: Final = pytest.mark.parametrize("backend", [SQLITE])
+# For what only PostgreSQL has: several writers at once (SQLite's writers take turns).
+postgresql_only: Final = pytest.mark.parametrize("backend", [POSTGRESQL])
 
 
 class Databases:

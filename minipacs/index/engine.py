@@ -55,6 +55,7 @@ SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 # PostgreSQL SQLSTATEs worth retrying the whole transaction for.
 _PG_RETRYABLE: Final = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 _PG_FULL: Final = frozenset({"53100"})  # disk_full
+_PG_UNIQUE_VIOLATION: Final = "23505"
 _SQLITE_RETRYABLE: Final = ("database is locked", "database is busy", "database table is locked")
 _SQLITE_FULL: Final = "database or disk is full"
 
@@ -130,6 +131,16 @@ class Dialect:
         if self.is_sqlite:
             return any(text in str(exc.orig) for text in _SQLITE_RETRYABLE)
         return getattr(exc.orig, "sqlstate", None) in _PG_RETRYABLE
+
+    def is_unique_race(self, exc: BaseException) -> bool:
+        """Whether a unique violation may be another writer's concurrent insert of the key.
+
+        PostgreSQL: an INSERT that meets a key another transaction inserted and has not
+        committed waits for it, then fails (23505) once it commits; a new statement sees
+        that row, so writing again resolves it. SQLite's writers take turns: never.
+        """
+        return (not self.is_sqlite and isinstance(exc, DBAPIError)
+                and getattr(exc.orig, "sqlstate", None) == _PG_UNIQUE_VIOLATION)
 
     def is_full(self, exc: BaseException) -> bool:
         """Whether the database ran out of disk (PS3.4 B.2.3: 0xA700)."""
