@@ -50,13 +50,22 @@ class Databases:
     def create(self, backend: str) -> str:
         """The URL of a new database of `backend`, at the head revision."""
         if backend == SQLITE:
-            url = f"sqlite:///{self._tmp.mktemp('db') / 'index.db'}"
+            url = self.create_empty(SQLITE)
             upgrade(url)
             return url
+        return self._new_postgresql(f' TEMPLATE "{_TEMPLATE}"')
+
+    def create_empty(self, backend: str) -> str:
+        """The URL of a new database of `backend` with nothing in it (not migrated)."""
+        if backend == SQLITE:
+            return f"sqlite:///{self._tmp.mktemp('db') / 'index.db'}"
+        return self._new_postgresql("")
+
+    def _new_postgresql(self, options: str) -> str:
         admin = self._postgresql()
         name = f"{self._prefix}{next(self._numbers)}"
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{_TEMPLATE}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"{options}'))
         self._made.append(name)
         return make_url(self._admin_url).set(database=name).render_as_string(
             hide_password=False)

@@ -15,7 +15,7 @@ from .. import __version__
 from ..config import Config
 from ..index import AttributeReader, SqlIndex
 from ..index.engine import make_engine
-from ..index.migrate import upgrade
+from ..index.migrate import SchemaTooNew, upgrade
 from ..net.peers import NetPeers, PeerAddress
 from ..net.server import Server
 from ..ports import NO_METRICS, Metrics, Storage
@@ -176,6 +176,9 @@ def serve(config: Config) -> int:
     """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit code."""
     try:
         storage = prepare(config)
+    except SchemaTooNew as exc:  # a configuration problem: not worth restarting (exit 2)
+        log.error("cannot start: %s", exc)
+        return 2
     except Exception as exc:  # a database or folder we cannot use: one line, exit 1
         log.error("cannot start: %s", exc)
         return 1

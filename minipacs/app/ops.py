@@ -18,7 +18,7 @@ from ..config import Config
 from ..index import SqlIndex, maintenance
 from ..index.engine import make_engine
 from ..index.extract import read_attributes
-from ..index.migrate import upgrade
+from ..index.migrate import SchemaTooNew, alembic_config, check_known, upgrade
 from ..index.models import Level
 from ..ports import (
     AddOutcome,
@@ -124,8 +124,12 @@ def unmigrated_reason(config: Config, engine: Engine) -> str | None:
     path = maintenance.sqlite_path(config.database.url)
     if path is not None and not path.exists():
         return f"no index database at {path} (minipacs db upgrade creates it)"
-    if (rev := maintenance.current_revision(engine)) != (
-            head := maintenance.head_revision(engine)):
+    try:
+        with engine.connect() as conn:
+            rev = check_known(conn, alembic_config(engine.url))
+    except SchemaTooNew as exc:
+        return str(exc)
+    if rev != (head := maintenance.head_revision(engine)):
         return f"index database at revision {rev or 'none'}, not {head}: run minipacs db upgrade"
     return None
 

@@ -23,7 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from sqlalchemy import ColumnElement, Engine, Insert, Table, and_, create_engine, event, literal
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Insert,
+    Table,
+    and_,
+    create_engine,
+    event,
+    literal,
+    text,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, make_url
@@ -40,6 +50,7 @@ __all__ = [
     "glob_pattern",
     "like_pattern",
     "literal_prefix",
+    "lock_for_migration",
     "make_engine",
     "successor",
     "sync_url",
@@ -56,6 +67,9 @@ SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 _PG_RETRYABLE: Final = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 _PG_FULL: Final = frozenset({"53100"})  # disk_full
 _PG_UNIQUE_VIOLATION: Final = "23505"
+# PostgreSQL advisory lock key of the schema migrations (any fixed 64-bit number: the first
+# eight bytes of "minipacs" in ASCII, as a signed big-endian integer).
+MIGRATION_LOCK_KEY: Final = int.from_bytes(b"minipacs", "big", signed=True)
 _SQLITE_RETRYABLE: Final = ("database is locked", "database is busy", "database table is locked")
 _SQLITE_FULL: Final = "database or disk is full"
 
@@ -224,6 +238,17 @@ def _configure_sqlite(engine: Engine, synchronous: str, busy_timeout_ms: int) ->
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def lock_for_migration(conn: Connection) -> None:
+    """Serialize schema migrations across processes, until `conn`'s transaction ends.
+
+    PostgreSQL: a transaction-level advisory lock (waits for another migrating process).
+    SQLite: the transaction is ``BEGIN IMMEDIATE`` already (`WRITE_OPTION`), which holds
+    the database's write lock, so nothing more is needed.
+    """
+    if conn.dialect.name != "sqlite":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
 
 
 # --- the one write transaction ------------------------------------------------------------
