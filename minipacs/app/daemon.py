@@ -200,7 +200,8 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
         storage = await asyncio.to_thread(prepare, config)
     engine = make_engine(config.database.url)
     index = SqlIndex(engine, duplicate_policy=config.storage.duplicates,
-                     patient_conflict=config.storage.patient_conflict)
+                     patient_conflict=config.storage.patient_conflict,
+                     process_lease=config.database.process_lease)
     await index.start()
     metrics = build_metrics(config)
     services = build_services(config, storage, index, metrics)
@@ -208,9 +209,14 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
     http = server.http = build_http_server(
         config, storage, index, ingest=services.store, storage_classes=storage_classes(config),
         metrics=metrics)
-    await services.commitment.start()  # reloads the reports still owed (PS3.4 J.3.3)
+    registered = False
     try:
         await server.start(config.listen.host, config.listen.port)
+        # Among the processes sharing the index (index/processes.py), then the reports
+        # still owed are taken up (PS3.4 J.3.3).
+        await index.processes.start(config.ae_title, f"{config.listen.host}:{server.port}")
+        registered = True
+        await services.commitment.start()
         if http is not None:
             await http.start()
         yield server
@@ -219,6 +225,8 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
             await http.shutdown(0)
         await server.shutdown(0)
         await services.commitment.aclose()
+        if registered:  # its claims are released with it
+            await index.processes.aclose()
         await index.aclose()
         engine.dispose()
         await asyncio.to_thread(storage.reap)  # released spool entries still standing

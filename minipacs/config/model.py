@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..ports import (
+    DEFAULT_PROCESS_LEASE,
     CommitmentPolicy,
     DuplicatePolicy,
     PatientConflictPolicy,
@@ -83,9 +84,11 @@ class StorageConfig:
 
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
-    """The index database (an SQLAlchemy URL)."""
+    """The index database (an SQLAlchemy URL), and how long a serving process's registration
+    in it lasts without renewal (several processes on one index)."""
 
     url: str = DEFAULT_DATABASE_URL
+    process_lease: float = DEFAULT_PROCESS_LEASE
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import (
@@ -31,7 +32,9 @@ from sqlalchemy import (
     and_,
     create_engine,
     event,
+    func,
     literal,
+    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -46,6 +49,7 @@ __all__ = [
     "WRITE_OPTION",
     "Dialect",
     "RetryPolicy",
+    "database_now",
     "dialect_of",
     "glob_pattern",
     "like_pattern",
@@ -238,6 +242,16 @@ def _configure_sqlite(engine: Engine, synchronous: str, busy_timeout_ms: int) ->
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def database_now(conn: Connection) -> datetime:
+    """The time by the database's clock, in UTC: what several hosts' processes agree on.
+
+    PostgreSQL: ``now()`` (the transaction's start). SQLite serves one host: its clock.
+    """
+    if conn.dialect.name == "sqlite":
+        return datetime.now(UTC)
+    return conn.execute(select(func.now())).scalar_one().astimezone(UTC)
 
 
 def lock_for_migration(conn: Connection) -> None:

@@ -35,6 +35,7 @@ from .index import (
 )
 from .metrics import NO_METRICS, Metrics, NoMetrics
 from .normalized import (
+    CommitmentClaim,
     CommitmentIndex,
     CommitmentItem,
     CommitmentState,
@@ -45,6 +46,7 @@ from .normalized import (
     WorklistIndex,
 )
 from .policy import (
+    DEFAULT_PROCESS_LEASE,
     CommitmentPolicy,
     ConnectPolicy,
     PatientIssuers,
@@ -74,6 +76,7 @@ from .storage import (
 )
 
 __all__ = [
+    "DEFAULT_PROCESS_LEASE",
     "NO_METRICS",
     "AddOutcome",
     "AddResult",
@@ -83,6 +86,7 @@ __all__ = [
     "AssociationUsage",
     "AttributeParser",
     "Channel",
+    "CommitmentClaim",
     "CommitmentIndex",
     "CommitmentItem",
     "CommitmentPolicy",
