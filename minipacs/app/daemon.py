@@ -211,7 +211,8 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
         metrics=metrics)
     registered = False
     try:
-        await server.start(config.listen.host, config.listen.port)
+        await server.start(config.listen.host, config.listen.port,
+                           reuse_port=config.listen.reuse_port)
         # Among the processes sharing the index (index/processes.py), then the reports
         # still owed are taken up (PS3.4 J.3.3).
         await index.processes.start(config.ae_title, f"{config.listen.host}:{server.port}")

@@ -80,4 +80,5 @@ def build_http_server(config: Config, storage: FilesystemStorage, index: SqlInde
                                          viewer_root=http.viewer_root),
                     metrics=metrics if isinstance(metrics, PrometheusMetrics) else None,
                     probes=build_probes(config, storage, index))
-    return HttpServer(app, http.host, http.port, grace=config.limits.shutdown_grace)
+    return HttpServer(app, http.host, http.port, grace=config.limits.shutdown_grace,
+                      reuse_port=config.listen.reuse_port)

@@ -68,6 +68,7 @@ class ListenConfig:
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    reuse_port: bool = False  # SO_REUSEPORT: several processes on one host share the port
 
 
 @dataclass(frozen=True, slots=True)

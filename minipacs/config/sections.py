@@ -70,6 +70,7 @@ _URL_SCHEME: Final = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<re
 LISTEN_RULES: Final[Mapping[str, Rule]] = {
     "host": host,
     "port": integer(0, PORT_MAX),
+    "reuse_port": boolean,
 }
 STORAGE_RULES: Final[Mapping[str, Rule]] = {
     "root": non_empty,

@@ -61,11 +61,13 @@ class Server:
         assert self._server is not None and self._server.sockets
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        """Listen; `reuse_port` (SO_REUSEPORT) lets several processes share the port, the
+        kernel spreading new connections over them."""
         limits = self.limits
         ensure_descriptors(limits.max_handshakes + limits.max_associations + SPARE_DESCRIPTORS)
         self._server = await asyncio.start_server(self._on_connect, host, port,
-                                                  reuse_address=True)
+                                                  reuse_address=True, reuse_port=reuse_port)
 
     async def shutdown(self, grace: float) -> None:
         """Stop accepting; let associations finish for `grace` seconds, then abort them."""
