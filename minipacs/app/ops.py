@@ -20,6 +20,7 @@ from ..index.engine import make_engine
 from ..index.extract import read_attributes
 from ..index.migrate import SchemaTooNew, alembic_config, check_known, upgrade
 from ..index.models import Level
+from ..index.processes import live_processes
 from ..ports import (
     AddOutcome,
     DataSetError,
@@ -28,6 +29,7 @@ from ..ports import (
     StorageError,
 )
 from ..storage import file_checksum, inventory
+from ..storage.spool import SPOOL_DIR, spool_name
 from . import OperationFailed, UsageError, loop_factory
 from .daemon import build_storage
 from .recovery import finish_interrupted_deletes, recover
@@ -159,6 +161,17 @@ def _failures() -> Iterator[None]:
         raise OpsFailed(str(getattr(exc, "orig", None) or exc)) from exc
 
 
+def refuse_beside_servers(config: Config, engine: Engine) -> None:
+    """OpsFailed while `minipacs serve` processes are registered alive on this index."""
+    serving = live_processes(engine, config.database.process_lease)
+    if serving:
+        raise OpsFailed(
+            f"{len(serving)} minipacs serve process(es) use this index: "
+            f"{'; '.join(map(str, serving))}; stop them first (a killed process counts as "
+            f"stopped {config.database.process_lease:g} s after its last heartbeat: "
+            "database.process_lease)")
+
+
 def db_upgrade(config: Config) -> UpgradeResult:
     """Apply the index's migrations (Alembic), creating the database if need be."""
     with _index_engine(config, migrated=False) as engine, _failures():
@@ -194,9 +207,14 @@ def db_check(config: Config, *, repair: bool = False) -> CheckReport:
         rechecked = (_check_file(root, now[p.key]) for p in problems if p.key in now)
         problems = [p for p in rechecked if p is not None]
         journaled = sum(len(j.keys) for j in inventory.read_journals(root))
-        # Replaced files recorded for deletion at the next start are known, not orphans.
+        # Replaced files recorded for deletion at the next start are known, not orphans; so
+        # is a file whose spool entry stands: a serving process is indexing it (or a crash
+        # left it, which the next start settles). The entry is looked at before the row:
+        # it goes only after the row commits.
         known = set(maintenance.unreferenced_keys(engine))
-        orphans = [key for key in files if key not in referenced and key not in known]
+        spool = root / SPOOL_DIR
+        orphans = [key for key in files if key not in referenced and key not in known
+                   and not (spool / spool_name(key)).exists()]
         now = maintenance.instance_files_by_key(engine, orphans)
         problems += [Problem(ProblemKind.ORPHAN, key, f"{files[key].size} bytes, no index row")
                      for key in orphans if key not in now and (root / key).exists()]
@@ -239,6 +257,7 @@ def db_rebuild(config: Config, *, backup: bool = True) -> RebuildResult:
         raise OpsFailed(f"no store folder at {root}")
     db_upgrade(config)
     with _index_engine(config) as engine, _failures():
+        refuse_beside_servers(config, engine)
         before = maintenance.count_rows(engine)
         backup_path = None
         if before.patients and backup:  # an empty index has nothing to lose
