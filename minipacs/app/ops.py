@@ -8,15 +8,20 @@ import dataclasses
 import enum
 import logging
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from ..config import Config
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..config import Config, ConfigError, database_url
 from ..index import SqlIndex, maintenance
-from ..index.engine import make_engine
+from ..index import copy as index_copy
+from ..index.engine import make_engine, sync_url
 from ..index.extract import read_attributes
 from ..index.migrate import SchemaTooNew, alembic_config, check_known, upgrade
 from ..index.models import Level
@@ -335,6 +340,54 @@ def db_backup(config: Config, dest: Path) -> maintenance.RowCounts:
             return maintenance.backup_sqlite(engine, dest)
         except ValueError as exc:  # the destination is the database itself
             raise OpsUsageError(str(exc)) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    destination: str  # the URL, password hidden
+    rows: dict[str, int]  # per table
+    seconds: float
+
+
+def db_copy(config: Config, to: str, *,
+            progress: Callable[[str, int], None] | None = None) -> CopyResult:
+    """Copy the whole index into the empty database `to` (all or nothing: index/copy.py).
+
+    Refused while serving processes use the index (the copy would miss what they store).
+    """
+    try:
+        dest_url = database_url(to, "--to", Path.cwd())
+    except ConfigError as exc:
+        raise OpsUsageError(exc.reason if exc.where == "--to" else str(exc)) from exc
+    shown = make_url(dest_url).render_as_string(hide_password=True)
+    if sync_url(dest_url) == sync_url(config.database.url):
+        raise OpsUsageError(f"--to {shown} is the index itself")
+    with _index_engine(config) as source, _failures():
+        refuse_beside_servers(config, source)
+        try:
+            upgrade(dest_url)
+        except SchemaTooNew as exc:
+            raise OpsFailed(f"{shown}: {exc}") from exc
+        except Exception as exc:  # cannot connect, cannot create: one line
+            raise OpsFailed(f"cannot open {shown}: {exc}") from exc
+        dest = make_engine(dest_url)
+        try:
+            with dest.connect() as conn:
+                present = {name: n for name, n in index_copy.row_counts(conn).items() if n}
+            if present:
+                listed = ", ".join(f"{n} {name}" for name, n in present.items())
+                raise OpsFailed(f"{shown} is not empty ({listed}): copy into an empty index")
+            started = time.monotonic()
+            try:
+                rows = index_copy.copy_index(source, dest, progress=progress)
+            except index_copy.CopyMismatch as exc:
+                raise OpsFailed(str(exc)) from exc
+            except SQLAlchemyError as exc:
+                raise OpsFailed(f"copy to {shown} failed, nothing written: "
+                                f"{getattr(exc, 'orig', None) or exc}") from exc
+            return CopyResult(shown, rows, time.monotonic() - started)
+        finally:
+            dest.dispose()
 
 
 def resolve_delete(config: Config, target: DeleteTarget) -> DeleteTarget:

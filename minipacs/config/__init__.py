@@ -36,6 +36,7 @@ from .model import (
     check_ae_title,
     check_host,
 )
+from .sections import database_url
 
 __all__ = [
     "AE_TITLE_MAX_LENGTH",
@@ -67,5 +68,6 @@ __all__ = [
     "StorageConfig",
     "check_ae_title",
     "check_host",
+    "database_url",
     "load_config",
 ]

@@ -219,6 +219,15 @@ def _database(raw: object, where: str, base: Path) -> DatabaseConfig:
     return replace(database, url=f"{scheme}:///{resolved.as_posix()}{query_sep}{query}")
 
 
+def database_url(url: str, where: str, base: Path) -> str:
+    """A database URL checked as `database.url` is (ConfigError naming `where`), a relative
+    SQLite path resolved against `base` (e.g. ``db copy --to``)."""
+    try:
+        return _database({"url": url}, "database", base).url
+    except ConfigError as exc:
+        raise ConfigError(where, exc.reason) from None
+
+
 def _peers(raw: object, where: str) -> Mapping[str, PeerConfig]:
     if raw is None:
         return MappingProxyType({})
