@@ -8,7 +8,8 @@ each table streamed in batches, so memory stays flat whatever the index's size.
 
 Tables go parents first (`Base.metadata.sorted_tables`), primary keys as they are, so every
 foreign key and every keyset cursor still holds; PostgreSQL's sequences are then set past
-the copied keys. Timestamps are normalised to UTC (SQLite keeps them without a zone, as
+the copied keys, and the destination is analysed (planner statistics). Timestamps are
+normalised to UTC (SQLite keeps them without a zone, as
 UTC). What belongs to running processes is not copied: their registrations, and the claims
 on Storage Commitment transactions (which stay pending and are delivered from the copy).
 """
@@ -83,6 +84,8 @@ def copy_index(source: Engine, dest: Engine, *, batch: int = BATCH_ROWS,
                 wrong = {name: (expected[name], n) for name, n in copied.items()
                          if n != expected[name]}
                 raise CopyMismatch(f"row counts differ after the copy (source, copy): {wrong}")
+    with dest.connect() as conn, conn.begin():  # planner statistics of the new tables
+        conn.execute(text("ANALYZE"))
     return copied
 
 
