@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -44,7 +45,8 @@ class Databases:
         self._admin: Engine | None = None
         self._admin_url = os.environ.get(POSTGRESQL_ENV, "")
         self._numbers = itertools.count(1)
-        self._prefix = f"minipacs_test_{os.getpid()}_"
+        # Unique per instance: each test package that imports the fixture has its own.
+        self._prefix = f"minipacs_test_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         self._made: list[str] = []
 
     def create(self, backend: str) -> str:

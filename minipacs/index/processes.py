@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
+import platform
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -58,7 +58,7 @@ class ProcessInfo:
 
 def process_token() -> str:
     """A name for this process, unique across hosts and restarts (at most 64 characters)."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    return f"{platform.node()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
 def live_tokens(now: datetime, lease: float) -> Select[Any]:
@@ -101,7 +101,7 @@ class ProcessRegistry:
         now = database_now(conn)
         conn.execute(delete(_PROCESS).where(_PROCESS.c.token == self.token))
         conn.execute(insert(_PROCESS).values(
-            token=self.token, host=socket.gethostname()[:255], pid=os.getpid(),
+            token=self.token, host=platform.node()[:255], pid=os.getpid(),
             ae_title=self._ae_title, address=self._address, started_at=now, heartbeat_at=now))
 
     def renew(self) -> bool:
