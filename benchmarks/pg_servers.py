@@ -69,6 +69,21 @@ def instance_rows(url: str) -> int:
         engine.dispose()
 
 
+def write_config(workdir: Path, port: int, max_pdu: int, url: str, *, fsync: bool,
+                 reuse_port: bool = False) -> Path:
+    """The configuration of a benchmark server on PostgreSQL, its store in `workdir`."""
+    config = workdir / "minipacs.yaml"
+    config.write_text(
+        f"ae_title: {SERVER_AE}\n"
+        f"listen: {{host: 127.0.0.1, port: {port}, reuse_port: {str(reuse_port).lower()}}}\n"
+        f"storage: {{root: ./store, fsync: {str(fsync).lower()}}}\n"
+        f"database: {{url: '{url}'}}\n"
+        f"limits: {{max_pdu_length: {max_pdu}}}\n",
+        encoding="utf-8",
+    )
+    return config
+
+
 def wait_listening(running: Running, processes: int, timeout: float = START_TIMEOUT) -> None:
     """Until `processes` "listening on" lines are in the server log (bounded)."""
     deadline = time.monotonic() + timeout
@@ -101,15 +116,7 @@ class MinipacsOnDatabase(ServerKind):
 
     def command(self, workdir: Path, port: int, max_pdu: int) -> tuple[list[str], dict[str, str]]:
         url = self._urls[workdir] = self.databases.create()
-        config = workdir / "minipacs.yaml"
-        config.write_text(
-            f"ae_title: {SERVER_AE}\n"
-            f"listen: {{host: 127.0.0.1, port: {port}, reuse_port: {self.forks}}}\n"
-            "storage: {root: ./store, fsync: true}\n"
-            f"database: {{url: '{url}'}}\n"
-            f"limits: {{max_pdu_length: {max_pdu}}}\n",
-            encoding="utf-8",
-        )
+        config = write_config(workdir, port, max_pdu, url, fsync=True, reuse_port=self.forks)
         serve = f"'{sys.executable}' -m minipacs serve --config '{config}'"
         if self.processes == 1:
             return [sys.executable, "-m", "minipacs", "serve", "--config", str(config)], (
@@ -166,15 +173,7 @@ class MinipacsFindOnDatabase(ServerKind):
                 f"max_pdu_length {max_pdu}")
 
     def command(self, workdir: Path, port: int, max_pdu: int) -> tuple[list[str], dict[str, str]]:
-        config = workdir / "minipacs.yaml"
-        config.write_text(
-            f"ae_title: {SERVER_AE}\n"
-            f"listen: {{host: 127.0.0.1, port: {port}}}\n"
-            "storage: {root: ./store, fsync: false}\n"
-            f"database: {{url: '{self.url}'}}\n"
-            f"limits: {{max_pdu_length: {max_pdu}}}\n",
-            encoding="utf-8",
-        )
+        config = write_config(workdir, port, max_pdu, self.url, fsync=False)
         return ([sys.executable, "-m", "minipacs", "serve", "--config", str(config)],
                 minipacs_env())
 

@@ -100,29 +100,29 @@ async def race(engines: tuple[Engine, Engine], writers: tuple[IndexWriter, Index
     return [await task, *[await other for other in others]]
 
 
-async def test_the_same_instance_at_once_is_kept_once(
-        engines: tuple[Engine, Engine], writers: tuple[IndexWriter, IndexWriter]) -> None:
+def two_copies() -> tuple[InstanceRecord, InstanceRecord]:
+    """One instance as two processes received it: the same data set, each its own file."""
     attrs = attributes(make_dataset(1))
-    first, again = record(attrs, "aa/aa/" + "a" * 32 + ".dcm"), record(
-        attrs, "bb/bb/" + "b" * 32 + ".dcm")
-    results = await race(engines, writers, first, again)
-    assert [r.outcome for r in results] == [AddOutcome.ADDED, AddOutcome.KEPT_FIRST]
+    return (record(attrs, "aa/aa/" + "a" * 32 + ".dcm"),
+            record(attrs, "bb/bb/" + "b" * 32 + ".dcm"))
+
+
+@pytest.mark.parametrize(("writers", "outcome", "kept"), [
+    (DuplicatePolicy.KEEP_FIRST, AddOutcome.KEPT_FIRST, 0),
+    (DuplicatePolicy.REPLACE, AddOutcome.REPLACED, 1),
+], indirect=["writers"])
+async def test_the_same_instance_at_once_is_indexed_once_by_the_policy(
+        engines: tuple[Engine, Engine], writers: tuple[IndexWriter, IndexWriter],
+        outcome: AddOutcome, kept: int) -> None:
+    copies = two_copies()
+    results = await race(engines, writers, *copies)
+    assert [r.outcome for r in results] == [AddOutcome.ADDED, outcome]
+    if outcome is AddOutcome.REPLACED:
+        assert results[1].replaced_key == copies[0].stored.key
     with engines[0].connect() as conn:
-        assert conn.execute(select(Instance.storage_key)).scalars().all() == [first.stored.key]
+        assert conn.execute(select(Instance.storage_key)).scalars().all() == [
+            copies[kept].stored.key]
     assert [count(engines[0], m) for m in (Patient, Study, Series)] == [1, 1, 1]
-
-
-@pytest.mark.parametrize("writers", [DuplicatePolicy.REPLACE], indirect=True)
-async def test_the_same_instance_at_once_replaces_under_replace(
-        engines: tuple[Engine, Engine], writers: tuple[IndexWriter, IndexWriter]) -> None:
-    attrs = attributes(make_dataset(1))
-    first, again = record(attrs, "aa/aa/" + "a" * 32 + ".dcm"), record(
-        attrs, "bb/bb/" + "b" * 32 + ".dcm")
-    results = await race(engines, writers, first, again)
-    assert [r.outcome for r in results] == [AddOutcome.ADDED, AddOutcome.REPLACED]
-    assert results[1].replaced_key == first.stored.key
-    with engines[0].connect() as conn:
-        assert conn.execute(select(Instance.storage_key)).scalars().all() == [again.stored.key]
 
 
 async def test_a_new_study_arriving_at_two_writers_is_one_study(
@@ -137,9 +137,7 @@ async def test_a_new_study_arriving_at_two_writers_is_one_study(
 async def test_a_batch_with_a_racing_record_loses_nothing(
         engines: tuple[Engine, Engine], writers: tuple[IndexWriter, IndexWriter]) -> None:
     """The racing record is in a batch with another: both are written, in one batch."""
-    attrs = attributes(make_dataset(1))
-    racing, again = record(attrs, "aa/aa/" + "a" * 32 + ".dcm"), record(
-        attrs, "bb/bb/" + "b" * 32 + ".dcm")
+    racing, again = two_copies()
     other = record(attributes(make_dataset(1, study=2, patient_id="PID2")))
     batches = writers[1].batches
     results = await race(engines, writers, racing, again, other)

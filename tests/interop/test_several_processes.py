@@ -10,7 +10,6 @@ sharing one port with `listen.reuse_port`.
 
 from __future__ import annotations
 
-import queue
 import signal
 import socket
 import subprocess
@@ -18,19 +17,19 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 
 from minipacs.index.engine import make_engine
 from minipacs.index.models import Instance
-from minipacs.proto.sop import STORAGE_COMMITMENT_PUSH, STORAGE_COMMITMENT_PUSH_INSTANCE
 from minipacs.proto.status import Status
 from minipacs.storage import file_checksum
 from tests.databases import POSTGRESQL, Databases
+from tests.interop.test_commitment import modality_scp, request_commitment
 from tests.support import (
     LOOPBACK,
     WAIT,
@@ -44,7 +43,7 @@ from tests.support import (
 )
 
 SERVER_AE: Final = "MINIPACS"
-MODALITY: Final = "MODALITY"
+MODALITY: Final = "MODALITY"  # the requestor test_commitment's helpers play
 CT_IMAGE_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.2"
 ROOT: Final = "1.2.826.0.1.3680043.10.998"
 LEASE: Final = 1.0  # database.process_lease: a dead process is noticed within seconds
@@ -106,48 +105,6 @@ class Pusher(threading.Thread):
         return {uid for uid, status in self.statuses.items() if status == Status.SUCCESS}
 
 
-def request_commitment(port: int, uids: list[str]) -> tuple[str, int]:
-    """The modality's N-ACTION (blocking): its Transaction UID and status."""
-    ae = pynetdicom_ae(MODALITY)
-    ae.add_requested_context(STORAGE_COMMITMENT_PUSH, ExplicitVRLittleEndian)
-    assoc = ae.associate(LOOPBACK, port, ae_title=SERVER_AE)
-    assert assoc.is_established
-    try:
-        ds = Dataset()
-        ds.TransactionUID = generate_uid()
-        refs = []
-        for uid in uids:
-            ref = Dataset()
-            ref.ReferencedSOPClassUID = CT_IMAGE_STORAGE
-            ref.ReferencedSOPInstanceUID = uid
-            refs.append(ref)
-        ds.ReferencedSOPSequence = refs
-        status, _ = assoc.send_n_action(ds, 1, STORAGE_COMMITMENT_PUSH,
-                                        STORAGE_COMMITMENT_PUSH_INSTANCE)
-    finally:
-        assoc.release()
-    return str(ds.TransactionUID), int(status.Status)
-
-
-def modality_scp(port: int) -> tuple[Any, queue.Queue[Dataset]]:
-    """The modality taking N-EVENT-REPORTs on `port` (PS3.4 J.3.3.1.3: the SCP role)."""
-    from pynetdicom import evt
-
-    reports: queue.Queue[Dataset] = queue.Queue()
-
-    def on_report(event: Any) -> tuple[int, None]:
-        reports.put(event.event_information)
-        return 0x0000, None
-
-    ae = pynetdicom_ae(MODALITY)
-    ae.add_supported_context(STORAGE_COMMITMENT_PUSH, [ExplicitVRLittleEndian,
-                                                       ImplicitVRLittleEndian],
-                             scu_role=False, scp_role=True)
-    server = ae.start_server((LOOPBACK, port), block=False,
-                             evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
-    return server, reports
-
-
 @pytest.fixture
 def serving() -> Iterator[list[ServeProcess]]:
     """Serve processes started by a test; killed (if still running) at the end."""
@@ -188,7 +145,9 @@ def test_two_processes_one_killed_mid_ingest_lose_nothing_and_report_commitment(
     pusher = Pusher(doomed.port, first)
     pusher.run()
     assert pusher.acknowledged() == {ds.SOPInstanceUID for ds in first}
-    transaction_uid, status = request_commitment(doomed.port, sorted(pusher.acknowledged()))
+    transaction_uid = generate_uid()
+    status, _ = request_commitment(doomed.port, transaction_uid, [
+        (CT_IMAGE_STORAGE, uid) for uid in sorted(pusher.acknowledged())])
     assert status == Status.SUCCESS
     hole.settimeout(WAIT)
     attempt, _ = hole.accept()  # the doomed process is delivering the report right now
@@ -212,14 +171,10 @@ def test_two_processes_one_killed_mid_ingest_lose_nothing_and_report_commitment(
     assert to_survivor.acknowledged() == {ds.SOPInstanceUID for ds in to_survivor.datasets}
 
     # The survivor takes the report over once the dead process's registration lapses.
-    scp, reports = modality_scp(report_port)
-    try:
+    with modality_scp(report_port) as reports:
         report = reports.get(timeout=WAIT * 2)
-    finally:
-        scp.shutdown()
-    assert report.TransactionUID == transaction_uid
-    assert {r.ReferencedSOPInstanceUID for r in report.ReferencedSOPSequence} == (
-        pusher.acknowledged())
+    assert report.info.TransactionUID == transaction_uid
+    assert report.committed() == pusher.acknowledged()
     survivor.wait_for_line(rf"storage commitment {transaction_uid}: report delivered")
     assert reports.empty()
 
