@@ -150,24 +150,22 @@ class SqlCommitmentIndex:
 
         return self._write(work)
 
-    async def claim(self, limit: int, *, due_only: bool = True) -> CommitmentClaim:
-        return await asyncio.to_thread(self._claim, limit, due_only)
+    def _others_free(self, now: datetime) -> ColumnElement[bool]:
+        """Pending work no live process holds: unclaimed, or its claimant is dead."""
+        return or_(_TXN.c.claimed_by.is_(None), and_(
+            _TXN.c.claimed_by != self.owner,
+            _TXN.c.claimed_by.not_in(live_tokens(now, self.lease))))
 
-    def _claim(self, limit: int, due_only: bool) -> CommitmentClaim:
+    async def claim(self, limit: int) -> CommitmentClaim:
+        return await asyncio.to_thread(self._claim, limit)
+
+    def _claim(self, limit: int) -> CommitmentClaim:
         def work(conn: Connection) -> CommitmentClaim:
             now = database_now(conn)
-            others_free = or_(_TXN.c.claimed_by.is_(None), and_(
-                _TXN.c.claimed_by != self.owner,
-                _TXN.c.claimed_by.not_in(live_tokens(now, self.lease))))
-            # Our own claims too: one an attempt could not release (the index was down).
-            where: list[ColumnElement[bool]] = [
-                _TXN.c.state == str(CommitmentState.PENDING),
-                or_(others_free, _TXN.c.claimed_by == self.owner)]
-            if due_only:
-                where.append(or_(_TXN.c.next_attempt_at.is_(None),
-                                 _TXN.c.next_attempt_at <= now))
+            free = [_TXN.c.state == str(CommitmentState.PENDING), self._others_free(now)]
+            due = or_(_TXN.c.next_attempt_at.is_(None), _TXN.c.next_attempt_at <= now)
             rows = conn.execute(
-                select(_TXN.c.pk, _TXN.c.transaction_uid).where(*where)
+                select(_TXN.c.pk, _TXN.c.transaction_uid).where(*free, due)
                 .order_by(_TXN.c.next_attempt_at.nulls_first(), _TXN.c.pk).limit(limit)
                 .with_for_update(skip_locked=True)).all()
             if rows:
@@ -175,11 +173,23 @@ class SqlCommitmentIndex:
                              .values(claimed_by=self.owner))
             # The next one due among the rest, but look again within a lease anyway: a
             # process that dies leaves its claims to be taken over then.
-            due = conn.execute(select(func.min(_TXN.c.next_attempt_at)).where(
-                _TXN.c.state == str(CommitmentState.PENDING), others_free)).scalar()
-            rescan = self.lease if due is None else min(
-                self.lease, max(0.0, ((_utc(due) or now) - now).total_seconds()))
+            later = conn.execute(select(func.min(_TXN.c.next_attempt_at)).where(
+                *free)).scalar()
+            rescan = self.lease if later is None else min(
+                self.lease, max(0.0, ((_utc(later) or now) - now).total_seconds()))
             return CommitmentClaim(tuple(r.transaction_uid for r in rows), rescan)
+
+        return self._write(work)
+
+    async def make_due(self) -> int:
+        return await asyncio.to_thread(self._make_due)
+
+    def _make_due(self) -> int:
+        def work(conn: Connection) -> int:
+            now = database_now(conn)
+            return int(conn.execute(update(_TXN).where(
+                _TXN.c.state == str(CommitmentState.PENDING), self._others_free(now)
+            ).values(next_attempt_at=now)).rowcount)
 
         return self._write(work)
 

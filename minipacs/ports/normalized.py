@@ -158,9 +158,13 @@ class CommitmentIndex(Protocol):
         """Every transaction whose report is still owed, oldest first."""
         ...
 
-    async def claim(self, limit: int, *, due_only: bool = True) -> CommitmentClaim:
-        """Claim at most `limit` pending transactions that no live process holds and that
-        are due (every such one when not `due_only`)."""
+    async def claim(self, limit: int) -> CommitmentClaim:
+        """Claim at most `limit` due pending transactions that no live process holds."""
+        ...
+
+    async def make_due(self) -> int:
+        """Make every pending transaction no live process holds due now (a process starting
+        tries the reports still owed at once); how many."""
         ...
 
     async def locate(self, sop_instance_uids: Sequence[str]) -> Mapping[str, StoredCopy]:

@@ -99,7 +99,6 @@ class CommitmentService:
         self._claimed: set[str] = set()  # claimed in the index, not attempted yet
         self._running: dict[str, asyncio.Task[None]] = {}
         self._scan_at = 0.0  # loop time of the next claim in the index
-        self._scan_all = True  # at start: every free pending transaction, due or not
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
 
@@ -187,8 +186,22 @@ class CommitmentService:
             self._scan_at = min(self._scan_at, asyncio.get_running_loop().time() + delay)
         self._wake.set()
 
+    def _retry_later(self, transaction_uid: str) -> None:
+        """Attempt a transaction whose claim this process still holds again, after the
+        retry delay (its outcome could not be recorded)."""
+        def again() -> None:
+            self._claimed.add(transaction_uid)
+            self._wake.set()
+
+        asyncio.get_running_loop().call_later(self.policy.retry_delay, again)
+
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
+        try:  # the reports still owed that no live process holds: tried at once
+            if taken := await self.index.make_due():
+                log.info("storage commitment: %d pending transaction(s) taken up", taken)
+        except Exception as exc:  # they become due on their own schedule
+            log.warning("storage commitment: cannot take up pending reports: %s", exc)
         while True:
             self._wake.clear()
             if loop.time() >= self._scan_at and len(self._running) < MAX_RUNNING:
@@ -200,23 +213,21 @@ class CommitmentService:
                 task = asyncio.create_task(self._attempt(uid), name=f"commitment-{uid}")
                 self._running[uid] = task
                 task.add_done_callback(lambda _t, uid=uid: self._finished(uid))
+            # Every slot busy: a finished attempt wakes the worker.
+            timeout = (None if len(self._running) >= MAX_RUNNING
+                       else max(0.0, self._scan_at - loop.time()))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, self._scan_at - loop.time())):
+                async with asyncio.timeout(timeout):
                     await self._wake.wait()
 
     async def _scan(self, loop: asyncio.AbstractEventLoop) -> None:
         """Claim what is due and free in the index; plan the next look."""
         try:
-            claim = await self.index.claim(MAX_RUNNING - len(self._running),
-                                           due_only=not self._scan_all)
+            claim = await self.index.claim(MAX_RUNNING - len(self._running))
         except Exception as exc:  # the index is unreachable: look again later
             log.warning("storage commitment: cannot claim pending reports: %s", exc)
             self._scan_at = loop.time() + self.policy.retry_delay
             return
-        if self._scan_all and claim.transaction_uids:
-            log.info("storage commitment: %d pending transaction(s) taken up",
-                     len(claim.transaction_uids))
-        self._scan_all = False
         self._claimed.update(claim.transaction_uids)
         self._scan_at = loop.time() + claim.rescan_in
 
@@ -232,7 +243,7 @@ class CommitmentService:
             raise
         except Exception:  # e.g. the index could not record the outcome: try again later
             log.exception("storage commitment %s: attempt failed; retrying", transaction_uid)
-            self._scan_soon(self.policy.retry_delay)  # the claim is still ours
+            self._retry_later(transaction_uid)  # the claim is still ours
 
     async def _attempt_once(self, transaction_uid: str) -> None:
         try:
@@ -245,7 +256,7 @@ class CommitmentService:
             raise
         except Exception:
             log.exception("storage commitment %s: check failed; retrying", transaction_uid)
-            self._scan_soon(self.policy.retry_delay)  # the claim is still ours
+            self._retry_later(transaction_uid)  # the claim is still ours
             return
         attempts = txn.attempts + 1
         try:

@@ -47,9 +47,11 @@ async def test_results_and_attempts_are_recorded(engine: Engine) -> None:
     assert txn.attempts == 1 and txn.last_error == "x" * 200
     assert txn.next_attempt_at is not None
     assert abs((txn.next_attempt_at - later).total_seconds()) < 5
-    # The attempt released the claim: claimed again (by us, as the one process), then done.
-    claim = await index.claim(10, due_only=False)
-    assert claim.transaction_uids == ("1.2.1",)
+    # The attempt released the claim: due again (at once, as after a restart), claimed
+    # again, then done.
+    assert (await index.claim(10)).transaction_uids == ()
+    assert await index.make_due() == 1
+    assert (await index.claim(10)).transaction_uids == ("1.2.1",)
     assert await index.record_attempt("1.2.1", state=CommitmentState.DELIVERED, attempts=2,
                                       retry_in=None, error=None)
     assert await index.pending() == ()
@@ -78,14 +80,15 @@ async def test_a_transaction_is_attempted_by_its_claimant_only(engine: Engine) -
     _, a = await process(engine, "a")
     _, b = await process(engine, "b")
     assert await a.add_transaction(_txn("1.2.1", 1))  # claimed by A as it is recorded
-    assert (await b.claim(10, due_only=False)).transaction_uids == ()
+    assert await b.make_due() == 0  # A holds it
+    assert (await b.claim(10)).transaction_uids == ()
     # B may not record an outcome for it; A's attempt releases it, due at once.
     assert not await b.record_attempt("1.2.1", state=CommitmentState.DELIVERED, attempts=1,
                                       retry_in=None, error=None)
     assert await a.record_attempt("1.2.1", state=CommitmentState.PENDING, attempts=1,
                                   retry_in=0, error="peer down")
     assert (await b.claim(10)).transaction_uids == ("1.2.1",)
-    assert (await a.claim(10, due_only=False)).transaction_uids == ()
+    assert (await a.claim(10)).transaction_uids == ()
     assert not await a.record_attempt("1.2.1", state=CommitmentState.DELIVERED, attempts=2,
                                       retry_in=None, error=None)
     assert await b.record_attempt("1.2.1", state=CommitmentState.DELIVERED, attempts=2,
@@ -124,7 +127,10 @@ async def test_transactions_not_due_wait_unless_taken_up_at_start(engine: Engine
     claim = await a.claim(10)
     assert claim.transaction_uids == ()
     assert 10 < claim.rescan_in <= 20  # when it is due
-    assert (await a.claim(10, due_only=False)).transaction_uids == ("1.2.1",)
+    _, starting = await process(engine, "starting")
+    assert await starting.make_due() == 1
+    assert (await starting.claim(10)).transaction_uids == ("1.2.1",)
+    assert (await a.claim(10)).transaction_uids == ()  # taken
 
 
 async def test_concurrent_claims_share_the_work_without_overlap(engine: Engine) -> None:

@@ -145,11 +145,11 @@ class _MemoryIndex:
     async def pending(self) -> tuple[CommitmentTransaction, ...]:
         return tuple(t for t in self.rows.values() if t.state is CommitmentState.PENDING)
 
-    async def claim(self, limit: int, *, due_only: bool = True) -> CommitmentClaim:
+    async def claim(self, limit: int) -> CommitmentClaim:
         """One process: the pending transactions due, claimed; the next due time."""
         now = datetime.now(UTC)
         due = [uid for uid, t in self.rows.items() if t.state is CommitmentState.PENDING
-               and uid not in self.claimed and (not due_only or t.next_attempt_at is None
+               and uid not in self.claimed and (t.next_attempt_at is None
                                                 or t.next_attempt_at <= now)][:limit]
         self.claimed.update(due)
         later = [t.next_attempt_at for uid, t in self.rows.items()
@@ -157,6 +157,13 @@ class _MemoryIndex:
                  and t.next_attempt_at is not None]
         rescan = min([60.0, *((when - now).total_seconds() for when in later)])
         return CommitmentClaim(tuple(due), max(0.0, rescan))
+
+    async def make_due(self) -> int:
+        pending = [uid for uid, t in self.rows.items()
+                   if t.state is CommitmentState.PENDING and uid not in self.claimed]
+        for uid in pending:
+            self.rows[uid] = replace(self.rows[uid], next_attempt_at=None)
+        return len(pending)
 
     async def locate(self, sop_instance_uids: Sequence[str]) -> Mapping[str, StoredCopy]:
         return {}
