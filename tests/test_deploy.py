@@ -117,6 +117,12 @@ def test_compose_secure_defaults(compose: dict[str, Any]) -> None:
     assert "\nUSER minipacs\n" in (DOCKER / "Dockerfile").read_text(encoding="utf-8")
     config = load_config(DOCKER / "minipacs-compose.yaml")
     assert config.security.check_called_ae_title
+    assert config.security.http_anonymous == frozenset()
+    # Each service appends its audit trail to a volume of its own.
+    assert config.logging.audit is not None
+    audit_dir = str(PurePosixPath(config.logging.audit).parent)
+    volumes = [mounts(services[name])[audit_dir] for name in MINIPACS_SERVICES]
+    assert len(set(volumes)) == len(volumes) and "store" not in volumes
 
 
 # --- systemd -----------------------------------------------------------------------------

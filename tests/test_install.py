@@ -52,6 +52,7 @@ from tests.support import LOOPBACK, REPO, ServeProcess, write_config
 DOCKERFILE: Final = REPO / "docker" / "Dockerfile"
 IMAGE_CONFIG: Final = PurePosixPath("/etc/minipacs/minipacs.yaml")
 VOLUME: Final = "/var/lib/minipacs"  # created by the image's RUN line, a volume at run time
+AUDIT_VOLUME: Final = "/var/log/minipacs"  # likewise; compose mounts one per service
 INSTALL_TIMEOUT: Final = 600.0
 # pydicom's own test files, one per compression family a workstation may not take.
 COMPRESSED: Final = ("MR_small_RLE.dcm", "SC_rgb_jpeg_gdcm.dcm", "MR_small_jp2klossless.dcm")
@@ -135,7 +136,8 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlainInstall]:
          "--disable-pip-version-check", f"{build}[{EXTRAS}]"],
         capture_output=True, text=True, timeout=INSTALL_TIMEOUT, env=plain_env(), check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    (image / VOLUME.lstrip("/")).mkdir(parents=True)  # the RUN line's mkdir -p
+    for folder in (VOLUME, AUDIT_VOLUME):  # the RUN line's mkdir -p
+        (image / folder.lstrip("/")).mkdir(parents=True)
     yield PlainInstall(image, venv)
 
 
@@ -164,9 +166,11 @@ def test_the_compose_configuration_passes_serve_check(plain: PlainInstall) -> No
     """The compose file's configuration, on the image's install: its PostgreSQL driver
     loads (no connection is opened) and its store folder on the volume can be written."""
     shipped = COMPOSE_CONFIG.read_text(encoding="utf-8")
-    assert VOLUME in shipped
+    assert VOLUME in shipped and AUDIT_VOLUME in shipped
+    for folder in (VOLUME, AUDIT_VOLUME):
+        shipped = shipped.replace(folder, str(plain.image / folder.lstrip("/")))
     config = plain.image / "etc" / "minipacs" / "compose.yaml"
-    config.write_text(shipped.replace(VOLUME, str(plain.image / VOLUME.lstrip("/"))), "utf-8")
+    config.write_text(shipped, "utf-8")
     result = plain.run("serve", "--check", "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert "database: postgresql://minipacs@db:5432/minipacs\n" in result.stdout

@@ -6,31 +6,32 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import functools
+import getpass
 import logging
+import os
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Concatenate, Final, ParamSpec, TypeVar
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-
-from ..config import Config, ConfigError, database_url
+from ..config import Config
 from ..index import SqlIndex, maintenance
-from ..index import copy as index_copy
-from ..index.engine import make_engine, sync_url
+from ..index.engine import make_engine
 from ..index.extract import read_attributes
 from ..index.migrate import SchemaTooNew, alembic_config, check_known, upgrade
 from ..index.models import Level
 from ..index.processes import live_processes
 from ..ports import (
     AddOutcome,
+    AuditEvent,
+    DataDeleted,
     DataSetError,
     DuplicatePolicy,
     InstanceRecord,
+    MaintenanceRun,
     StorageError,
 )
 from ..storage import file_checksum, inventory
@@ -38,6 +39,7 @@ from ..storage.spool import SPOOL_DIR, spool_name
 from . import OperationFailed, UsageError, loop_factory
 from .daemon import build_storage
 from .recovery import finish_interrupted_deletes, recover
+from .security import open_audit
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -126,6 +128,50 @@ class DeleteResult:
     recovered: int  # files of interrupted deletes removed first
 
 
+# --- the audit trail of maintenance (logging.audit) ----------------------------------------
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def operator() -> str:
+    """Who runs the command: the operating-system user (PS3.15 A.5.2 UserID)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers): the numeric id
+        return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+
+
+def record(config: Config, event: AuditEvent) -> None:
+    """One event in the audit trail of `config`, written before returning (if configured)."""
+    audit = open_audit(config)
+    try:
+        audit.record(event)
+    finally:
+        audit.close()
+
+
+def audited(command: str) -> Callable[[Callable[Concatenate[Config, P], R]],
+                                      Callable[Concatenate[Config, P], R]]:
+    """Record a maintenance command and how it ended in the audit trail."""
+
+    def wrap(operation: Callable[Concatenate[Config, P], R]
+             ) -> Callable[Concatenate[Config, P], R]:
+        @functools.wraps(operation)
+        def run(config: Config, *args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                result = operation(config, *args, **kwargs)
+            except Exception as exc:
+                record(config, MaintenanceRun(operator(), command, False, str(exc)))
+                raise
+            record(config, MaintenanceRun(operator(), command, True))
+            return result
+
+        return run
+
+    return wrap
+
+
 def unmigrated_reason(config: Config, engine: Engine) -> str | None:
     """Why the index is not one `db upgrade` has made (missing, older revision), or None."""
     path = maintenance.sqlite_path(config.database.url)
@@ -142,14 +188,14 @@ def unmigrated_reason(config: Config, engine: Engine) -> str | None:
 
 
 @contextlib.contextmanager
-def _index_engine(config: Config, *, migrated: bool = True) -> Iterator[Engine]:
+def index_engine(config: Config, *, migrated: bool = True) -> Iterator[Engine]:
     """The index's engine; `migrated`: refuse a database that `db upgrade` has not made."""
     try:
         engine = make_engine(config.database.url)
     except Exception as exc:  # e.g. the URL's driver is not installed
         raise OpsFailed(f"cannot open {config.database.url}: {exc}") from exc
     try:
-        with _failures():
+        with index_failures():
             if migrated and (reason := unmigrated_reason(config, engine)) is not None:
                 raise OpsFailed(reason)
         yield engine
@@ -158,7 +204,7 @@ def _index_engine(config: Config, *, migrated: bool = True) -> Iterator[Engine]:
 
 
 @contextlib.contextmanager
-def _failures() -> Iterator[None]:
+def index_failures() -> Iterator[None]:
     """Database and file errors as one line (OpsFailed)."""
     try:
         yield
@@ -177,9 +223,10 @@ def refuse_beside_servers(config: Config, engine: Engine) -> None:
             "database.process_lease)")
 
 
+@audited("db upgrade")
 def db_upgrade(config: Config) -> UpgradeResult:
     """Apply the index's migrations (Alembic), creating the database if need be."""
-    with _index_engine(config, migrated=False) as engine, _failures():
+    with index_engine(config, migrated=False) as engine, index_failures():
         path = maintenance.sqlite_path(config.database.url)
         before = None if path and not path.exists() else maintenance.current_revision(engine)
         try:
@@ -189,6 +236,7 @@ def db_upgrade(config: Config) -> UpgradeResult:
         return UpgradeResult(before, maintenance.current_revision(engine))
 
 
+@audited("db check")
 def db_check(config: Config, *, repair: bool = False) -> CheckReport:
     """Compare the index with the store: missing, orphan, resized and altered files.
 
@@ -196,7 +244,7 @@ def db_check(config: Config, *, repair: bool = False) -> CheckReport:
     is lost) and delete the rows of missing files; altered files are only reported.
     """
     root = config.storage.root
-    with _index_engine(config) as engine, _failures():
+    with index_engine(config) as engine, index_failures():
         if repair and root.is_dir():
             recover(engine, build_storage(config))
         # Files first, rows second: a file stored meanwhile then has its row (or is re-checked).
@@ -255,13 +303,14 @@ def _check_file(root: Path, row: maintenance.InstanceFile) -> Problem | None:
     return None
 
 
+@audited("db rebuild")
 def db_rebuild(config: Config, *, backup: bool = True) -> RebuildResult:
     """Re-index the store into an emptied index, the old one backed up first."""
     root = config.storage.root
     if not root.is_dir():
         raise OpsFailed(f"no store folder at {root}")
     db_upgrade(config)
-    with _index_engine(config) as engine, _failures():
+    with index_engine(config) as engine, index_failures():
         refuse_beside_servers(config, engine)
         before = maintenance.count_rows(engine)
         backup_path = None
@@ -330,71 +379,24 @@ def _read_records(root: Path, keys: list[str], index: SqlIndex,
     return records
 
 
+@audited("db backup")
 def db_backup(config: Config, dest: Path) -> maintenance.RowCounts:
     """A consistent copy of the live SQLite index (online backup API), written atomically."""
     if maintenance.sqlite_path(config.database.url) is None:
         raise OpsUsageError(f"{config.database.url} is not an SQLite database file: use the "
                             "database's own backup tools")
-    with _index_engine(config) as engine, _failures():
+    with index_engine(config) as engine, index_failures():
         try:
             return maintenance.backup_sqlite(engine, dest)
         except ValueError as exc:  # the destination is the database itself
             raise OpsUsageError(str(exc)) from exc
 
 
-@dataclass(frozen=True, slots=True)
-class CopyResult:
-    destination: str  # the URL, password hidden
-    rows: dict[str, int]  # per table
-    seconds: float
-
-
-def db_copy(config: Config, to: str, *,
-            progress: Callable[[str, int], None] | None = None) -> CopyResult:
-    """Copy the whole index into the empty database `to` (all or nothing: index/copy.py).
-
-    Refused while serving processes use the index (the copy would miss what they store).
-    """
-    try:
-        dest_url = database_url(to, "--to", Path.cwd())
-    except ConfigError as exc:
-        raise OpsUsageError(exc.reason if exc.where == "--to" else str(exc)) from exc
-    shown = make_url(dest_url).render_as_string(hide_password=True)
-    if sync_url(dest_url) == sync_url(config.database.url):
-        raise OpsUsageError(f"--to {shown} is the index itself")
-    with _index_engine(config) as source, _failures():
-        refuse_beside_servers(config, source)
-        try:
-            upgrade(dest_url)
-        except SchemaTooNew as exc:
-            raise OpsFailed(f"{shown}: {exc}") from exc
-        except Exception as exc:  # cannot connect, cannot create: one line
-            raise OpsFailed(f"cannot open {shown}: {exc}") from exc
-        dest = make_engine(dest_url)
-        try:
-            with dest.connect() as conn:
-                present = {name: n for name, n in index_copy.row_counts(conn).items() if n}
-            if present:
-                listed = ", ".join(f"{n} {name}" for name, n in present.items())
-                raise OpsFailed(f"{shown} is not empty ({listed}): copy into an empty index")
-            started = time.monotonic()
-            try:
-                rows = index_copy.copy_index(source, dest, progress=progress)
-            except index_copy.CopyMismatch as exc:
-                raise OpsFailed(str(exc)) from exc
-            except SQLAlchemyError as exc:
-                raise OpsFailed(f"copy to {shown} failed, nothing written: "
-                                f"{getattr(exc, 'orig', None) or exc}") from exc
-            return CopyResult(shown, rows, time.monotonic() - started)
-        finally:
-            dest.dispose()
-
-
 def resolve_delete(config: Config, target: DeleteTarget) -> DeleteTarget:
     """The target with its patient's issuer settled; OpsUsageError when it is ambiguous."""
     if target.level is not Level.PATIENT or target.issuer is not None:
         return target
-    with _index_engine(config) as engine, _failures():
+    with index_engine(config) as engine, index_failures():
         issuers = maintenance.issuers_of_patient(engine, target.uid)
     if len(issuers) > 1:
         listed = ", ".join(repr(i) if i else "(none)" for i in issuers)
@@ -406,16 +408,29 @@ def resolve_delete(config: Config, target: DeleteTarget) -> DeleteTarget:
 
 
 def delete(config: Config, target: DeleteTarget) -> DeleteResult:
-    """Delete rows (one transaction, committed), then their files.
+    """Delete rows (one transaction, committed), then their files; audited (DICOM Study
+    Deleted, PS3.15 A.5.3.8).
 
     A delete journal lists the files before the commit and goes after the last unlink, so a
     crash in between leaves orphan files (never rows without files) that the next delete
     removes first.
     """
+    level = target.level.value.upper()
+    try:
+        result = _delete(config, target)
+    except Exception as exc:
+        record(config, DataDeleted(operator(), level, (target.uid,), 0, False, str(exc)))
+        raise
+    record(config, DataDeleted(operator(), level, (target.uid,), result.deleted.instances,
+                               not result.errors, "; ".join(result.errors)))
+    return result
+
+
+def _delete(config: Config, target: DeleteTarget) -> DeleteResult:
     target = resolve_delete(config, target)
     storage = build_storage(config)
     journals: list[inventory.DeleteJournal] = []
-    with _index_engine(config) as engine, _failures():
+    with index_engine(config) as engine, index_failures():
         recovered = finish_interrupted_deletes(engine, storage)
         try:
             deleted = maintenance.delete_rows(

@@ -142,7 +142,7 @@ def _cmd_db_backup(args: argparse.Namespace) -> int:
 
 def _cmd_db_copy(args: argparse.Namespace) -> int:
     def run(config: Config) -> int:
-        from minipacs.app import ops as app
+        from minipacs.app import copying as app
 
         line = ProgressLine(sys.stderr)
 
