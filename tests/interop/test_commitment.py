@@ -42,6 +42,7 @@ from tests.support import (
     LOOPBACK,
     TEST_LIMITS,
     WAIT,
+    attached,
     encode_implicit_le,
     free_port,
     make_config,
@@ -207,16 +208,8 @@ class Outcomes(logging.Handler):
 
 @pytest.fixture
 def outcomes() -> Iterator[Outcomes]:
-    handler = Outcomes()
-    logger = logging.getLogger("minipacs.commitment")
-    old_level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    try:
+    with attached(Outcomes(), "minipacs.commitment") as handler:
         yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
 
 
 # What the worker logs once attempt N's outcome is in the index (services/commitment.py).
