@@ -78,7 +78,8 @@ def write_config(workdir: Path, port: int, max_pdu: int, url: str, *, fsync: boo
         f"listen: {{host: 127.0.0.1, port: {port}, reuse_port: {str(reuse_port).lower()}}}\n"
         f"storage: {{root: ./store, fsync: {str(fsync).lower()}}}\n"
         f"database: {{url: '{url}'}}\n"
-        f"limits: {{max_pdu_length: {max_pdu}}}\n",
+        f"limits: {{max_pdu_length: {max_pdu}}}\n"
+        "security: {unknown_aes: [all]}\n",  # the benchmark's SCUs are not listed peers
         encoding="utf-8",
     )
     return config
