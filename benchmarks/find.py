@@ -45,6 +45,7 @@ from ingest_servers import (  # noqa: E402
     stop,
     workspace,
 )
+from pg_servers import MinipacsFindOnDatabase, ScratchDatabases, copy_index  # noqa: E402
 from populate_index import load  # noqa: E402
 
 from minipacs.app import loop_factory  # noqa: E402
@@ -400,8 +401,18 @@ def run_size(size: int, args: argparse.Namespace, root: Path,
             progress(f"[{size:,}] loaded in {stats.total_s:.1f} s "
                      f"({stats.instances / stats.insert_s:,.0f} instances/s)")
             label = "minipacs" if size > args.compare_max else "minipacs/loader"
+            pg_url = None
+            if args.databases is not None:  # the same index, copied to PostgreSQL (before
+                pg_url = args.databases.create()  # a server uses it: db copy would refuse)
+                progress(f"[{size:,}] minipacs db copy of the loaded index to PostgreSQL")
+                seconds = copy_index(database, pg_url, folder / "copy")
+                progress(f"[{size:,}] copied in {seconds:.1f} s")
+                print(f"[{size:,}] minipacs db copy SQLite -> PostgreSQL: {seconds:.1f} s")
             runs.append(start_server(MinipacsFind(database, label), folder / "minipacs-loaded",
                                      None, pop, args, registry))
+            if pg_url is not None:
+                runs.append(start_server(MinipacsFindOnDatabase(pg_url, f"{label}/pg"),
+                                         folder / "minipacs-pg", None, pop, args, registry))
             if args.other is not None:  # its own loader: the schemas may differ
                 other_db = folder / "loaded-other.db"
                 progress(f"[{size:,}] populate_index of {args.other}: loading")
@@ -453,10 +464,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="findscu/echoscu runs per server (0: none)")
     parser.add_argument("--max-pdu", type=int, default=131072)
     parser.add_argument("--tmpdir", default=None, help="where the temp dir goes")
+    parser.add_argument("--database-url", default=None, metavar="URL",
+                        help="also minipacs on PostgreSQL: the loaded index copied into a "
+                             "scratch database beside the one named (needs CREATEDB)")
     parser.add_argument("--other", type=Path, default=None,
                         help="another minipacs checkout, measured beside this one on the same "
                              "loader-built index (A/B of a change under the same load)")
     args = parser.parse_args(argv)
+    args.databases = ScratchDatabases(args.database_url) if args.database_url else None
     if args.other is not None:
         args.other = args.other.resolve()
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
@@ -478,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for running in registry:
             stop(running)
+        if args.databases is not None:
+            args.databases.close()
     print_targets(by_size, args.compare_max, max(sizes))
     failed = any(run.error or any(r.error for r in run.results)
                  for runs in by_size.values() for run in runs)

@@ -370,6 +370,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-pdu", type=int, default=131072,
                         help="max PDU for every server and client (DCMTK: 4096-131072)")
     parser.add_argument("--tmpdir", default=None, help="parent of the temp dir (default: TMPDIR)")
+    parser.add_argument("--database-url", default=None, metavar="URL",
+                        help="also minipacs on this PostgreSQL server, one and two processes "
+                             "(a scratch database per run beside the one named; needs CREATEDB)")
     parser.add_argument("--assoc", default=",".join(map(str, ASSOCIATIONS)),
                         help="concurrent association counts, comma-separated, each dividing "
                              f"{GROUPS} (default {','.join(map(str, ASSOCIATIONS))})")
@@ -463,6 +466,13 @@ def main(argv: list[str] | None = None) -> int:
             progress(f"skipping {name}: {why}")
         else:
             kinds.append(args.kinds[name])
+    databases = None
+    if args.database_url:
+        from pg_servers import MinipacsOnDatabase, ScratchDatabases
+
+        databases = ScratchDatabases(args.database_url)
+        at = next((i + 1 for i, k in enumerate(kinds) if k.name == "minipacs"), len(kinds))
+        kinds[at:at] = [MinipacsOnDatabase(databases, n) for n in (1, 2)]
     names = [k.name for k in kinds]
     registry: list[Running] = []
     clients: list[subprocess.Popen[bytes]] = []
@@ -477,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
         for running in registry:
             stop(running)  # idempotent: a stopped group is simply gone
         shutil.rmtree(tmp, ignore_errors=True)
+        if databases is not None:
+            databases.close()
 
 
 def _run(args: argparse.Namespace, kinds: list[ServerKind], names: list[str], tmp: Path,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -32,6 +33,8 @@ _TEMPLATE: Final = "minipacs_test_template"
 # For what only SQLite has (file locks, PRAGMAs, the online backup API, its query plans):
 # parametrizing `backend` directly overrides the fixture's two values.
 sqlite_only: Final = pytest.mark.parametrize("backend", [SQLITE])
+# For what only PostgreSQL has: several writers at once (SQLite's writers take turns).
+postgresql_only: Final = pytest.mark.parametrize("backend", [POSTGRESQL])
 
 
 class Databases:
@@ -42,19 +45,29 @@ class Databases:
         self._admin: Engine | None = None
         self._admin_url = os.environ.get(POSTGRESQL_ENV, "")
         self._numbers = itertools.count(1)
-        self._prefix = f"minipacs_test_{os.getpid()}_"
+        # Unique per instance: each test package that imports the fixture has its own.
+        self._prefix = f"minipacs_test_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         self._made: list[str] = []
 
     def create(self, backend: str) -> str:
         """The URL of a new database of `backend`, at the head revision."""
         if backend == SQLITE:
-            url = f"sqlite:///{self._tmp.mktemp('db') / 'index.db'}"
+            url = self.create_empty(SQLITE)
             upgrade(url)
             return url
+        return self._new_postgresql(f' TEMPLATE "{_TEMPLATE}"')
+
+    def create_empty(self, backend: str) -> str:
+        """The URL of a new database of `backend` with nothing in it (not migrated)."""
+        if backend == SQLITE:
+            return f"sqlite:///{self._tmp.mktemp('db') / 'index.db'}"
+        return self._new_postgresql("")
+
+    def _new_postgresql(self, options: str) -> str:
         admin = self._postgresql()
         name = f"{self._prefix}{next(self._numbers)}"
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{_TEMPLATE}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"{options}'))
         self._made.append(name)
         return make_url(self._admin_url).set(database=name).render_as_string(
             hide_password=False)

@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -204,18 +204,26 @@ class AssociationLog(logging.Handler):
         return self.lines
 
 
+HandlerT = TypeVar("HandlerT", bound=logging.Handler)
+
+
 @contextlib.contextmanager
-def association_log() -> Iterator[AssociationLog]:
-    handler = AssociationLog()
-    logger = logging.getLogger("minipacs.association")
+def attached(handler: HandlerT, logger_name: str, level: int = logging.INFO
+             ) -> Iterator[HandlerT]:
+    """`handler` receives what `logger_name` logs at `level` and above, while in the block."""
+    logger = logging.getLogger(logger_name)
     old_level = logger.level
-    logger.setLevel(logging.INFO)
+    logger.setLevel(level)
     logger.addHandler(handler)
     try:
         yield handler
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+
+
+def association_log() -> contextlib.AbstractContextManager[AssociationLog]:
+    return attached(AssociationLog(), "minipacs.association")
 
 
 # --- processes ------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 No Docker engine runs here, so the sources that docker/Dockerfile copies (exactly those,
 read from its COPY lines) are laid out in a temporary folder as the image would have them
-and installed into a fresh virtual environment with ``pip install .``, as its RUN line does.
+and installed into a fresh virtual environment with ``pip install ".[postgresql]"``, as its
+RUN line does.
 That venv holds minipacs and its declared dependencies only — nothing from the test venv —
 so it also shows what a plain install serves: compressed instances decompressed for a
 workstation that takes only uncompressed transfer syntaxes (issue 10 items 3 and 6).
@@ -51,10 +52,13 @@ from tests.support import LOOPBACK, REPO, ServeProcess, write_config
 DOCKERFILE: Final = REPO / "docker" / "Dockerfile"
 IMAGE_CONFIG: Final = PurePosixPath("/etc/minipacs/minipacs.yaml")
 VOLUME: Final = "/var/lib/minipacs"  # created by the image's RUN line, a volume at run time
+AUDIT_VOLUME: Final = "/var/log/minipacs"  # likewise; compose mounts one per service
 INSTALL_TIMEOUT: Final = 600.0
 # pydicom's own test files, one per compression family a workstation may not take.
 COMPRESSED: Final = ("MR_small_RLE.dcm", "SC_rgb_jpeg_gdcm.dcm", "MR_small_jp2klossless.dcm")
 COMPRESSED_STUDY: Final = 77
+EXTRAS: Final = "postgresql"  # the image's index may be on PostgreSQL (docker/compose.yaml)
+COMPOSE_CONFIG: Final = REPO / "docker" / "minipacs-compose.yaml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +129,15 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlainInstall]:
     copies = dockerfile_copies(DOCKERFILE.read_text(encoding="utf-8"))
     lay_out(copies, image)
     build = image / "src"  # the WORKDIR of the RUN line that installs
-    assert "RUN pip install . " in DOCKERFILE.read_text(encoding="utf-8")
+    assert f'RUN pip install ".[{EXTRAS}]" ' in DOCKERFILE.read_text(encoding="utf-8")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     result = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-         "--disable-pip-version-check", str(build)],
+         "--disable-pip-version-check", f"{build}[{EXTRAS}]"],
         capture_output=True, text=True, timeout=INSTALL_TIMEOUT, env=plain_env(), check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    (image / VOLUME.lstrip("/")).mkdir(parents=True)  # the RUN line's mkdir -p
+    for folder in (VOLUME, AUDIT_VOLUME):  # the RUN line's mkdir -p
+        (image / folder.lstrip("/")).mkdir(parents=True)
     yield PlainInstall(image, venv)
 
 
@@ -155,6 +160,20 @@ def test_image_sources_install_and_pass_serve_check(plain: PlainInstall) -> None
     migrated = plain.run("db", "upgrade", "--config", str(config))  # the shipped migrations
     assert migrated.returncode == 0, migrated.stderr
     assert "index upgraded to revision" in migrated.stdout
+
+
+def test_the_compose_configuration_passes_serve_check(plain: PlainInstall) -> None:
+    """The compose file's configuration, on the image's install: its PostgreSQL driver
+    loads (no connection is opened) and its store folder on the volume can be written."""
+    shipped = COMPOSE_CONFIG.read_text(encoding="utf-8")
+    assert VOLUME in shipped and AUDIT_VOLUME in shipped
+    for folder in (VOLUME, AUDIT_VOLUME):
+        shipped = shipped.replace(folder, str(plain.image / folder.lstrip("/")))
+    config = plain.image / "etc" / "minipacs" / "compose.yaml"
+    config.write_text(shipped, "utf-8")
+    result = plain.run("serve", "--check", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "database: postgresql://minipacs@db:5432/minipacs\n" in result.stdout
 
 
 def compressed_study() -> tuple[list[tuple[Dataset, str]], dict[str, object]]:

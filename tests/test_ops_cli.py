@@ -128,7 +128,7 @@ def test_db_upgrade_creates_the_schema_then_has_nothing_to_do(tmp_path: Path) ->
     path, config = setup(tmp_path, database={"url": f"sqlite:///{tmp_path / 'new' / 'i.db'}"})
     first = run("db", "upgrade", "--config", path)
     assert first.returncode == 0, first.stderr
-    assert first.stdout == "index upgraded to revision 0007_unreferenced_file (was empty)\n"
+    assert first.stdout == "index upgraded to revision 0008_processes (was empty)\n"
     engine = make_engine(config.database.url)
     try:
         assert {"patient", "study", "series", "instance", "alembic_version"} <= set(
@@ -137,7 +137,7 @@ def test_db_upgrade_creates_the_schema_then_has_nothing_to_do(tmp_path: Path) ->
         engine.dispose()
     again = run("db", "upgrade", "--config", path)
     assert (again.returncode, again.stdout) == (
-        0, "index already at revision 0007_unreferenced_file\n")
+        0, "index already at revision 0008_processes\n")
 
 
 def test_commands_refuse_a_missing_index(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from minipacs.config import ConfigError, load_config
 from minipacs.ports import FileMeta, MatchKind
 from minipacs.proto.uid import is_valid_uid
-from minipacs.services.commitment import ActionError, _uid_of
+from minipacs.services.commitment_rules import ActionError, _uid_of
 from minipacs.services.identifier import IdentifierError, Model, parse_identifier
 from minipacs.services.retrieve_keys import parse_retrieve_identifier
 from minipacs.storage.files import UnreadableDicom, read_dicom_file

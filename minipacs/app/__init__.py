@@ -3,7 +3,8 @@
 Only this package knows every concrete class. It is split by what a command needs, so that
 an SCU command does not import the index: `daemon` (serve), `scu` (echo, store, find),
 `retrieve_scu` (move, get, peers check), `commit` (the commitment SCU), `ops` (database
-maintenance) and `worklist`. Each command of `minipacs.cli` imports the one it needs.
+maintenance), `copying` (db copy) and `worklist`. Each command of `minipacs.cli` imports the
+one it needs.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from .. import __version__
 from ..config import Config, ConfigError
 from ..index import AttributeReader, SqlIndex
 from ..index.engine import make_engine
-from ..index.migrate import upgrade
+from ..index.migrate import SchemaTooNew, upgrade
 from ..net.peers import NetPeers, PeerAddress
 from ..net.server import Server
 from ..net.tls import TlsContexts, TlsError
@@ -184,6 +184,9 @@ def serve(config: Config) -> int:
     """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit code."""
     try:
         storage = prepare(config)
+    except SchemaTooNew as exc:  # a configuration problem: not worth restarting (exit 2)
+        log.error("cannot start: %s", exc)
+        return 2
     except Exception as exc:  # a database or folder we cannot use: one line, exit 1
         log.error("cannot start: %s", exc)
         return 1
@@ -215,7 +218,8 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
         raise
     engine = make_engine(config.database.url)
     index = SqlIndex(engine, duplicate_policy=config.storage.duplicates,
-                     patient_conflict=config.storage.patient_conflict)
+                     patient_conflict=config.storage.patient_conflict,
+                     process_lease=config.database.process_lease)
     await index.start()
     metrics = build_metrics(config)
     services = build_services(config, storage, index, metrics, tls,
@@ -227,14 +231,22 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
     http = server.http = build_http_server(
         config, storage, index, ingest=services.store, storage_classes=storage_classes(config),
         metrics=metrics, security=security, tls=tls)
-    await services.commitment.start()  # reloads the reports still owed (PS3.4 J.3.3)
+    registered = False
     try:
         for listen, secure in ((config.listen, False), (config.listen_tls, True)):
             if listen is not None:
                 try:
-                    await server.start(listen.host, listen.port, tls=tls if secure else None)
+                    await server.start(listen.host, listen.port, tls=tls if secure else None,
+                                       reuse_port=listen.reuse_port)
                 except OSError as exc:
                     raise ListenError(f"{listen.host}:{listen.port}", exc) from None
+        # Among the processes sharing the index (index/processes.py), then the reports
+        # still owed are taken up (PS3.4 J.3.3).
+        first = config.listen or config.listen_tls
+        assert first is not None  # the configuration has at least one DICOM listener
+        await index.processes.start(config.ae_title, f"{first.host}:{server.port}")
+        registered = True
+        await services.commitment.start()
         if http is not None:
             await http.start()
         yield server
@@ -243,6 +255,8 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
             await http.shutdown(0)
         await server.shutdown(0)
         await services.commitment.aclose()
+        if registered:  # its claims are released with it
+            await index.processes.aclose()
         await index.aclose()
         engine.dispose()
         await asyncio.to_thread(storage.reap)  # released spool entries still standing

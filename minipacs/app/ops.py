@@ -21,8 +21,9 @@ from ..config import Config
 from ..index import SqlIndex, maintenance
 from ..index.engine import make_engine
 from ..index.extract import read_attributes
-from ..index.migrate import upgrade
+from ..index.migrate import SchemaTooNew, alembic_config, check_known, upgrade
 from ..index.models import Level
+from ..index.processes import live_processes
 from ..ports import (
     AddOutcome,
     AuditEvent,
@@ -34,6 +35,7 @@ from ..ports import (
     StorageError,
 )
 from ..storage import file_checksum, inventory
+from ..storage.spool import SPOOL_DIR, spool_name
 from . import OperationFailed, UsageError, loop_factory
 from .daemon import build_storage
 from .recovery import finish_interrupted_deletes, recover
@@ -175,21 +177,25 @@ def unmigrated_reason(config: Config, engine: Engine) -> str | None:
     path = maintenance.sqlite_path(config.database.url)
     if path is not None and not path.exists():
         return f"no index database at {path} (minipacs db upgrade creates it)"
-    if (rev := maintenance.current_revision(engine)) != (
-            head := maintenance.head_revision(engine)):
+    try:
+        with engine.connect() as conn:
+            rev = check_known(conn, alembic_config(engine.url))
+    except SchemaTooNew as exc:
+        return str(exc)
+    if rev != (head := maintenance.head_revision(engine)):
         return f"index database at revision {rev or 'none'}, not {head}: run minipacs db upgrade"
     return None
 
 
 @contextlib.contextmanager
-def _index_engine(config: Config, *, migrated: bool = True) -> Iterator[Engine]:
+def index_engine(config: Config, *, migrated: bool = True) -> Iterator[Engine]:
     """The index's engine; `migrated`: refuse a database that `db upgrade` has not made."""
     try:
         engine = make_engine(config.database.url)
     except Exception as exc:  # e.g. the URL's driver is not installed
         raise OpsFailed(f"cannot open {config.database.url}: {exc}") from exc
     try:
-        with _failures():
+        with index_failures():
             if migrated and (reason := unmigrated_reason(config, engine)) is not None:
                 raise OpsFailed(reason)
         yield engine
@@ -198,7 +204,7 @@ def _index_engine(config: Config, *, migrated: bool = True) -> Iterator[Engine]:
 
 
 @contextlib.contextmanager
-def _failures() -> Iterator[None]:
+def index_failures() -> Iterator[None]:
     """Database and file errors as one line (OpsFailed)."""
     try:
         yield
@@ -206,10 +212,21 @@ def _failures() -> Iterator[None]:
         raise OpsFailed(str(getattr(exc, "orig", None) or exc)) from exc
 
 
+def refuse_beside_servers(config: Config, engine: Engine) -> None:
+    """OpsFailed while `minipacs serve` processes are registered alive on this index."""
+    serving = live_processes(engine, config.database.process_lease)
+    if serving:
+        raise OpsFailed(
+            f"{len(serving)} minipacs serve process(es) use this index: "
+            f"{'; '.join(map(str, serving))}; stop them first (a killed process counts as "
+            f"stopped {config.database.process_lease:g} s after its last heartbeat: "
+            "database.process_lease)")
+
+
 @audited("db upgrade")
 def db_upgrade(config: Config) -> UpgradeResult:
     """Apply the index's migrations (Alembic), creating the database if need be."""
-    with _index_engine(config, migrated=False) as engine, _failures():
+    with index_engine(config, migrated=False) as engine, index_failures():
         path = maintenance.sqlite_path(config.database.url)
         before = None if path and not path.exists() else maintenance.current_revision(engine)
         try:
@@ -227,7 +244,7 @@ def db_check(config: Config, *, repair: bool = False) -> CheckReport:
     is lost) and delete the rows of missing files; altered files are only reported.
     """
     root = config.storage.root
-    with _index_engine(config) as engine, _failures():
+    with index_engine(config) as engine, index_failures():
         if repair and root.is_dir():
             recover(engine, build_storage(config))
         # Files first, rows second: a file stored meanwhile then has its row (or is re-checked).
@@ -243,9 +260,14 @@ def db_check(config: Config, *, repair: bool = False) -> CheckReport:
         rechecked = (_check_file(root, now[p.key]) for p in problems if p.key in now)
         problems = [p for p in rechecked if p is not None]
         journaled = sum(len(j.keys) for j in inventory.read_journals(root))
-        # Replaced files recorded for deletion at the next start are known, not orphans.
+        # Replaced files recorded for deletion at the next start are known, not orphans; so
+        # is a file whose spool entry stands: a serving process is indexing it (or a crash
+        # left it, which the next start settles). The entry is looked at before the row:
+        # it goes only after the row commits.
         known = set(maintenance.unreferenced_keys(engine))
-        orphans = [key for key in files if key not in referenced and key not in known]
+        spool = root / SPOOL_DIR
+        orphans = [key for key in files if key not in referenced and key not in known
+                   and not (spool / spool_name(key)).exists()]
         now = maintenance.instance_files_by_key(engine, orphans)
         problems += [Problem(ProblemKind.ORPHAN, key, f"{files[key].size} bytes, no index row")
                      for key in orphans if key not in now and (root / key).exists()]
@@ -288,7 +310,8 @@ def db_rebuild(config: Config, *, backup: bool = True) -> RebuildResult:
     if not root.is_dir():
         raise OpsFailed(f"no store folder at {root}")
     db_upgrade(config)
-    with _index_engine(config) as engine, _failures():
+    with index_engine(config) as engine, index_failures():
+        refuse_beside_servers(config, engine)
         before = maintenance.count_rows(engine)
         backup_path = None
         if before.patients and backup:  # an empty index has nothing to lose
@@ -362,7 +385,7 @@ def db_backup(config: Config, dest: Path) -> maintenance.RowCounts:
     if maintenance.sqlite_path(config.database.url) is None:
         raise OpsUsageError(f"{config.database.url} is not an SQLite database file: use the "
                             "database's own backup tools")
-    with _index_engine(config) as engine, _failures():
+    with index_engine(config) as engine, index_failures():
         try:
             return maintenance.backup_sqlite(engine, dest)
         except ValueError as exc:  # the destination is the database itself
@@ -373,7 +396,7 @@ def resolve_delete(config: Config, target: DeleteTarget) -> DeleteTarget:
     """The target with its patient's issuer settled; OpsUsageError when it is ambiguous."""
     if target.level is not Level.PATIENT or target.issuer is not None:
         return target
-    with _index_engine(config) as engine, _failures():
+    with index_engine(config) as engine, index_failures():
         issuers = maintenance.issuers_of_patient(engine, target.uid)
     if len(issuers) > 1:
         listed = ", ".join(repr(i) if i else "(none)" for i in issuers)
@@ -407,7 +430,7 @@ def _delete(config: Config, target: DeleteTarget) -> DeleteResult:
     target = resolve_delete(config, target)
     storage = build_storage(config)
     journals: list[inventory.DeleteJournal] = []
-    with _index_engine(config) as engine, _failures():
+    with index_engine(config) as engine, index_failures():
         recovered = finish_interrupted_deletes(engine, storage)
         try:
             deleted = maintenance.delete_rows(

@@ -97,5 +97,9 @@ def build_http_server(config: Config, storage: FilesystemStorage, index: SqlInde
                     probes=build_probes(config, storage, index))
     if http.tls and tls is None:
         raise ValueError("http.tls is set but no TLS contexts were given")
+    # Several processes sharing a DICOM port (SO_REUSEPORT) share the HTTP one likewise.
+    reuse_port = any(listen is not None and listen.reuse_port
+                     for listen in (config.listen, config.listen_tls))
     return HttpServer(app, http.host, http.port, grace=config.limits.shutdown_grace,
-                      ssl=tls.http_front() if http.tls and tls is not None else None)
+                      ssl=tls.http_front() if http.tls and tls is not None else None,
+                      reuse_port=reuse_port)

@@ -1,4 +1,4 @@
-"""`minipacs db upgrade|check|rebuild|backup` and `minipacs delete`: index maintenance."""
+"""`minipacs db upgrade|check|rebuild|backup|copy` and `minipacs delete`: index maintenance."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from .common import (
     EXIT_OK,
     MAX_LISTED,
     Commands,
+    ProgressLine,
     add_config_option,
     plural,
     print_capped,
@@ -29,7 +30,8 @@ __all__ = ["add_commands"]
 
 def add_commands(commands: Commands) -> None:
     """Add `db upgrade|check|rebuild|backup` and `delete` to the `minipacs` parser."""
-    db = commands.add_parser("db", help="index maintenance: upgrade, check, rebuild, backup")
+    db = commands.add_parser("db", help="index maintenance: upgrade, check, rebuild, backup, "
+                                        "copy")
     actions = db.add_subparsers(dest="action", metavar="ACTION", required=True)
     upgrade = actions.add_parser("upgrade", help="create the index or apply its migrations")
     upgrade.set_defaults(handler=_cmd_db_upgrade)
@@ -50,6 +52,12 @@ def add_commands(commands: Commands) -> None:
         "backup", help="copy the live SQLite index consistently (online backup API)")
     backup.add_argument("file", metavar="FILE", type=Path, help="the copy to write")
     backup.set_defaults(handler=_cmd_db_backup)
+    copy = actions.add_parser(
+        "copy", help="copy the whole index into another, empty database (all or nothing)")
+    copy.add_argument("--to", metavar="URL", required=True,
+                      help="the destination database URL (as database.url), e.g. "
+                           "postgresql://user@host/db or sqlite:///index.db")
+    copy.set_defaults(handler=_cmd_db_copy)
 
     delete = commands.add_parser(
         "delete", help="delete a study, series or patient: index rows, then their files")
@@ -61,7 +69,7 @@ def add_commands(commands: Commands) -> None:
                         help="the Issuer of Patient ID of --patient ('' for none)")
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     delete.set_defaults(handler=_cmd_delete)
-    add_config_option(upgrade, check, rebuild, backup, delete)
+    add_config_option(upgrade, check, rebuild, backup, copy, delete)
 
 
 def _rows(counts: RowCounts | Deleted) -> str:
@@ -130,6 +138,30 @@ def _cmd_db_backup(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return run_configured("db backup", args.config, run)
+
+
+def _cmd_db_copy(args: argparse.Namespace) -> int:
+    def run(config: Config) -> int:
+        from minipacs.app import copying as app
+
+        line = ProgressLine(sys.stderr)
+
+        def progress(table: str, rows: int) -> None:
+            if line.due():
+                line.draw(f"copying {table}: {rows} rows")
+
+        try:
+            result = app.db_copy(config, args.to, progress=progress)
+        finally:
+            line.clear()
+        total = sum(result.rows.values())
+        tables = ", ".join(f"{n} {name}" for name, n in result.rows.items() if n)
+        print(f"copied {plural(total, 'row')} to {result.destination} in "
+              f"{result.seconds:.1f} s ({tables or 'an empty index'})")
+        print("point database.url at it, then check it against the store: minipacs db check")
+        return EXIT_OK
+
+    return run_configured("db copy", args.config, run)
 
 
 def _cmd_delete(args: argparse.Namespace) -> int:

@@ -48,6 +48,7 @@ from .model import (
     check_host,
     check_user_name,
 )
+from .sections import database_url
 
 __all__ = [
     "AE_TITLE_MAX_LENGTH",
@@ -84,6 +85,7 @@ __all__ = [
     "check_ae_title",
     "check_host",
     "check_user_name",
+    "database_url",
     "describe_operations",
     "load_config",
 ]

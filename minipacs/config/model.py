@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from ..ports import (
     ALL_OPERATIONS,
+    DEFAULT_PROCESS_LEASE,
     CommitmentPolicy,
     DuplicatePolicy,
     IdentityMode,
@@ -82,6 +83,7 @@ class ListenConfig:
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    reuse_port: bool = False  # SO_REUSEPORT: several processes on one host share the port
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +100,11 @@ class StorageConfig:
 
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
-    """The index database (an SQLAlchemy URL)."""
+    """The index database (an SQLAlchemy URL), and how long a serving process's registration
+    in it lasts without renewal (several processes on one index)."""
 
     url: str = DEFAULT_DATABASE_URL
+    process_lease: float = DEFAULT_PROCESS_LEASE
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,7 @@ _URL_SCHEME: Final = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<re
 LISTEN_RULES: Final[Mapping[str, Rule]] = {
     "host": host,
     "port": integer(0, PORT_MAX),
+    "reuse_port": boolean,
 }
 STORAGE_RULES: Final[Mapping[str, Rule]] = {
     "root": non_empty,
@@ -88,6 +89,7 @@ STORAGE_RULES: Final[Mapping[str, Rule]] = {
 }
 DATABASE_RULES: Final[Mapping[str, Rule]] = {
     "url": text,
+    "process_lease": seconds(zero_allowed=False),
 }
 PEER_RULES: Final[Mapping[str, Rule]] = {
     "host": host,
@@ -315,7 +317,8 @@ def _storage(raw: object, where: str, base: Path) -> StorageConfig:
 
 
 def _database(raw: object, where: str, base: Path) -> DatabaseConfig:
-    url = DatabaseConfig(**read_section(raw, where, DATABASE_RULES)).url
+    database = DatabaseConfig(**read_section(raw, where, DATABASE_RULES))
+    url = database.url
     here = f"{where}.url"
     match = _URL_SCHEME.match(url)
     if match is None:
@@ -323,7 +326,7 @@ def _database(raw: object, where: str, base: Path) -> DatabaseConfig:
     scheme, rest = match["scheme"], match["rest"]
     dialect, _, driver = scheme.partition("+")
     if dialect != "sqlite":
-        return DatabaseConfig(url=url)
+        return database
     # The index drives sqlite3 from its own writer thread; "+aiosqlite" is accepted as an
     # alias so URLs written for SQLAlchemy's asyncio engine keep working.
     if driver not in ("", "pysqlite", "aiosqlite"):
@@ -332,9 +335,18 @@ def _database(raw: object, where: str, base: Path) -> DatabaseConfig:
         raise ConfigError(here, "a SQLite URL takes no host: use 'sqlite:///FILE'")
     file_part, query_sep, query = rest[1:].partition("?")
     if file_part in ("", ":memory:") or file_part.startswith("file:"):
-        return DatabaseConfig(url=url)
+        return database
     resolved = resolve_path(file_part, base)
-    return DatabaseConfig(url=f"{scheme}:///{resolved.as_posix()}{query_sep}{query}")
+    return replace(database, url=f"{scheme}:///{resolved.as_posix()}{query_sep}{query}")
+
+
+def database_url(url: str, where: str, base: Path) -> str:
+    """A database URL checked as `database.url` is (ConfigError naming `where`), a relative
+    SQLite path resolved against `base` (e.g. ``db copy --to``)."""
+    try:
+        return _database({"url": url}, "database", base).url
+    except ConfigError as exc:
+        raise ConfigError(where, exc.reason) from None
 
 
 def _peers(raw: object, where: str) -> Mapping[str, PeerConfig]:

@@ -7,6 +7,7 @@ from concurrent.futures import Future
 from sqlalchemy import Engine
 
 from ..ports import (
+    DEFAULT_PROCESS_LEASE,
     AddResult,
     DuplicatePolicy,
     FindPage,
@@ -18,11 +19,12 @@ from ..ports import (
 )
 
 # The normalized-service tables share Base.metadata: import them so it is complete.
-from . import models_commitment, models_mpps, models_worklist  # noqa: F401
+from . import models_commitment, models_mpps, models_processes, models_worklist  # noqa: F401
 from .commitment import SqlCommitmentIndex
 from .engine import DEFAULT_RETRY, RetryPolicy
 from .extract import AttributeReader, ExtractLimits
 from .mpps import SqlMppsIndex
+from .processes import ProcessRegistry
 from .query import SqlQueryIndex
 from .retrieve import SqlRetrieveIndex
 from .worklist import SqlWorklist
@@ -32,6 +34,7 @@ __all__ = [
     "AttributeReader",
     "ExtractLimits",
     "IndexWriter",
+    "ProcessRegistry",
     "SqlCommitmentIndex",
     "SqlIndex",
     "SqlMppsIndex",
@@ -47,6 +50,8 @@ class SqlIndex:
     (`worklist`, `mpps`, `commitment`), all writing through one retry policy.
 
     One writer task for instances (group commit); C-FIND pages through `query`.
+    `processes` is this process's registration among those sharing the index (a serving
+    process starts it); the commitment adapter claims work under its token.
     """
 
     def __init__(
@@ -57,6 +62,7 @@ class SqlIndex:
         patient_conflict: PatientConflictPolicy | None = None,
         max_batch: int = 256,
         retry: RetryPolicy = DEFAULT_RETRY,
+        process_lease: float = DEFAULT_PROCESS_LEASE,
     ) -> None:
         self.engine = engine
         self.writer = IndexWriter(engine, duplicate_policy=duplicate_policy,
@@ -66,7 +72,9 @@ class SqlIndex:
         self.retrieve = SqlRetrieveIndex(engine)
         self.worklist = SqlWorklist(engine, retry=retry)
         self.mpps = SqlMppsIndex(engine, retry=retry)
-        self.commitment = SqlCommitmentIndex(engine, retry=retry)
+        self.processes = ProcessRegistry(engine, lease=process_lease, retry=retry)
+        self.commitment = SqlCommitmentIndex(engine, retry=retry, owner=self.processes.token,
+                                             lease=process_lease)
 
     async def start(self) -> None:
         await self.writer.start()

@@ -21,6 +21,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import (
@@ -32,7 +33,10 @@ from sqlalchemy import (
     and_,
     create_engine,
     event,
+    func,
     literal,
+    select,
+    text,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -47,10 +51,12 @@ __all__ = [
     "Dialect",
     "Prepared",
     "RetryPolicy",
+    "database_now",
     "dialect_of",
     "glob_pattern",
     "like_pattern",
     "literal_prefix",
+    "lock_for_migration",
     "make_engine",
     "successor",
     "sync_url",
@@ -66,6 +72,10 @@ SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 # PostgreSQL SQLSTATEs worth retrying the whole transaction for.
 _PG_RETRYABLE: Final = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 _PG_FULL: Final = frozenset({"53100"})  # disk_full
+_PG_UNIQUE_VIOLATION: Final = "23505"
+# PostgreSQL advisory lock key of the schema migrations (any fixed 64-bit number: the first
+# eight bytes of "minipacs" in ASCII, as a signed big-endian integer).
+MIGRATION_LOCK_KEY: Final = int.from_bytes(b"minipacs", "big", signed=True)
 _SQLITE_RETRYABLE: Final = ("database is locked", "database is busy", "database table is locked")
 _SQLITE_FULL: Final = "database or disk is full"
 
@@ -141,6 +151,16 @@ class Dialect:
         if self.is_sqlite:
             return any(text in str(exc.orig) for text in _SQLITE_RETRYABLE)
         return getattr(exc.orig, "sqlstate", None) in _PG_RETRYABLE
+
+    def is_unique_race(self, exc: BaseException) -> bool:
+        """Whether a unique violation may be another writer's concurrent insert of the key.
+
+        PostgreSQL: an INSERT that meets a key another transaction inserted and has not
+        committed waits for it, then fails (23505) once it commits; a new statement sees
+        that row, so writing again resolves it. SQLite's writers take turns: never.
+        """
+        return (not self.is_sqlite and isinstance(exc, DBAPIError)
+                and getattr(exc.orig, "sqlstate", None) == _PG_UNIQUE_VIOLATION)
 
     def is_full(self, exc: BaseException) -> bool:
         """Whether the database ran out of disk (PS3.4 B.2.3: 0xA700)."""
@@ -224,6 +244,27 @@ def _configure_sqlite(engine: Engine, synchronous: str, busy_timeout_ms: int) ->
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def database_now(conn: Connection) -> datetime:
+    """The time by the database's clock, in UTC: what several hosts' processes agree on.
+
+    PostgreSQL: ``now()`` (the transaction's start). SQLite serves one host: its clock.
+    """
+    if conn.dialect.name == "sqlite":
+        return datetime.now(UTC)
+    return conn.execute(select(func.now())).scalar_one().astimezone(UTC)
+
+
+def lock_for_migration(conn: Connection) -> None:
+    """Serialize schema migrations across processes, until `conn`'s transaction ends.
+
+    PostgreSQL: a transaction-level advisory lock (waits for another migrating process).
+    SQLite: the transaction is ``BEGIN IMMEDIATE`` already (`WRITE_OPTION`), which holds
+    the database's write lock, so nothing more is needed.
+    """
+    if conn.dialect.name != "sqlite":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
 
 
 # --- a statement for the hot path ---------------------------------------------------------

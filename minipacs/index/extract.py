@@ -41,6 +41,7 @@ TAG_STUDY_INSTANCE_UID: Final = 0x0020000D
 TAG_SERIES_INSTANCE_UID: Final = 0x0020000E
 TAG_PATIENT_ID: Final = 0x00100020
 TAG_ISSUER_OF_PATIENT_ID: Final = 0x00100021
+LO_MAX_CHARS: Final = 64  # PS3.5 Table 6.2-1: Long String
 TAG_FIRST_PIXEL_ELEMENT: Final = 0x7FE00008  # Float Pixel Data; then Double Float, Pixel Data
 GROUP_PATIENT: Final = 0x0010
 
@@ -250,14 +251,22 @@ def read_attributes(
     for tag, what in _REQUIRED.items():
         if not identity[tag]:
             raise DataSetError(f"no {what} in the data set")
+    patient_id = _first_string(json_ds, TAG_PATIENT_ID)
+    issuer = _first_string(json_ds, TAG_ISSUER_OF_PATIENT_ID)
+    # PS3.5 Table 6.2-1: both are LO, at most 64 characters. The index keys patients by them
+    # (columns of that length): a longer value is refused, never cut, which could make two
+    # patients one (and PostgreSQL would refuse it where SQLite stores it).
+    for what, value in (("Patient ID", patient_id), ("Issuer of Patient ID", issuer)):
+        if len(value) > LO_MAX_CHARS:
+            raise DataSetError(f"{what} is longer than {LO_MAX_CHARS} characters")
     patient, study, series, instance = split_levels(json_ds)
     return InstanceAttributes(
         sop_class_uid=identity[TAG_SOP_CLASS_UID],
         sop_instance_uid=identity[TAG_SOP_INSTANCE_UID],
         study_instance_uid=identity[TAG_STUDY_INSTANCE_UID],
         series_instance_uid=identity[TAG_SERIES_INSTANCE_UID],
-        patient_id=_first_string(json_ds, TAG_PATIENT_ID),
-        issuer_of_patient_id=_first_string(json_ds, TAG_ISSUER_OF_PATIENT_ID),
+        patient_id=patient_id,
+        issuer_of_patient_id=issuer,
         patient=patient,
         study=study,
         series=series,

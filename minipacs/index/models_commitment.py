@@ -3,7 +3,9 @@
 A transaction is persisted before its N-ACTION is answered (PS3.4 J.3.2.1.3: a success
 status means the request was received), so a report still owed survives a restart. Each
 referenced instance is a row of ``commitment_reference``; its ``failure_reason`` is None
-until checked, 0 once committed, else the PS3.3 C.14.1.1 Failure Reason.
+until checked, 0 once committed, else the PS3.3 C.14.1.1 Failure Reason. Several
+processes share the table: an attempt claims its transaction first (``claimed_by``), so one
+report is delivered by one process (index/commitment.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class CommitmentTransaction(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(String(200))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The serving process attempting its delivery now (`ServerProcess.token`, revision 0008);
+    # None between attempts, when any process may take it once it is due.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class CommitmentReference(Base):

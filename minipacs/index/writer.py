@@ -10,7 +10,8 @@ INSERT ... SELECT that checks all that in SQL (`statements.INSERT_INTO_KNOWN_SER
 nothing is cached, so other processes' deletes and writes are always seen. A waiter
 cancelled before its record is taken is skipped; one cancelled after is written anyway (its
 result is dropped): callers that must know, shield the call. Lock and serialization
-failures retry the batch (``engine.write_transaction``).
+failures retry the batch (``engine.write_transaction``); a record that met another
+process's concurrent insert of one of its keys (PostgreSQL) is written again (`_raced`).
 
 Rules (README and conformance statement):
 - duplicate SOP Instance UID (config ``storage.duplicates``, default ``keep-first``):
@@ -37,14 +38,14 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import Engine, delete, exists, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from ..ports import (
     AddOutcome,
@@ -127,6 +128,9 @@ class _FilesNotDurable(Exception):
 
 
 _STOP: Final = object()
+# Writes of one record again after another process's concurrent insert of one of its keys
+# (each needs another commit of the same keys: a few processes at most).
+RACE_RETRIES: Final = 3
 
 
 class IndexWriter:
@@ -311,10 +315,7 @@ class IndexWriter:
             if len(records) == 1:
                 record = records[0]
                 try:
-                    results: list[AddResult | Exception] = write_transaction(
-                        self._engine, lambda conn: durable([self._add_fast(conn, record)
-                                                            or self._add(conn, record)]),
-                        retry=self._retry, connection=self._conn)
+                    results: list[AddResult | Exception] = [self._write_one(record, durable)]
                 except (OperationalError, _FilesNotDurable):
                     raise  # the database or the file, not the record: the batch fails
                 except Exception as exc:
@@ -359,19 +360,50 @@ class IndexWriter:
         batch.commit()
         return results
 
+    def _write_one(self, record: InstanceRecord,
+                   durable: Callable[[list[AddResult | Exception]], list[AddResult | Exception]]
+                   ) -> AddResult | Exception:
+        """One record, its own transaction on the writer's connection, committed once
+        `durable` let it; written again after a race (`_raced`)."""
+        attempt = 0
+        while True:
+            try:
+                return write_transaction(
+                    self._engine, lambda conn: durable([self._add_fast(conn, record)
+                                                        or self._add(conn, record)])[0],
+                    retry=self._retry, connection=self._conn)
+            except IntegrityError as exc:
+                if not self._raced(record, exc, attempt):
+                    raise
+            attempt += 1
+
     def _add_guarded(self, conn: Connection, record: InstanceRecord) -> AddResult | Exception:
         """The full path under its own SAVEPOINT: a failure undoes this record only."""
-        savepoint = conn.begin_nested()
-        try:
-            result = self._add(conn, record)
-        except OperationalError:
-            savepoint.rollback()
-            raise
-        except Exception as exc:
-            savepoint.rollback()
-            return self._record_error(record, exc)
-        savepoint.commit()
-        return result
+        attempt = 0
+        while True:
+            savepoint = conn.begin_nested()
+            try:
+                result = self._add(conn, record)
+            except OperationalError:
+                savepoint.rollback()
+                raise
+            except Exception as exc:
+                savepoint.rollback()
+                if not self._raced(record, exc, attempt):
+                    return self._record_error(record, exc)
+                attempt += 1
+                continue
+            savepoint.commit()
+            return result
+
+    def _raced(self, record: InstanceRecord, exc: Exception, attempt: int) -> bool:
+        """Whether to write `record` again: another process committed one of its keys
+        (patient, study, series, instance) while we were inserting it (PostgreSQL)."""
+        if attempt >= RACE_RETRIES or not self._dialect.is_unique_race(exc):
+            return False
+        log.info("instance %s: another writer indexed the same keys meanwhile; writing it "
+                 "again", record.attributes.sop_instance_uid)
+        return True
 
     @staticmethod
     def _record_error(record: InstanceRecord, exc: Exception) -> Exception:

@@ -101,13 +101,15 @@ class Server:
         return next((_port_of(server) for server, tls in self._listeners if tls is not None),
                     None)
 
-    async def start(self, host: str, port: int, *, tls: TlsContexts | None = None) -> None:
+    async def start(self, host: str, port: int, *, tls: TlsContexts | None = None,
+                    reuse_port: bool = False) -> None:
         """Listen on host:port (plain, or DICOM TLS with `tls.server`); may be called for
-        several addresses, which then share the limits."""
+        several addresses, which then share the limits. `reuse_port` (SO_REUSEPORT) lets
+        several processes share the port, the kernel spreading new connections over them."""
         limits = self.limits
         ensure_descriptors(limits.max_handshakes + limits.max_associations + SPARE_DESCRIPTORS)
         server = await asyncio.start_server(functools.partial(self._on_connect, tls), host,
-                                            port, reuse_address=True)
+                                            port, reuse_address=True, reuse_port=reuse_port)
         self._listeners.append((server, tls))
 
     async def shutdown(self, grace: float) -> None:

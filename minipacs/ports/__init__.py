@@ -49,6 +49,7 @@ from .index import (
 )
 from .metrics import NO_METRICS, Metrics, NoMetrics
 from .normalized import (
+    CommitmentClaim,
     CommitmentIndex,
     CommitmentItem,
     CommitmentState,
@@ -59,6 +60,7 @@ from .normalized import (
     WorklistIndex,
 )
 from .policy import (
+    DEFAULT_PROCESS_LEASE,
     CommitmentPolicy,
     ConnectPolicy,
     PatientIssuers,
@@ -111,6 +113,7 @@ from .storage import (
 
 __all__ = [
     "ALL_OPERATIONS",
+    "DEFAULT_PROCESS_LEASE",
     "NO_AUDIT",
     "NO_METRICS",
     "AddOutcome",
@@ -128,6 +131,7 @@ __all__ = [
     "AuditEvent",
     "Authenticator",
     "Channel",
+    "CommitmentClaim",
     "CommitmentIndex",
     "CommitmentItem",
     "CommitmentPolicy",

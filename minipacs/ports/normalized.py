@@ -130,11 +130,25 @@ class StoredCopy:
     checksum: str  # "<algorithm>:<hex digest>" of the whole file
 
 
+@dataclass(frozen=True, slots=True)
+class CommitmentClaim:
+    """Transactions this process has claimed for delivery, and when to look again."""
+
+    transaction_uids: tuple[str, ...]
+    rescan_in: float  # seconds until another may be due, or a dead process's claim free
+
+
 class CommitmentIndex(Protocol):
-    """Storage Commitment transactions and the instance lookups their checks need."""
+    """Storage Commitment transactions and the instance lookups their checks need.
+
+    Several processes may share the transactions: one attempts a delivery only while it
+    holds the transaction's claim, so each report is delivered by one process, and the
+    claims of a process that died are taken over.
+    """
 
     async def add_transaction(self, transaction: CommitmentTransaction) -> bool:
-        """Persist a new transaction; False (nothing written) if its UID is already known."""
+        """Persist a new transaction, claimed by this process; False (nothing written) if
+        its UID is already known."""
         ...
 
     async def transaction(self, transaction_uid: str) -> CommitmentTransaction | None:
@@ -142,6 +156,15 @@ class CommitmentIndex(Protocol):
 
     async def pending(self) -> tuple[CommitmentTransaction, ...]:
         """Every transaction whose report is still owed, oldest first."""
+        ...
+
+    async def claim(self, limit: int) -> CommitmentClaim:
+        """Claim at most `limit` due pending transactions that no live process holds."""
+        ...
+
+    async def make_due(self) -> int:
+        """Make every pending transaction no live process holds due now (a process starting
+        tries the reports still owed at once); how many."""
         ...
 
     async def locate(self, sop_instance_uids: Sequence[str]) -> Mapping[str, StoredCopy]:
@@ -153,7 +176,9 @@ class CommitmentIndex(Protocol):
         ...
 
     async def record_attempt(self, transaction_uid: str, *, state: CommitmentState,
-                             attempts: int, next_attempt_at: datetime | None,
-                             error: str | None) -> None:
-        """The outcome of a delivery attempt."""
+                             attempts: int, retry_in: float | None,
+                             error: str | None) -> bool:
+        """The outcome of a delivery attempt (the next one `retry_in` seconds on), releasing
+        this process's claim; False, nothing written, when another process had taken the
+        transaction over."""
         ...

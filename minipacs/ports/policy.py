@@ -19,6 +19,7 @@ from ..proto.negotiation import DEFAULT_ASYNC_OPS_LIMIT, DEFAULT_MAX_PDU_LENGTH
 
 __all__ = [
     "DEFAULT_ARTIM_TIMEOUT",
+    "DEFAULT_PROCESS_LEASE",
     "CommitmentPolicy",
     "ConnectPolicy",
     "PatientIssuers",
@@ -30,6 +31,9 @@ __all__ = [
 
 # PS3.8 §9.1.5: the ARTIM timer bounds association set-up and release, inbound and outbound.
 DEFAULT_ARTIM_TIMEOUT: Final = 30.0
+# ``database.process_lease``: seconds a serving process's registration in a shared index
+# lasts without renewal (index/processes.py); a process silent that long is taken for dead.
+DEFAULT_PROCESS_LEASE: Final = 30.0
 
 
 class PatientIssuers(enum.StrEnum):

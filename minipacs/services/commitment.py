@@ -5,20 +5,20 @@ worker task then checks every referenced instance (in the index, its file presen
 size and checksum recorded at ingest) and reports the result (J.3.3): on the requestor's
 association while it is open when so configured, else on a new association to its `peers`
 entry, proposing the SCP role (J.3.3.1.3). A failed delivery is retried with exponential
-backoff, bounded by attempts and time; pending transactions are reloaded at start.
+backoff, bounded by attempts and time; pending transactions are taken up again at start.
+
+Several processes may share the index: the worker attempts only transactions it has claimed
+there (`ports.CommitmentIndex.claim`): its own N-ACTIONs at once, then whatever is due and
+free, including the work of a process that died, so each report is delivered by one process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
-from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Final
-
-from pydicom.dataset import Dataset
 
 from ..ports import (
     AssociationClosed,
@@ -32,8 +32,6 @@ from ..ports import (
     PeerUnreachable,
     Request,
     Storage,
-    StorageError,
-    StoredCopy,
 )
 from ..proto.dimse import NActionRQ, NEventReportRQ
 from ..proto.negotiation import AcceptedContext
@@ -45,10 +43,19 @@ from ..proto.sop import (
     STORAGE_COMMITMENT_PUSH_INSTANCE,
 )
 from ..proto.status import Status, StatusCategory, category, describe
-from ..proto.uid import is_valid_uid
-from .answers import encode_dataset
+from .commitment_rules import (
+    ACTION_REQUEST_COMMITMENT,
+    EVENT_ALL_COMMITTED,
+    EVENT_FAILURES_EXIST,
+    MAX_ACTION_BYTES,
+    ActionError,
+    FailureReason,
+    build_report,
+    describe_reason,
+    file_intact,
+    parse_action,
+)
 from .dispatcher import Outcome, response_for
-from .identifier import IdentifierError, decode_identifier
 
 __all__ = [
     "ACTION_REQUEST_COMMITMENT",
@@ -66,124 +73,14 @@ __all__ = [
 
 log = logging.getLogger("minipacs.commitment")
 
-ACTION_REQUEST_COMMITMENT: Final = 1  # PS3.4 J.3.2: Request Storage Commitment
-EVENT_ALL_COMMITTED: Final = 1  # PS3.4 J.3.3: Storage Commitment Request Successful
-EVENT_FAILURES_EXIST: Final = 2  # PS3.4 J.3.3: Storage Commitment Request Complete - Failures
-# The Action Information of one request; beyond this the N-ACTION is refused (0213H).
-MAX_ACTION_BYTES: Final = 16 << 20
 # The report goes out in whichever native syntax the requestor accepts (PS3.4 J.3.3).
 _REPORT_SYNTAXES: Final = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
-
-
-class FailureReason(enum.IntEnum):
-    """PS3.3 C.14.1.1 Failure Reason (0008,1197) values."""
-
-    PROCESSING_FAILURE = 0x0110
-    NO_SUCH_OBJECT_INSTANCE = 0x0112
-    CLASS_INSTANCE_CONFLICT = 0x0119
-    REFERENCED_SOP_CLASS_NOT_SUPPORTED = 0x0122
-    DUPLICATE_TRANSACTION_UID = 0x0131
-    RESOURCE_LIMITATION = 0x0213
-
-
-REASON_TEXT: Final[Mapping[int, str]] = {
-    0: "committed",
-    FailureReason.PROCESSING_FAILURE: "processing failure (file missing, unreadable or altered)",
-    FailureReason.NO_SUCH_OBJECT_INSTANCE: "no such object instance",
-    FailureReason.CLASS_INSTANCE_CONFLICT: "SOP class differs from the stored instance's",
-    FailureReason.REFERENCED_SOP_CLASS_NOT_SUPPORTED: "referenced SOP class not supported",
-    FailureReason.DUPLICATE_TRANSACTION_UID: "duplicate transaction UID",
-    FailureReason.RESOURCE_LIMITATION: "resource limitation",
-}
-
-
-class ActionError(Exception):
-    """An N-ACTION refused with `status` (PS3.7 10.1.4.1.10); `comment` fits an LO."""
-
-    def __init__(self, status: Status, comment: str) -> None:
-        super().__init__(comment)
-        self.status = status
-        self.comment = comment[:64]
+# Deliveries one process attempts at once (each claims its transaction).
+MAX_RUNNING: Final = 16
 
 
 class DeliveryError(Exception):
     """One delivery attempt failed; str() is one line for the log."""
-
-
-def _uid_of(ds: Dataset, keyword: str, where: str) -> str:
-    value = ds.get(keyword)
-    text = "" if value is None else str(value).strip("\0 ")
-    if not text:
-        raise ActionError(Status.INVALID_ARGUMENT_VALUE, f"{where}{keyword} missing")
-    if not is_valid_uid(text):  # PS3.5 §9.1, the one grammar
-        raise ActionError(Status.INVALID_ARGUMENT_VALUE, f"{where}{keyword} is not a UID")
-    return text
-
-
-def parse_action(data: bytes, transfer_syntax: str) -> tuple[str, tuple[CommitmentItem, ...]]:
-    """Transaction UID and references of a Storage Commitment Request (PS3.4 Table J.3-1).
-
-    Missing or malformed Action Information is an invalid argument value (0115H): PS3.7
-    10.1.4.1.10 names no missing-attribute status for N-ACTION.
-    """
-    try:
-        ds = decode_identifier(data, transfer_syntax)
-    except IdentifierError as exc:
-        raise ActionError(Status.INVALID_ARGUMENT_VALUE, str(exc)) from None
-    try:
-        transaction_uid = _uid_of(ds, "TransactionUID", "")
-        sequence = ds.get("ReferencedSOPSequence")
-        if not sequence:
-            raise ActionError(Status.INVALID_ARGUMENT_VALUE, "ReferencedSOPSequence empty")
-        items = tuple(
-            CommitmentItem(_uid_of(item, "ReferencedSOPClassUID", f"item {n}: "),
-                           _uid_of(item, "ReferencedSOPInstanceUID", f"item {n}: "))
-            for n, item in enumerate(sequence, 1))
-    except ActionError:
-        raise
-    except Exception as exc:  # a value pydicom cannot convert: the peer's bytes
-        raise ActionError(Status.INVALID_ARGUMENT_VALUE,
-                          f"cannot read Action Information: {type(exc).__name__}") from None
-    return transaction_uid, items
-
-
-def build_report(transaction: CommitmentTransaction, retrieve_ae: str,
-                 transfer_syntax: str) -> tuple[int, bytes]:
-    """Event Type ID and Event Information of a checked transaction (PS3.4 Table J.3-2)."""
-    committed = [i for i in transaction.items if i.failure_reason == 0]
-    failed = [i for i in transaction.items if i.failure_reason != 0]
-    ds = Dataset()
-    ds.TransactionUID = transaction.transaction_uid
-    if committed:
-        ds.RetrieveAETitle = retrieve_ae  # where the committed instances can be retrieved
-        ds.ReferencedSOPSequence = [_reference(i) for i in committed]
-    if failed:
-        items = []
-        for item in failed:
-            ref = _reference(item)
-            ref.FailureReason = item.failure_reason or FailureReason.PROCESSING_FAILURE
-            items.append(ref)
-        ds.FailedSOPSequence = items
-    event = EVENT_FAILURES_EXIST if failed else EVENT_ALL_COMMITTED
-    return event, encode_dataset(ds, transfer_syntax)
-
-
-def _reference(item: CommitmentItem) -> Dataset:
-    ref = Dataset()
-    ref.ReferencedSOPClassUID = item.sop_class_uid
-    ref.ReferencedSOPInstanceUID = item.sop_instance_uid
-    return ref
-
-
-def file_intact(storage: Storage, copy: StoredCopy) -> bool:
-    """Whether a stored file still has the checksum recorded at ingest (blocking).
-
-    The checksum covers the whole file, so a file that grew, shrank or changed fails it.
-    """
-    try:
-        return storage.checksum(copy.storage_key) == copy.checksum
-    except StorageError:
-        return False
 
 
 class CommitmentService:
@@ -199,24 +96,22 @@ class CommitmentService:
         self.storage_classes = storage_classes
         self.policy = policy or CommitmentPolicy()
         self._live: dict[str, tuple[Channel, int]] = {}  # transaction UID → its association
-        self._due: dict[str, float] = {}  # transaction UID → loop time of its next attempt
+        self._claimed: set[str] = set()  # claimed in the index, not attempted yet
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._scan_at = 0.0  # loop time of the next claim in the index
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the transactions still owed a report (each tried at once), start the worker."""
-        now = asyncio.get_running_loop().time()
-        for txn in await self.index.pending():
-            self._due[txn.transaction_uid] = now
-        if self._due:
-            log.info("storage commitment: %d pending transaction(s) loaded", len(self._due))
+        """Start the worker: it first takes up every report still owed that no live process
+        holds, each tried at once."""
         self._worker = asyncio.create_task(self._work(), name="commitment-worker")
 
     async def aclose(self) -> None:
-        """Stop at once: transactions in progress stay pending and are retried at start."""
+        """Stop at once: transactions in progress stay pending, claimed by this process until
+        its registration goes (index/processes.py), and are taken up again."""
         tasks = [t for t in (self._worker, *self._running.values()) if t is not None]
         for task in tasks:
             task.cancel()
@@ -240,7 +135,8 @@ class CommitmentService:
         info = channel.info
         txn = CommitmentTransaction(transaction_uid, info.calling_ae, info.called_ae, items,
                                     datetime.now(UTC))
-        if not await self.index.add_transaction(txn):
+        added = await self.index.add_transaction(txn)  # claimed by this process
+        if not added:
             known = await self.index.transaction(transaction_uid)
             if not _same_request(known, txn):
                 # PS3.3 C.14.1.1 (0131H): the Transaction UID is already in use; the request
@@ -252,11 +148,14 @@ class CommitmentService:
         else:
             log.info("storage commitment %s: %d instance(s) from %s", transaction_uid,
                      len(items), info.calling_ae)
-        if self.policy.same_association:
+        if added and self.policy.same_association:
             self._live[transaction_uid] = (channel, request.context.context_id)
         # Woken on the next loop turn: the dispatcher writes this handler's response without
         # yielding, and the check needs thread hops first, so the N-ACTION-RSP goes first.
-        self._schedule(transaction_uid, 0.0)
+        # A repeated request is the claim's holder's, or due work for whoever claims it.
+        if added:
+            self._claimed.add(transaction_uid)
+        self._scan_soon(0.0 if not added else None)
         return Outcome(response_for(message, Status.SUCCESS,
                                     action_type_id=ACTION_REQUEST_COMMITMENT))
 
@@ -281,30 +180,60 @@ class CommitmentService:
 
     # --- the worker ---------------------------------------------------------------------------
 
-    def _schedule(self, transaction_uid: str, delay: float) -> None:
-        self._due[transaction_uid] = asyncio.get_running_loop().time() + delay
+    def _scan_soon(self, delay: float | None) -> None:
+        """Wake the worker; with `delay`, claim from the index no later than that."""
+        if delay is not None:
+            self._scan_at = min(self._scan_at, asyncio.get_running_loop().time() + delay)
         self._wake.set()
+
+    def _retry_later(self, transaction_uid: str) -> None:
+        """Attempt a transaction whose claim this process still holds again, after the
+        retry delay (its outcome could not be recorded)."""
+        def again() -> None:
+            self._claimed.add(transaction_uid)
+            self._wake.set()
+
+        asyncio.get_running_loop().call_later(self.policy.retry_delay, again)
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
+        try:  # the reports still owed that no live process holds: tried at once
+            if taken := await self.index.make_due():
+                log.info("storage commitment: %d pending transaction(s) taken up", taken)
+        except Exception as exc:  # they become due on their own schedule
+            log.warning("storage commitment: cannot take up pending reports: %s", exc)
         while True:
             self._wake.clear()
-            now = loop.time()
-            for uid, when in list(self._due.items()):
-                if when <= now and uid not in self._running:
-                    del self._due[uid]
-                    task = asyncio.create_task(self._attempt(uid), name=f"commitment-{uid}")
-                    self._running[uid] = task
-                    task.add_done_callback(lambda _t, uid=uid: self._finished(uid))
-            waiting = [when for uid, when in self._due.items() if uid not in self._running]
-            timeout = max(0.0, min(waiting) - now) if waiting else None
+            if loop.time() >= self._scan_at and len(self._running) < MAX_RUNNING:
+                await self._scan(loop)
+            for uid in sorted(self._claimed - set(self._running)):
+                if len(self._running) >= MAX_RUNNING:
+                    break
+                self._claimed.discard(uid)
+                task = asyncio.create_task(self._attempt(uid), name=f"commitment-{uid}")
+                self._running[uid] = task
+                task.add_done_callback(lambda _t, uid=uid: self._finished(uid))
+            # Every slot busy: a finished attempt wakes the worker.
+            timeout = (None if len(self._running) >= MAX_RUNNING
+                       else max(0.0, self._scan_at - loop.time()))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
 
+    async def _scan(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Claim what is due and free in the index; plan the next look."""
+        try:
+            claim = await self.index.claim(MAX_RUNNING - len(self._running))
+        except Exception as exc:  # the index is unreachable: look again later
+            log.warning("storage commitment: cannot claim pending reports: %s", exc)
+            self._scan_at = loop.time() + self.policy.retry_delay
+            return
+        self._claimed.update(claim.transaction_uids)
+        self._scan_at = loop.time() + claim.rescan_in
+
     def _finished(self, transaction_uid: str) -> None:
         self._running.pop(transaction_uid, None)
-        self._wake.set()  # a request repeated meanwhile may be due
+        self._wake.set()  # a slot is free: more may be claimed
 
     async def _attempt(self, transaction_uid: str) -> None:
         """One check-and-deliver; nothing escapes the task but cancellation."""
@@ -314,7 +243,7 @@ class CommitmentService:
             raise
         except Exception:  # e.g. the index could not record the outcome: try again later
             log.exception("storage commitment %s: attempt failed; retrying", transaction_uid)
-            self._schedule(transaction_uid, self.policy.retry_delay)
+            self._retry_later(transaction_uid)  # the claim is still ours
 
     async def _attempt_once(self, transaction_uid: str) -> None:
         try:
@@ -327,7 +256,7 @@ class CommitmentService:
             raise
         except Exception:
             log.exception("storage commitment %s: check failed; retrying", transaction_uid)
-            self._schedule(transaction_uid, self.policy.retry_delay)
+            self._retry_later(transaction_uid)  # the claim is still ours
             return
         attempts = txn.attempts + 1
         try:
@@ -338,8 +267,9 @@ class CommitmentService:
             await self._failed(txn, attempts, str(exc) if isinstance(exc, DeliveryError)
                                else f"internal error: {type(exc).__name__}: {exc}")
             return
-        await self.index.record_attempt(transaction_uid, state=CommitmentState.DELIVERED,
-                                        attempts=attempts, next_attempt_at=None, error=None)
+        if not await self.index.record_attempt(transaction_uid, state=CommitmentState.DELIVERED,
+                                               attempts=attempts, retry_in=None, error=None):
+            _taken_over(transaction_uid)
         failed = sum(1 for item in txn.items if item.failure_reason)
         log.info("storage commitment %s: report delivered to %s %s (attempt %d): "
                  "%d committed, %d failed", transaction_uid, txn.requestor_ae_title, where,
@@ -351,21 +281,23 @@ class CommitmentService:
         age = (datetime.now(UTC) - txn.received_at).total_seconds()
         if attempts >= policy.max_attempts or (policy.give_up_after
                                                and age >= policy.give_up_after):
-            await self.index.record_attempt(uid, state=CommitmentState.FAILED,
-                                            attempts=attempts, next_attempt_at=None,
-                                            error=error)
+            if not await self.index.record_attempt(uid, state=CommitmentState.FAILED,
+                                                   attempts=attempts, retry_in=None,
+                                                   error=error):
+                _taken_over(uid)
             log.error("storage commitment %s: report to %s not delivered after %d attempt(s) "
                       "in %.0f s, giving up: %s", uid, txn.requestor_ae_title, attempts, age,
                       error)
             return
         delay = min(policy.retry_delay * 2 ** (attempts - 1), policy.max_retry_delay)
-        await self.index.record_attempt(
-            uid, state=CommitmentState.PENDING, attempts=attempts,
-            next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay), error=error)
+        if not await self.index.record_attempt(uid, state=CommitmentState.PENDING,
+                                               attempts=attempts, retry_in=delay, error=error):
+            _taken_over(uid)
+            return
         log.warning("storage commitment %s: report to %s, attempt %d of %d failed: %s; "
                     "retrying in %g s", uid, txn.requestor_ae_title, attempts,
                     policy.max_attempts, error, delay)
-        self._schedule(uid, delay)
+        self._scan_soon(delay)
 
     async def _check(self, txn: CommitmentTransaction) -> CommitmentTransaction:
         """Each item's failure reason (PS3.3 C.14.1.1), recorded before any report."""
@@ -460,6 +392,7 @@ def _same_request(known: CommitmentTransaction | None, new: CommitmentTransactio
             and pairs == [(i.sop_class_uid, i.sop_instance_uid) for i in new.items])
 
 
-def describe_reason(reason: int) -> str:
-    """A Failure Reason in words (PS3.3 C.14.1.1)."""
-    return REASON_TEXT.get(reason, f"failure reason 0x{reason:04X}")
+def _taken_over(transaction_uid: str) -> None:
+    log.warning("storage commitment %s: another process had taken the transaction over (this "
+                "one was silent past its lease); the outcome of this attempt is not recorded",
+                transaction_uid)

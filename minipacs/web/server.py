@@ -27,10 +27,11 @@ class HttpServer:
     """One HTTP listener for an ASGI application, started and stopped by the caller."""
 
     def __init__(self, app: Any, host: str, port: int, *, grace: float = 10.0,
-                 ssl: ssl_module.SSLContext | None = None) -> None:
+                 ssl: ssl_module.SSLContext | None = None, reuse_port: bool = False) -> None:
         self._host = host
         self._port = port
         self._ssl = ssl
+        self._reuse_port = reuse_port  # SO_REUSEPORT: several processes on one port
         self._socket: socket.socket | None = None
         self._config = uvicorn.Config(
             app, lifespan="off", log_config=None, access_log=False, server_header=False,
@@ -53,6 +54,8 @@ class HttpServer:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self._reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((self._host, self._port))
             sock.listen(BACKLOG)
             sock.setblocking(False)

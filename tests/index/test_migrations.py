@@ -16,7 +16,7 @@ from minipacs.index.migrate import MIGRATIONS_DIR, alembic_config, upgrade
 from minipacs.index.models import Base
 from tests.databases import sqlite_file, sqlite_only
 
-HEAD = "0007_unreferenced_file"
+HEAD = "0008_processes"
 OLD_CONSTRAINT = "uq_patient_other_id_patient_pk_other_patient_id_issuer_of_patient_id"
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
-import sqlite3
+import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,9 @@ from pydicom.uid import (
     MRImageStorage,
     generate_uid,
 )
+from sqlalchemy import text
 
+from minipacs.index.engine import make_engine
 from minipacs.net.client import association
 from minipacs.proto.dimse import NActionRQ, NActionRSP
 from minipacs.proto.negotiation import build_associate_rq
@@ -34,11 +37,12 @@ from minipacs.proto.sop import (
     VERIFICATION,
 )
 from minipacs.proto.status import Status
-from tests.interop.storecheck import index_rows, own_store
+from tests.interop.storecheck import own_store
 from tests.support import (
     LOOPBACK,
     TEST_LIMITS,
     WAIT,
+    attached,
     encode_implicit_le,
     free_port,
     make_config,
@@ -144,7 +148,22 @@ class Stored:
     path: Path  # the stored file
 
 
-async def store_cts(port: int, directory: Path, count: int) -> list[Stored]:
+def index_url(directory: Path) -> str:
+    """The SQLite index `pacs` makes in `directory` unless given another `url`."""
+    return f"sqlite:///{directory / 'index.db'}"
+
+
+def read_index(url: str, query: str, **params: object) -> list[Any]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(text(query), params).all())
+    finally:
+        engine.dispose()
+
+
+async def store_cts(port: int, directory: Path, count: int,
+                    url: str | None = None) -> list[Stored]:
     uids = []
     for index in range(1, count + 1):
         ds = make_ct(pixel_bytes=2048, index=index)
@@ -152,36 +171,69 @@ async def store_cts(port: int, directory: Path, count: int) -> list[Stored]:
                               transfer_syntax=ImplicitVRLittleEndian)
         assert rsp.status == Status.SUCCESS
         uids.append(ds.SOPInstanceUID)
-    rows = index_rows(directory / "index.db")
-    return [Stored(uid, directory / "store" / rows[uid].storage_key) for uid in uids]
+    keys = dict(read_index(url or index_url(directory),
+                           "SELECT sop_instance_uid, storage_key FROM instance"))
+    return [Stored(uid, directory / "store" / keys[uid]) for uid in uids]
 
 
-def transaction_state(directory: Path, transaction_uid: str) -> tuple[str, int] | None:
-    with contextlib.closing(sqlite3.connect(directory / "index.db")) as db:
-        row = db.execute("SELECT state, attempts FROM commitment_transaction "
-                         "WHERE transaction_uid = ?", (transaction_uid,)).fetchone()
-    return None if row is None else (str(row[0]), int(row[1]))
+def transaction_state(url: str, transaction_uid: str) -> tuple[str, int] | None:
+    rows = read_index(url, "SELECT state, attempts FROM commitment_transaction "
+                           "WHERE transaction_uid = :uid", uid=transaction_uid)
+    return None if not rows else (str(rows[0][0]), int(rows[0][1]))
 
 
-async def wait_state(directory: Path, transaction_uid: str, state: str,
+class Outcomes(logging.Handler):
+    """The `minipacs.commitment` log, awaited by the tests (no polling): the worker logs
+    each attempt's outcome once the index has recorded it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+        self._changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        self._changed.set()
+
+    async def wait_for(self, pattern: str, timeout: float = WAIT) -> str:
+        regex = re.compile(pattern)
+        async with asyncio.timeout(timeout):
+            while True:
+                found = [m for m in self.messages if regex.search(m)]
+                if found:
+                    return found[0]
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@pytest.fixture
+def outcomes() -> Iterator[Outcomes]:
+    with attached(Outcomes(), "minipacs.commitment") as handler:
+        yield handler
+
+
+# What the worker logs once attempt N's outcome is in the index (services/commitment.py).
+_RECORDED: Final = {"delivered": r"report delivered to .* \(attempt {n}\)",
+                    "pending": r"attempt {n} of \d+ failed",
+                    "failed": r"not delivered after {n} attempt"}
+
+
+async def wait_state(outcomes: Outcomes, url: str, transaction_uid: str, state: str,
                      attempts: int = 1) -> None:
-    """Bounded wait until the transaction's row reaches `state` after `attempts` attempts."""
-    for _ in range(int(WAIT / 0.05)):
-        found = transaction_state(directory, transaction_uid)
-        if found is not None and found[0] == state and found[1] >= attempts:
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail(f"transaction {transaction_uid} never reached {state}: "
-                f"{transaction_state(directory, transaction_uid)}")
+    """Until the worker says attempt `attempts` ended in `state`; then the row says so."""
+    await outcomes.wait_for(rf"storage commitment {re.escape(transaction_uid)}: .*"
+                            + _RECORDED[state].format(n=attempts))
+    assert transaction_state(url, transaction_uid) == (state, attempts)
 
 
 @contextlib.asynccontextmanager
-async def pacs(directory: Path, peer_port: int | None = None,
+async def pacs(directory: Path, peer_port: int | None = None, *, url: str | None = None,
                **commitment: Any) -> AsyncIterator[int]:
     directory.mkdir(exist_ok=True)
     peers = {MODALITY: {"host": LOOPBACK, "port": peer_port}} if peer_port else {}
     config = make_config(directory, ae_title=SERVER_AE, limits=TEST_LIMITS, peers=peers,
-                         storage={"min_free_mb": 0}, commitment={**FAST, **commitment})
+                         storage={"min_free_mb": 0}, commitment={**FAST, **commitment},
+                         database={"url": url or index_url(directory)})
     async with running_server(config) as server:
         yield server.port
 
@@ -190,17 +242,17 @@ async def pacs(directory: Path, peer_port: int | None = None,
 
 
 async def test_commitment_of_stored_instances_is_reported_on_a_new_association(
-        tmp_path: Path) -> None:
+        tmp_path: Path, db_url: str, outcomes: Outcomes) -> None:
     peer_port = free_port()
     with modality_scp(peer_port) as reports:
-        async with pacs(tmp_path, peer_port) as port:
-            stored = await store_cts(port, tmp_path, 2)
+        async with pacs(tmp_path, peer_port, url=db_url) as port:
+            stored = await store_cts(port, tmp_path, 2, db_url)
             txn = generate_uid()
             status, _ = await asyncio.to_thread(
                 request_commitment, port, txn, [(CT_IMAGE_STORAGE, s.uid) for s in stored])
             assert status == Status.SUCCESS
             report = await next_report(reports)
-            await wait_state(tmp_path, txn, "delivered")
+            await wait_state(outcomes, db_url, txn, "delivered")
     assert report.event_type_id == 1
     assert report.info.TransactionUID == txn
     assert report.committed() == {s.uid for s in stored}
@@ -238,7 +290,8 @@ async def test_a_mix_of_failures_is_reported_with_each_reason(tmp_path: Path) ->
     }
 
 
-async def test_report_on_the_same_association_when_configured(tmp_path: Path) -> None:
+async def test_report_on_the_same_association_when_configured(
+        tmp_path: Path, outcomes: Outcomes) -> None:
     async with pacs(tmp_path, same_association=True) as port:  # no peer entry needed
         stored = await store_cts(port, tmp_path, 1)
         txn = generate_uid()
@@ -246,7 +299,7 @@ async def test_report_on_the_same_association_when_configured(tmp_path: Path) ->
             request_commitment, port, txn, [(CT_IMAGE_STORAGE, stored[0].uid)],
             wait_report=WAIT)
         assert status == Status.SUCCESS
-        await wait_state(tmp_path, txn, "delivered")
+        await wait_state(outcomes, index_url(tmp_path), txn, "delivered")
     assert report is not None
     assert report.on_requestor_side
     assert report.event_type_id == 1
@@ -267,31 +320,34 @@ async def test_same_association_gone_falls_back_to_a_new_one(tmp_path: Path) -> 
     assert not report.on_requestor_side
 
 
-async def test_pending_report_survives_a_restart(tmp_path: Path) -> None:
+async def test_pending_report_survives_a_restart(tmp_path: Path, db_url: str,
+                                                 outcomes: Outcomes) -> None:
     peer_port = free_port()  # nobody listens there yet
     txn = generate_uid()
-    async with pacs(tmp_path, peer_port, retry_delay=60, max_retry_delay=60) as port:
-        stored = await store_cts(port, tmp_path, 1)
+    async with pacs(tmp_path, peer_port, url=db_url, retry_delay=60,
+                    max_retry_delay=60) as port:
+        stored = await store_cts(port, tmp_path, 1, db_url)
         status, _ = await asyncio.to_thread(
             request_commitment, port, txn, [(CT_IMAGE_STORAGE, stored[0].uid)])
         assert status == Status.SUCCESS
-        await wait_state(tmp_path, txn, "pending", attempts=1)  # the peer was down
+        await wait_state(outcomes, db_url, txn, "pending", attempts=1)  # the peer was down
     with modality_scp(peer_port) as reports:
-        async with pacs(tmp_path, peer_port, retry_delay=60, max_retry_delay=60):
+        async with pacs(tmp_path, peer_port, url=db_url, retry_delay=60, max_retry_delay=60):
             report = await next_report(reports)  # at start, not after the 60 s backoff
-            await wait_state(tmp_path, txn, "delivered", attempts=2)
+            await wait_state(outcomes, db_url, txn, "delivered", attempts=2)
     assert report.event_type_id == 1
     assert report.info.TransactionUID == txn
 
 
 async def test_delivery_gives_up_after_the_configured_attempts(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    async with pacs(tmp_path, max_attempts=2) as port:  # the requestor is no configured peer
+        tmp_path: Path, db_url: str, outcomes: Outcomes,
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with pacs(tmp_path, url=db_url, max_attempts=2) as port:  # requestor: no peer
         txn = generate_uid()
         status, _ = await asyncio.to_thread(
             request_commitment, port, txn, [(CT_IMAGE_STORAGE, generate_uid())])
         assert status == Status.SUCCESS
-        await wait_state(tmp_path, txn, "failed", attempts=2)
+        await wait_state(outcomes, db_url, txn, "failed", attempts=2)
     assert "is not a configured peer" in caplog.text
     assert "giving up" in caplog.text
 

@@ -40,6 +40,7 @@ from minipacs.proto.status import Status
 from tests.interop.dicomfiles import dataset_bytes, encode_dataset
 from tests.support import (
     LOOPBACK,
+    attached,
     free_port,
     make_config,
     pynetdicom_ae,
@@ -144,15 +145,8 @@ def retrieve_log() -> Iterator[list[str]]:
         def emit(self, record: logging.LogRecord) -> None:
             lines.append(record.getMessage())
 
-    logger = logging.getLogger("minipacs.retrieve")
-    handler, old = Handler(), logger.level
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(handler)
-    try:
+    with attached(Handler(), "minipacs.retrieve", logging.DEBUG):
         yield lines
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old)
 
 
 def received(directory: Path) -> dict[str, bytes]:

@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from minipacs.ports import (
     Channel,
+    CommitmentClaim,
     CommitmentItem,
     CommitmentState,
     CommitmentTransaction,
@@ -129,6 +130,7 @@ class _MemoryIndex:
     def __init__(self) -> None:
         self.rows: dict[str, CommitmentTransaction] = {}
         self.attempts: list[tuple[CommitmentState, int, str | None]] = []
+        self.claimed: set[str] = set()
         self.changed = asyncio.Event()
 
     async def add_transaction(self, transaction: CommitmentTransaction) -> bool:
@@ -143,6 +145,26 @@ class _MemoryIndex:
     async def pending(self) -> tuple[CommitmentTransaction, ...]:
         return tuple(t for t in self.rows.values() if t.state is CommitmentState.PENDING)
 
+    async def claim(self, limit: int) -> CommitmentClaim:
+        """One process: the pending transactions due, claimed; the next due time."""
+        now = datetime.now(UTC)
+        due = [uid for uid, t in self.rows.items() if t.state is CommitmentState.PENDING
+               and uid not in self.claimed and (t.next_attempt_at is None
+                                                or t.next_attempt_at <= now)][:limit]
+        self.claimed.update(due)
+        later = [t.next_attempt_at for uid, t in self.rows.items()
+                 if uid not in self.claimed and t.state is CommitmentState.PENDING
+                 and t.next_attempt_at is not None]
+        rescan = min([60.0, *((when - now).total_seconds() for when in later)])
+        return CommitmentClaim(tuple(due), max(0.0, rescan))
+
+    async def make_due(self) -> int:
+        pending = [uid for uid, t in self.rows.items()
+                   if t.state is CommitmentState.PENDING and uid not in self.claimed]
+        for uid in pending:
+            self.rows[uid] = replace(self.rows[uid], next_attempt_at=None)
+        return len(pending)
+
     async def locate(self, sop_instance_uids: Sequence[str]) -> Mapping[str, StoredCopy]:
         return {}
 
@@ -153,12 +175,16 @@ class _MemoryIndex:
         self.rows[transaction_uid] = replace(txn, items=items)
 
     async def record_attempt(self, transaction_uid: str, *, state: CommitmentState,
-                             attempts: int, next_attempt_at: datetime | None,
-                             error: str | None) -> None:
+                             attempts: int, retry_in: float | None,
+                             error: str | None) -> bool:
+        later = None if retry_in is None else datetime.now(UTC) + timedelta(seconds=retry_in)
         self.rows[transaction_uid] = replace(self.rows[transaction_uid], state=state,
-                                             attempts=attempts, last_error=error)
+                                             attempts=attempts, last_error=error,
+                                             next_attempt_at=later)
+        self.claimed.discard(transaction_uid)
         self.attempts.append((state, attempts, error))
         self.changed.set()
+        return True
 
 
 class _DownPeers:
