@@ -127,9 +127,12 @@ def standard_data() -> list[tuple[Dataset, str]]:
 
 @contextlib.asynccontextmanager
 async def retrieve_server(tmp_path: Path, peers: dict[str, int] | None = None,
+                          database_url: str | None = None,
                           **retrieve: Any) -> AsyncIterator[Server]:
+    """The server for retrieves; on the default SQLite file unless `database_url` says."""
+    database = {} if database_url is None else {"database": {"url": database_url}}
     config = make_config(
-        tmp_path, ae_title=SERVER_AE,
+        tmp_path, ae_title=SERVER_AE, **database,
         storage={"min_free_mb": 0},
         peers={ae: {"host": LOOPBACK, "port": port} for ae, port in (peers or {}).items()},
         retrieve={"connect_timeout": 2.0, "timeout": 10.0, **retrieve})
@@ -176,9 +179,9 @@ def study_uid(n: int) -> str:
 
 
 @pytest.mark.parametrize("model", ["-P", "-S"])
-async def test_getscu_study_level_gets_byte_identical_data_sets(tmp_path: Path,
-                                                                 model: str) -> None:
-    async with retrieve_server(tmp_path) as server:
+async def test_getscu_study_level_gets_byte_identical_data_sets(tmp_path: Path, model: str,
+                                                                 db_url: str) -> None:
+    async with retrieve_server(tmp_path, database_url=db_url) as server:
         stored = await populate(server.port, standard_data())
         out = tmp_path / "got"
         out.mkdir()
@@ -322,8 +325,9 @@ def check_counts(result: GetResult, total: int) -> Dataset:
                                   "SOPInstanceUID": [f"{ROOT}.1.1.1", f"{ROOT}.1.1.3"]}, 2),
 ])
 async def test_pynetdicom_get_every_level(tmp_path: Path, sop_class: str, level: str,
-                                          keys: dict[str, object], count: int) -> None:
-    async with retrieve_server(tmp_path) as server:
+                                          keys: dict[str, object], count: int,
+                                          db_url: str) -> None:
+    async with retrieve_server(tmp_path, database_url=db_url) as server:
         stored = await populate(server.port, standard_data())
         result = await asyncio.to_thread(pynetdicom_get, server.port, ident(level, **keys),
                                          sop_class=sop_class)
@@ -418,10 +422,10 @@ async def test_300_instance_get_keeps_memory_flat(tmp_path: Path) -> None:
 # --- C-MOVE -----------------------------------------------------------------------------------
 
 
-async def test_movescu_to_storescp_byte_identical(tmp_path: Path) -> None:
+async def test_movescu_to_storescp_byte_identical(tmp_path: Path, db_url: str) -> None:
     (tmp_path / "dest").mkdir()
     async with storescp(tmp_path / "dest", "+B") as dest, \
-            retrieve_server(tmp_path, {"DEST": dest.port}) as server:
+            retrieve_server(tmp_path, {"DEST": dest.port}, database_url=db_url) as server:
         stored = await populate(server.port, standard_data())
         with retrieve_log() as lines:
             result = await run_dcmtk(
