@@ -287,7 +287,7 @@ def seeds() -> Seeds:
 
 def ct(uid_seed: int, *, study: int, patient: int, pixel_bytes: int = 2048) -> Dataset:
     """A small CT instance of study `study` of patient `patient` (UIDs under UID_ROOT)."""
-    columns = 32
+    columns = 32 if pixel_bytes < 1 << 20 else 1024
     rows = max(1, pixel_bytes // (columns * 2))
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
