@@ -55,7 +55,7 @@ POLL: Final = 0.005  # seconds between looks at the spool folder
 class Ledger:
     """What the clients sent and what the server acknowledged, by SOP Instance UID."""
 
-    sent: dict[str, bytes] = field(default_factory=dict)
+    sent: dict[str, bytes] = field(default_factory=dict)  # SHA-256 of the data set sent
     acknowledged: set[str] = field(default_factory=set)
     refused: int = 0  # answered with a failure status (none is expected)
     acks_this_round: int = 0
@@ -89,7 +89,7 @@ def instance(ledger: Ledger, uid_seed: int, pixel_bytes: int) -> tuple[str, byte
     ds = corpus.ct(uid_seed, study=uid_seed % 7, patient=uid_seed % 7, pixel_bytes=pixel_bytes)
     data = corpus.encode(ds, IMPLICIT_VR_LITTLE_ENDIAN)
     uid = str(ds.SOPInstanceUID)
-    ledger.sent[uid] = data
+    ledger.sent[uid] = hashlib.sha256(data).digest()
     return uid, data
 
 
@@ -196,30 +196,43 @@ def _restart_and_stop(config: Path, logs: Path) -> None:
         (logs / "final.log").write_text(served.log + "\n", errors="replace")
 
 
-def check(folder: Path, config: Path, ledger: Ledger, kills: int, large_kills: int,
-          seconds: float) -> Outcome:
-    """Compare what was acknowledged with the index and the files; run `db check`."""
+def compare(folder: Path, sent: dict[str, bytes], acknowledged: set[str]
+            ) -> tuple[list[str], list[str], int]:
+    """(lost, corrupt, kept unacknowledged): acknowledged instances missing from the index or
+    not bit for bit what was sent (`sent`: SHA-256 of each data set), indexed ones not as
+    sent, and how many were indexed though their answer never came."""
     root, rows = folder / "store", index_rows(folder / "index.db")
     lost: list[str] = []
     corrupt: list[str] = []
     for uid, row in rows.items():
         data = (root / row.storage_key).read_bytes()
-        intact = (uid in ledger.sent and data[row.dataset_offset:] == ledger.sent[uid]
+        intact = (sent.get(uid) == hashlib.sha256(data[row.dataset_offset:]).digest()
                   and row.checksum == f"sha256:{hashlib.sha256(data).hexdigest()}")
         if not intact:
-            (lost if uid in ledger.acknowledged else corrupt).append(uid)
-    lost += sorted(ledger.acknowledged - rows.keys())
+            (lost if uid in acknowledged else corrupt).append(uid)
+    lost += sorted(acknowledged - rows.keys())
+    return lost, corrupt, len(rows.keys() - acknowledged)
+
+
+def db_check(config: Path) -> tuple[int, str]:
+    """`minipacs db check`: its exit code and first line."""
     result = subprocess.run([sys.executable, "-m", "minipacs", "db", "check", "--config",
                              str(config)], capture_output=True, text=True, timeout=WAIT * 4,
                             env=minipacs_env(), stdin=subprocess.DEVNULL, check=False)
-    spool = root / ".spool"
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    return result.returncode, lines[0] if lines else ""
+
+
+def check(folder: Path, config: Path, ledger: Ledger, kills: int, large_kills: int,
+          seconds: float) -> Outcome:
+    """Compare what was acknowledged with the index and the files; run `db check`."""
+    lost, corrupt, kept = compare(folder, ledger.sent, ledger.acknowledged)
+    code, first_line = db_check(config)
+    spool = folder / "store" / ".spool"
     return Outcome(
         kills=kills, large_kills=large_kills, acknowledged=len(ledger.acknowledged),
-        lost=tuple(lost), corrupt=tuple(corrupt),
-        unacknowledged_kept=len(rows.keys() - ledger.acknowledged), refused=ledger.refused,
-        db_check=(result.stdout + result.stderr).strip().splitlines()[0]
-        if (result.stdout + result.stderr).strip() else "",
-        db_check_code=result.returncode,
+        lost=tuple(lost), corrupt=tuple(corrupt), unacknowledged_kept=kept,
+        refused=ledger.refused, db_check=first_line, db_check_code=code,
         spool_left=len(list(spool.iterdir())) if spool.exists() else 0,
         recovered=_recoveries(folder / "logs"), seconds=seconds)
 
