@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import warnings
 from pathlib import Path
 from typing import Final
 
 from pydicom import config as pydicom_config
 from pydicom.uid import ExplicitVRLittleEndian
 
+from minipacs.cli.logformat import drop_pydicom_warnings
 from minipacs.net.client import association
 from minipacs.proto.dimse import CFindRQ, CStoreRQ
 from minipacs.proto.negotiation import build_associate_rq
@@ -61,3 +63,18 @@ def test_library_lines_quoting_peer_values_are_escaped(tmp_path: Path) -> None:
     for line in lines:
         assert LOG_LINE.match(line), f"not a log line: {line!r}"
         assert not UNSAFE.search(line), f"unescaped control character: {line!r}"
+
+
+def test_pydicom_warnings_leave_no_registry_entry_per_peer_value() -> None:
+    """Python remembers each distinct warning text it printed in the warning module's
+    registry, for the life of the process: a peer sending endless distinct odd values grew
+    the server's memory. The serve process drops pydicom's warnings (it logs them too)."""
+    from pydicom import charset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # Python's own default for UserWarning
+        drop_pydicom_warnings()
+        for n in range(200):
+            charset.convert_encodings([f"BOGUS {n}"])  # "Unknown encoding 'BOGUS n'"
+        registry = getattr(charset, "__warningregistry__", {})
+        assert len([key for key in registry if key != "version"]) == 0

@@ -3,7 +3,7 @@
     scripts/fuzz                       # 1,000,000 in-process cases, then 600 s live
     scripts/fuzz --cases 20000 --live 30 --workers 8
     scripts/fuzz --live 0              # in-process only
-    scripts/fuzz --cases 0 --tracemalloc 60   # live only, server heap snapshots every 60 s
+    scripts/fuzz --cases 0 --heap 60 --keep DIR   # live only, heap figures every 60 s
 
 Exit status 1 when anything broke its contract (a Finding in-process; a traceback, an
 unescaped control character or an unformatted line in the server's log, a failed health
@@ -79,8 +79,8 @@ def _destination() -> Iterator[int]:
         yield port
 
 
-def live(seconds: float, workers: int, seed: str, keep: Path | None,
-         tracemalloc_every: float, server_source: Path | None) -> int:
+def live(seconds: float, workers: int, seed: str, keep: Path | None, heap_every: float,
+         trace: bool, server_source: Path | None, idle: float) -> int:
     """Fuzz a live `minipacs serve` for `seconds`; print the figures; the number of problems."""
     from tests.support import REPO, ServeProcess, free_port, write_config
 
@@ -90,12 +90,14 @@ def live(seconds: float, workers: int, seed: str, keep: Path | None,
         destination = stack.enter_context(_destination())
         config = write_config(folder, **server_sections(destination, free_port()))
         command = None
-        if tracemalloc_every:
+        if heap_every:
             command = [sys.executable, "-m", "tests.reliability.memprobe",
-                       str(folder / "heap"), str(tracemalloc_every)]
+                       str(folder / "heap"), str(heap_every), "1" if trace else "0"]
         env = None
         if server_source is not None:  # another revision's minipacs, e.g. for a before/after
             env = {**os.environ, "PYTHONPATH": f"{server_source}{os.pathsep}{REPO}"}
+            # -P: not this checkout from the working directory ahead of PYTHONPATH
+            command = [sys.executable, "-P", *(command[1:] if command else ["-m", "minipacs"])]
         served = ServeProcess(config, command=command, env=env)
         stack.callback(served.stop)
         served.start()
@@ -109,6 +111,8 @@ def live(seconds: float, workers: int, seed: str, keep: Path | None,
             runner.run(campaign(served.port, seconds=seconds, workers=workers, seed=seed,
                                 counts=counts))
         elapsed = time.monotonic() - started
+        if idle:  # the server at rest after the campaign: what stays is not in flight
+            time.sleep(idle)
         sampler.stop()
         after = (rss_kib(pid), open_fds(pid))
         where = rss_by_mapping(pid)
@@ -188,17 +192,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-source", type=Path, metavar="DIR",
                         help="run the live server from another checkout's source tree (a "
                              "folder holding its minipacs/ package), e.g. to compare revisions")
-    parser.add_argument("--tracemalloc", type=float, default=0.0, metavar="SECONDS",
-                        help="run the live server under tracemalloc, writing heap snapshots "
-                             "every SECONDS into its folder (for leak hunting; slow)")
+    parser.add_argument("--idle", type=float, default=0.0, metavar="SECONDS",
+                        help="leave the server at rest this long after the campaign before "
+                             "its memory is measured and it is stopped")
+    parser.add_argument("--heap", type=float, default=0.0, metavar="SECONDS",
+                        help="every SECONDS, write the live server's malloc figures and the "
+                             "object counts that grew into heap/ of its folder (leak hunting)")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="with --heap: also trace Python allocations (slow)")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # pydicom's notes on the hostile values we write
     problems = 0
     if args.cases:
         problems += in_process(args.cases, args.seed)
     if args.live:
-        problems += live(args.live, args.workers, args.seed, args.keep, args.tracemalloc,
-                         args.server_source)
+        problems += live(args.live, args.workers, args.seed, args.keep, args.heap,
+                         args.tracemalloc, args.server_source, args.idle)
     return 1 if problems else 0
 
 

@@ -1,14 +1,17 @@
-"""`python -m tests.reliability.memprobe FOLDER SECONDS serve --config ...`: leak hunting.
+"""`python -m tests.reliability.memprobe FOLDER SECONDS TRACE serve --config ...`: leak hunting.
 
-Runs the `minipacs` command in this process under tracemalloc, and every SECONDS writes to
-FOLDER what grew since the first snapshot: the allocation sites by size, the live objects by
-type (objgraph-style counts from the garbage collector), the asyncio tasks, and the size of
-the `warnings` registries (which keep one entry per distinct warning text).
+Runs the `minipacs` command in this process and every SECONDS writes to FOLDER where its
+memory is: malloc's own figures (mallinfo2: bytes in use, free inside its arenas, mmapped),
+Python's allocated blocks, the live objects by type that grew (objgraph-style counts from the
+garbage collector), the asyncio tasks, and the `warnings` registries (one entry per distinct
+warning text). With TRACE=1 tracemalloc also says which lines allocated what grew (slow).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import gc
 import sys
 import threading
@@ -19,8 +22,29 @@ from pathlib import Path
 from typing import Final
 
 FRAMES: Final = 12
-STARTUP: Final = 5.0  # seconds before tracing starts
 TOP: Final = 25
+STARTUP: Final = 5.0  # seconds before the baseline: the server has started by then
+
+
+class _MallInfo2(ctypes.Structure):
+    """glibc's struct mallinfo2 (glibc >= 2.33), every field a size_t."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def _malloc() -> str:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return "malloc figures unavailable"
+    mib = 1 << 20
+    return (f"malloc: in use {info.uordblks / mib:.1f} MiB, free inside its arenas "
+            f"{info.fordblks / mib:.1f} MiB (arenas {info.arena / mib:.1f} MiB), mmapped "
+            f"{info.hblkhd / mib:.1f} MiB in {info.hblks} blocks")
 
 
 def _types() -> Counter[str]:
@@ -32,57 +56,54 @@ def _registries() -> int:
                for module in list(sys.modules.values()))
 
 
-def _tasks() -> str:
-    loops = [obj for obj in gc.get_objects() if isinstance(obj, asyncio.AbstractEventLoop)]
+def _tasks() -> int:
     count = 0
-    for loop in loops:
+    for loop in (obj for obj in gc.get_objects() if isinstance(obj, asyncio.AbstractEventLoop)):
         try:
             count += len(asyncio.all_tasks(loop))
         except RuntimeError:
             continue
-    return str(count)
+    return count
 
 
-def _write(folder: Path, number: int, first: tracemalloc.Snapshot, types0: Counter[str]) -> None:
-    snapshot = tracemalloc.take_snapshot().filter_traces(
-        [tracemalloc.Filter(False, tracemalloc.__file__)])
+def _write(folder: Path, number: int, first: tracemalloc.Snapshot | None,
+           types0: Counter[str]) -> None:
+    gc.collect()
     types = _types()
-    current, peak = tracemalloc.get_traced_memory()
-    lines = [f"snapshot {number} at {time.strftime('%H:%M:%S')}: traced {current / 2**20:.1f} MiB "
-             f"(peak {peak / 2**20:.1f}), warnings registry entries {_registries()}, "
-             f"asyncio tasks {_tasks()}", "", "grown since the first snapshot, by line:"]
-    for stat in snapshot.compare_to(first, "lineno")[:TOP]:
-        lines.append(f"  {stat}")
-    lines += ["", "grown since the first snapshot, by traceback (top 5):"]
-    for stat in snapshot.compare_to(first, "traceback")[:5]:
-        lines.append(f"  {stat.size_diff / 1024:+.1f} KiB in {stat.count_diff:+d} blocks")
-        lines += [f"      {frame}" for frame in stat.traceback.format()[-FRAMES * 2:]]
+    lines = [f"snapshot {number} at {time.strftime('%H:%M:%S')}: {_malloc()}; Python "
+             f"blocks {sys.getallocatedblocks()}; warnings registry entries {_registries()}; "
+             f"asyncio tasks {_tasks()}"]
+    if first is not None:
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__)])
+        current, peak = tracemalloc.get_traced_memory()
+        lines += [f"traced {current / 2**20:.1f} MiB (peak {peak / 2**20:.1f})", "",
+                  "grown since the first snapshot, by line:"]
+        lines += [f"  {stat}" for stat in snapshot.compare_to(first, "lineno")[:TOP]]
     lines += ["", "object counts grown since the first snapshot:"]
     growth = Counter({name: count - types0.get(name, 0) for name, count in types.items()})
     lines += [f"  {name}: {types[name]} ({diff:+d})" for name, diff in growth.most_common(TOP)]
     (folder / f"{number:04d}.txt").write_text("\n".join(lines) + "\n")
 
 
-def _probe(folder: Path, every: float) -> None:
-    # Trace from when the server runs: what it allocates while serving is what may leak,
-    # and tracing its imports too would slow its start tenfold.
-    time.sleep(STARTUP)
-    tracemalloc.start(FRAMES)
+def _probe(folder: Path, every: float, trace: bool) -> None:
+    time.sleep(STARTUP)  # trace what serving allocates, not the imports (ten times slower)
+    if trace:
+        tracemalloc.start(FRAMES)
     gc.collect()
-    first = tracemalloc.take_snapshot()
+    first = tracemalloc.take_snapshot() if trace else None
     types0 = _types()
-    number = 0
-    while True:
+    _write(folder, 0, None, types0)
+    for number in range(1, 1 << 30):
         time.sleep(every)
-        number += 1
-        gc.collect()
         _write(folder, number, first, types0)
 
 
 def main() -> int:
-    folder, every, *argv = sys.argv[1:]
+    folder, every, trace, *argv = sys.argv[1:]
     Path(folder).mkdir(parents=True, exist_ok=True)
-    threading.Thread(target=_probe, args=(Path(folder), float(every)), daemon=True).start()
+    threading.Thread(target=_probe, args=(Path(folder), float(every), trace == "1"),
+                     daemon=True).start()
     from minipacs.cli import main as minipacs
 
     return minipacs(argv)
