@@ -28,7 +28,7 @@ from hypothesis.stateful import (
 from minipacs.proto.association import NEED_DATA, Association, LocalProtocolError
 from minipacs.proto.command_codec import decode_command, encode_command
 from minipacs.proto.dimse import CEchoRQ, DimseError, DimseMessage
-from minipacs.proto.framer import PduFramer, decode_pdu
+from minipacs.proto.framer import decode_pdu
 from minipacs.proto.fsm import State
 from minipacs.proto.negotiation import negotiate_as_acceptor
 from minipacs.proto.pdu import AAbort, AAssociateRJ, AReleaseRP, AReleaseRQ, Pdu
@@ -36,6 +36,7 @@ from minipacs.proto.pdu_codec import PDU_HEADER_LENGTH, PduError, encode_pdata, 
 from minipacs.proto.sop import VERIFICATION
 from tests.proto.pair import ACCEPTOR_STATES, REQUESTOR_STATES, reach_state
 from tests.reliability import corpus
+from tests.reliability.core import frame
 from tests.reliability.mutate import fix_pdu_length
 from tests.strategies import EXAMPLES, FUZZ, MESSAGES, PDUS, mutated
 
@@ -80,19 +81,6 @@ def test_arbitrary_bytes_decode_or_raise_pdu_error(data: bytes) -> None:
 # --- framer ---------------------------------------------------------------------------------
 
 
-def _frame(pieces: list[bytes]) -> list[object]:
-    framer = PduFramer(MAX_PDU)
-    out: list[object] = []
-    try:
-        for piece in pieces:
-            framer.feed(piece)
-            while (pdu := framer.next_pdu()) is not None:
-                out.append(pdu)
-    except PduError as exc:
-        out.append(("error", exc.reason))
-    return out
-
-
 @FUZZ
 @given(st.lists(PDUS, min_size=1, max_size=3), st.data())
 def test_framer_cuts_the_same_pdus_however_the_bytes_arrive(pdus: list[Pdu],
@@ -103,8 +91,8 @@ def test_framer_cuts_the_same_pdus_however_the_bytes_arrive(pdus: list[Pdu],
         stream = data.draw(mutated(stream))
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
     pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
-    whole = _frame([stream])
-    assert _frame(pieces) == whole
+    whole = frame([stream], MAX_PDU)
+    assert frame(pieces, MAX_PDU) == whole
     if not hostile:
         assert whole == pdus
 

@@ -103,14 +103,17 @@ def framer_case(rng: random.Random) -> None:
     stream = b"".join(mutate_pdu(rng, seeds)
                       if rng.random() < 0.5 else rng.choice(seeds.pdus)
                       for _ in range(rng.randint(1, MAX_PDUS_PER_CASE)))
-    whole = _frame([stream], stream)
-    pieces = _frame(chunks(rng, stream), stream)
+    whole = frame([stream])
+    pieces = frame(chunks(rng, stream))
     if whole != pieces:
         raise Finding("framer-chunking", stream, f"{whole!r} != {pieces!r}")
 
 
-def _frame(pieces: list[bytes], stream: bytes) -> list[object]:
-    framer = PduFramer(MAX_PDU)
+def frame(pieces: list[bytes], max_pdu: int = MAX_PDU) -> list[object]:
+    """What a PduFramer cuts from `pieces` fed in turn: PDUs, then ("error", reason) if a
+    PduError ended it; any other exception is a Finding."""
+    stream = b"".join(pieces)
+    framer = PduFramer(max_pdu)
     out: list[object] = []
     try:
         for piece in pieces:

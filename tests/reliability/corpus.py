@@ -81,6 +81,7 @@ from minipacs.proto.sop import (
     VERIFICATION,
 )
 from minipacs.services.dataset_codec import deflate
+from tests.support import make_ct
 
 CT: Final = "1.2.840.10008.5.1.4.1.1.2"
 CALLED_AE: Final = "ANY-SCP"
@@ -287,28 +288,13 @@ def seeds() -> Seeds:
 
 def ct(uid_seed: int, *, study: int, patient: int, pixel_bytes: int = 2048) -> Dataset:
     """A small CT instance of study `study` of patient `patient` (UIDs under UID_ROOT)."""
-    columns = 32 if pixel_bytes < 1 << 20 else 1024
-    rows = max(1, pixel_bytes // (columns * 2))
-    ds = Dataset()
+    ds = make_ct(pixel_bytes=pixel_bytes, index=uid_seed % 1000)
     ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = CT
     ds.SOPInstanceUID = f"{UID_ROOT}.3.{uid_seed}"
     ds.StudyInstanceUID = f"{UID_ROOT}.1.{study}"
     ds.SeriesInstanceUID = f"{UID_ROOT}.2.{study}.{uid_seed % 3}"
     ds.PatientName = f"Fuzz^Patient{patient}"
     ds.PatientID = f"FUZZ-{patient}"
-    ds.Modality = "CT"
-    ds.StudyDate = "20240101"
-    ds.InstanceNumber = uid_seed % 1000
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = rows
-    ds.Columns = columns
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.PixelData = bytes(range(256)) * (rows * columns * 2 // 256) + bytes(rows * columns * 2 % 256)
     return ds
 
 

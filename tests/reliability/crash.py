@@ -22,7 +22,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from minipacs.proto.status import Status
 from tests.interop.storecheck import index_rows
 from tests.support import ServeProcess, minipacs_env, write_config
 
-from . import corpus
+from . import corpus, scratch
 from .procstat import load_average
 
 LOOPBACK: Final = "127.0.0.1"
@@ -301,10 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="keep the data and every round's server log in DIR")
     args = parser.parse_args(argv)
-    with contextlib.ExitStack() as stack:
-        folder = args.keep or Path(stack.enter_context(
-            tempfile.TemporaryDirectory(prefix="crash-")))
-        folder.mkdir(parents=True, exist_ok=True)
+    with scratch(args.keep, "crash-") as folder:
         outcome = campaign(folder, kills=args.kills, large_kills=args.large,
                            clients=args.clients, seed=args.seed,
                            large_bytes=args.large_mb << 20, fsync=args.fsync)

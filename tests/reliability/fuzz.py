@@ -20,7 +20,6 @@ import random
 import re
 import signal
 import sys
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -31,6 +30,7 @@ from typing import Final
 from minipacs.app import loop_factory
 from minipacs.proto.sop import STORAGE_SOP_CLASSES, UNCOMPRESSED_TRANSFER_SYNTAXES
 
+from . import scratch
 from .core import TARGETS, WEIGHTS, Finding
 from .live import READ_TIMEOUT, Counts, campaign, server_sections
 from .procstat import Sampler, load_average, open_fds, peak_rss_kib, rss_by_mapping, rss_kib
@@ -85,8 +85,7 @@ def live(seconds: float, workers: int, seed: str, keep: Path | None, heap_every:
     from tests.support import REPO, ServeProcess, free_port, write_config
 
     with contextlib.ExitStack() as stack:
-        folder = keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fuzz-")))
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = stack.enter_context(scratch(keep, "fuzz-"))
         destination = stack.enter_context(_destination())
         config = write_config(folder, **server_sections(destination, free_port()))
         command = None

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import itertools
 import random
 import signal
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -51,7 +49,7 @@ from minipacs.proto.sop import (
 from minipacs.proto.status import Status
 from tests.support import ServeProcess, storescp, write_config
 
-from . import corpus
+from . import corpus, scratch
 from .crash import compare, db_check
 from .peer import RawPeer, Tally
 from .procstat import Sampler, load_average, open_fds, peak_rss_kib, rss_by_mapping, rss_kib
@@ -283,12 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="keep the data and the server log in DIR")
     args = parser.parse_args(argv)
-    with contextlib.ExitStack() as stack:
-        folder = args.keep or Path(stack.enter_context(
-            tempfile.TemporaryDirectory(prefix="soak-")))
-        folder.mkdir(parents=True, exist_ok=True)
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            return runner.run(run(folder, args.seconds, args.workers))
+    with scratch(args.keep, "soak-") as folder, \
+            asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(run(folder, args.seconds, args.workers))
 
 
 if __name__ == "__main__":
