@@ -122,6 +122,9 @@ def live(seconds: float, workers: int, seed: str, keep: Path | None, heap_every:
         problems = _report(counts, elapsed, workers, seed, before, after, peak, sampler,
                            where, load_before, alive, code, served.lines)
         (folder / "server.log").write_text("\n".join(served.lines) + "\n", errors="replace")
+        snapshots = sorted((folder / "heap").glob("*.txt"))
+        for snapshot in snapshots[:1] + snapshots[-1:]:
+            print(f"  heap {snapshot.read_text().splitlines()[0]}")
         if keep:
             print(f"  server log and data kept in {folder}")
         return problems
