@@ -41,7 +41,8 @@ class MinipacsFind(ServerKind):
             f"listen: {{host: 127.0.0.1, port: {port}}}\n"
             "storage: {root: ./store, fsync: false}\n"
             f"database: {{url: 'sqlite:///{database}'}}\n"
-            f"limits: {{max_pdu_length: {max_pdu}}}\n",
+            f"limits: {{max_pdu_length: {max_pdu}}}\n"
+            "security: {unknown_aes: [all]}\n",  # the benchmark's SCU is not a listed peer
             encoding="utf-8",
         )
         return ([sys.executable, "-m", "minipacs", "serve", "--config", str(config)],

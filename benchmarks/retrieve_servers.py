@@ -47,7 +47,8 @@ class MinipacsRetrieve(ServerKind):
             "storage: {root: ./store, fsync: false}\n"
             "database: {url: 'sqlite:///./index.db'}\n"
             f"limits: {{max_pdu_length: {max_pdu}}}\n"
-            f"peers: {{{DEST_AE}: {{host: 127.0.0.1, port: {self.dest_port}}}}}\n",
+            f"peers: {{{DEST_AE}: {{host: 127.0.0.1, port: {self.dest_port}}}}}\n"
+            "security: {unknown_aes: [all]}\n",  # the benchmark's SCU is not a listed peer
             encoding="utf-8",
         )
         env = minipacs_env(self.root)

@@ -74,6 +74,8 @@ class MinipacsWeb(ServerKind):
             "limits": {"max_pdu_length": max_pdu},
             "logging": {"level": "WARNING"},
             "http": {"host": "127.0.0.1", "port": self.http_port},
+            # The benchmark's clients send no credentials and are not listed peers.
+            "security": {"unknown_aes": ["all"], "http_anonymous": ["all"]},
         }
         path = workdir / "minipacs.yaml"
         path.write_text(yaml.safe_dump(config), encoding="utf-8")

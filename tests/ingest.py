@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Final
 
 from minipacs.index import AttributeReader
-from minipacs.ports import AssociationInfo, Index, Request, Storage
+from minipacs.ports import AssociationInfo, AssociationUsage, Index, Request, Storage
 from minipacs.proto.dimse import CStoreRQ, CStoreRSP
 from minipacs.proto.negotiation import AcceptedContext, Negotiated
 from minipacs.proto.status import Status
@@ -46,6 +46,7 @@ class OneContextChannel:
                  max_pdu_length: int = 16384) -> None:
         self._info = AssociationInfo(calling_ae, called_ae, "127.0.0.1", 40000,
                                      Negotiated({context.context_id: context}, max_pdu_length))
+        self.usage = AssociationUsage()
 
     @property
     def info(self) -> AssociationInfo:

@@ -109,12 +109,22 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Tests that are not about permissions let every caller do everything, as before issue 12
+# (a config file now defaults to unknown_aes: [echo, store] and no anonymous HTTP); the
+# defaults themselves are tested in tests/interop/test_permissions.py and tests/web.
+OPEN_SECURITY: dict[str, Any] = {"unknown_aes": ["all"], "http_anonymous": ["all"]}
+
+
 def write_config(directory: Path, **sections: Any) -> Path:
-    """A YAML config listening on 127.0.0.1:0 with its data under `directory`."""
+    """A YAML config listening on 127.0.0.1:0 with its data under `directory`.
+
+    Every caller may do everything (OPEN_SECURITY) unless `security` says otherwise.
+    """
     data = _merge({
         "listen": {"host": LOOPBACK, "port": 0},
         "storage": {"root": str(directory / "store"), "fsync": False},
         "database": {"url": f"sqlite+aiosqlite:///{directory / 'index.db'}"},
+        "security": OPEN_SECURITY,
     }, sections)
     path = directory / "minipacs.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")

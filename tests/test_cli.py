@@ -66,6 +66,9 @@ def test_serve_check_validates_without_serving(tmp_path: Path) -> None:
     assert "ae_title: TESTPACS\n" in result.stdout
     assert "listen: 127.0.0.1:0\n" in result.stdout
     assert f"storage: {tmp_path.resolve() / 'st'} (fsync on)\n" in result.stdout
+    assert ("security: unknown AEs [echo, store], identity none, 0 user(s), HTTP without "
+            "credentials []\n") in result.stdout
+    assert "audit: (none)\n" in result.stdout
     assert not (tmp_path / "st").exists()  # --check creates nothing
 
 

@@ -78,7 +78,7 @@ def test_good_config_round_trip(tmp_path: Path) -> None:
     assert config.peer("VIEWER  ") == PeerConfig("viewer.example.org", 104)
     assert config.peer("NOBODY") is None
     assert config.security.check_called_ae_title is True
-    assert config.security.known_calling_aes_only is False
+    assert config.security.unknown_aes is None  # known_calling_aes_only: false changes nothing
     limits = config.limits
     assert limits.max_associations == 8
     assert limits.max_pdu_length == 65536
@@ -109,6 +109,12 @@ def test_container_config_is_valid_and_uses_the_volume() -> None:
     config = load_config(REPO / "docker" / "minipacs.yaml")
     assert config.storage.root == Path("/var/lib/minipacs/store")
     assert config.database.url == "sqlite:////var/lib/minipacs/index.db"
+    # Secure defaults (issue 12): unknown AEs push only, no anonymous HTTP, an audit trail.
+    assert {op.value for op in config.unknown_ae_operations()} == {"echo", "store"}
+    assert config.anonymous_http_operations() == frozenset()
+    assert config.security.check_called_ae_title is True
+    assert config.security.allow_passwords_without_tls is False
+    assert config.logging.audit == Path("/var/lib/minipacs/audit.jsonl")
 
 
 def test_embedded_defaults_bind_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,7 +227,8 @@ def test_listen_port_zero_means_ephemeral(tmp_path: Path) -> None:
         # unknown key, at the top level and nested, with a suggestion
         ("ae_titel: X\n", "config error: ae_titel: unknown key (did you mean 'ae_title'?)"),
         ("storage: {fsynk: true}\n", "config error: storage.fsynk: unknown key (did you mean"),
-        ("peers: {WS: {host: h, port: 1, tls: x}}\n", "config error: peers.WS.tls: unknown key"),
+        ("peers: {WS: {host: h, port: 1, tlz: x}}\n",
+         "config error: peers.WS.tlz: unknown key (did you mean 'tls'?)"),
         # wrong types
         ('storage: {fsync: "yes"}\n', "config error: storage.fsync: expected true or false"),
         ("storage: {fsync: 1}\n", "config error: storage.fsync: expected true or false"),
@@ -264,7 +271,8 @@ def test_listen_port_zero_means_ephemeral(tmp_path: Path) -> None:
         ("peers: {WS: {host: 'a b', port: 1}}\n", "config error: peers.WS.host: 'a b' is not"),
         (
             "security: {known_calling_aes_only: true}\n",
-            "config error: security.known_calling_aes_only: is true but no peers",
+            "config error: security.known_calling_aes_only: refuses every calling AE not in "
+            "peers, but no peers are configured",
         ),
         # extra storage SOP class UIDs
         (

@@ -16,7 +16,7 @@ PACKAGE = "minipacs"
 
 # Which minipacs layers each layer may import. "root" is minipacs/__init__.py (__version__).
 _EVERY_LAYER = {"root", "proto", "ports", "net", "services", "index", "storage", "config",
-                "web"}
+                "web", "security"}
 ALLOWED_LAYERS: dict[str, set[str]] = {
     "root": set(),
     "proto": {"proto"},  # sans-I/O core: no other minipacs package
@@ -28,6 +28,8 @@ ALLOWED_LAYERS: dict[str, set[str]] = {
     # index, storage or network classes (only app/ wires those).
     "web": {"web", "services", "ports", "proto", "root"},
     "storage": {"storage", "ports", "root"},
+    # Policy, authentication and audit adapters: on the ports, never on net/ or services/.
+    "security": {"security", "ports", "proto", "root"},
     "migrations": {"migrations", "index", "ports", "root"},
     "config": {"config", "ports", "root"},  # the policy types it builds
     "app": _EVERY_LAYER | {"app", "migrations"},  # the composition root
@@ -47,6 +49,7 @@ FORBIDDEN_MODULES: dict[str, set[str]] = {
     "storage": _SQL | {"socket", "selectors", "ssl"},
     "index": {"socket", "selectors", "ssl"},
     "web": _SQL,
+    "security": _SQL | {"socket", "selectors", "ssl"},
 }
 FORBIDDEN_EVERYWHERE = {"pynetdicom"}  # a test peer only, never a dependency
 PROTO_THIRD_PARTY = {"pydicom"}  # proto: stdlib + pydicom only

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pydicom.uid import generate_uid
 
 from ..net.client import association
 from ..net.server import Server, ServerLimits
+from ..net.tls import TlsContexts
 from ..ports import AssociationClosed, Channel, PeerUnreachable
 from ..proto.negotiation import AcceptorPolicy, build_associate_rq
 from ..proto.pdu import RoleSelection
@@ -56,16 +58,21 @@ class CommitOutcome:
 
 def commit(host: str, port: int, paths: Sequence[Path], *, calling_ae: str, called_ae: str,
            timeout: float, max_pdu: int, listen_port: int | None,
-           listen_host: str) -> CommitOutcome:
-    """Ask host:port to commit the instances in `paths`; wait for the report (PS3.4 J.3)."""
+           listen_host: str, tls: ssl.SSLContext | None = None,
+           listen_tls: TlsContexts | None = None) -> CommitOutcome:
+    """Ask host:port to commit the instances in `paths`; wait for the report (PS3.4 J.3).
+
+    `tls` makes our association a TLS one, `listen_tls` the listener for the report.
+    """
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(_commit(host, port, list(paths), calling_ae, called_ae, timeout,
-                                  max_pdu, listen_port, listen_host))
+                                  max_pdu, listen_port, listen_host, tls, listen_tls))
 
 
 async def _commit(host: str, port: int, paths: list[Path], calling_ae: str, called_ae: str,
                   timeout: float, max_pdu: int, listen_port: int | None,
-                  listen_host: str) -> CommitOutcome:
+                  listen_host: str, tls: ssl.SSLContext | None = None,
+                  listen_tls: TlsContexts | None = None) -> CommitOutcome:
     found = await asyncio.to_thread(scan, paths)
     if not found.files:
         problems = "; ".join(f"{p.path}: {p.reason}" for p in found.unreadable[:3])
@@ -78,13 +85,13 @@ async def _commit(host: str, port: int, paths: list[Path], calling_ae: str, call
     if listen_port is not None:
         listener = _listener(calling_ae, max_pdu, timeout, waiter)
         try:
-            await listener.start(listen_host, listen_port)
+            await listener.start(listen_host, listen_port, tls=listen_tls)
         except OSError as exc:
             return CommitOutcome(2, (), f"cannot listen on {listen_host}:{listen_port}: "
                                         f"{exc.strerror or exc}")
     try:
         return await _run(host, port, calling_ae, called_ae, timeout, max_pdu, items, sources,
-                          waiter, same_association=listener is None)
+                          waiter, same_association=listener is None, tls=tls)
     finally:
         if listener is not None:
             await listener.shutdown(timeout)
@@ -104,7 +111,8 @@ def _listener(ae_title: str, max_pdu: int, timeout: float, waiter: ReportWaiter)
 
 async def _run(host: str, port: int, calling_ae: str, called_ae: str, timeout: float,
                max_pdu: int, items: list[tuple[str, str]], sources: dict[str, str],
-               waiter: ReportWaiter, *, same_association: bool) -> CommitOutcome:
+               waiter: ReportWaiter, *, same_association: bool,
+               tls: ssl.SSLContext | None = None) -> CommitOutcome:
     where = f"{called_ae}@{host}:{port}"
     # Proposing our SCP role lets the SCP report on this association (PS3.7 D.3.3.4).
     roles = ([RoleSelection(STORAGE_COMMITMENT_PUSH, scu_role=True, scp_role=True)]
@@ -115,7 +123,7 @@ async def _run(host: str, port: int, calling_ae: str, called_ae: str, timeout: f
     started = time.perf_counter()
     try:
         async with association(host, port, request, connect_timeout=timeout,
-                               artim_timeout=timeout) as conn:
+                               artim_timeout=timeout, tls=tls) as conn:
             contexts = sorted(conn.info.negotiated.contexts)
             if not contexts:
                 return CommitOutcome(1, (), f"{where}: Storage Commitment Push Model not "

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..config import Config
+from ..config import Config, ConfigError
 from ..index import AttributeReader, SqlIndex
 from ..index.engine import make_engine
 from ..index.migrate import upgrade
 from ..net.peers import NetPeers, PeerAddress
 from ..net.server import Server
-from ..ports import NO_METRICS, Metrics, Storage
+from ..net.tls import TlsContexts, TlsError
+from ..ports import NO_AUDIT, NO_METRICS, AllowAll, Audit, Metrics, Permissions, Storage
 from ..proto.dimse import CommandField
 from ..proto.negotiation import AcceptorPolicy, default_supported
 from ..proto.sop import (
@@ -46,6 +47,8 @@ from ..services.worklist import WorklistService
 from ..storage import FilesystemStorage
 from . import loop_factory
 from .recovery import recover
+from .security import Security, build_security, open_audit
+from .tls import build_tls, reload_error
 from .web import build_http_server, build_metrics
 
 if TYPE_CHECKING:
@@ -64,8 +67,6 @@ def build_policy(config: Config) -> AcceptorPolicy:
     return AcceptorPolicy(
         ae_title=config.ae_title,
         check_called_ae=config.security.check_called_ae_title,
-        known_calling_aes=(frozenset(config.peers) if config.security.known_calling_aes_only
-                           else None),
         supported=default_supported(config.sop_classes.extra_storage),
         max_pdu_length=config.limits.max_pdu_length,
         async_ops_limit=config.limits.async_ops_window,
@@ -88,12 +89,15 @@ def build_storage(config: Config) -> FilesystemStorage:
     )
 
 
-def build_peers(config: Config) -> NetPeers:
-    """The configured peers as C-MOVE destinations, with the outbound policy."""
+def build_peers(config: Config, tls: TlsContexts | None = None) -> NetPeers:
+    """The configured peers as C-MOVE destinations, with the outbound policy (and the TLS
+    client context for the peers marked `tls`)."""
     return NetPeers(
         config.ae_title,
-        {title: PeerAddress(peer.host, peer.port) for title, peer in config.peers.items()},
+        {title: PeerAddress(peer.host, peer.port, peer.tls)
+         for title, peer in config.peers.items()},
         config.retrieve.connect,
+        tls,
     )
 
 
@@ -118,35 +122,39 @@ class Services:
 
 
 def build_services(config: Config, storage: Storage, index: SqlIndex,
-                   metrics: Metrics = NO_METRICS) -> Services:
+                   metrics: Metrics = NO_METRICS, tls: TlsContexts | None = None, *,
+                   permissions: Permissions | None = None,
+                   audit: Audit = NO_AUDIT) -> Services:
     """The services of one server, on one set of outbound peers (retrieve.connect)."""
-    peers = build_peers(config)
+    peers = build_peers(config, tls)
     retrieve = RetrieveService(index, storage, peers, ae_title=config.ae_title,
                                patient_issuers=config.retrieve.patient_issuers,
                                timeout=config.retrieve.timeout,
                                strict_hierarchy=config.query.strict_hierarchy,
-                               max_inflated=config.limits.max_inflated_mb << 20)
+                               max_inflated=config.limits.max_inflated_mb << 20, audit=audit)
     commitment = build_commitment(config, storage, index, peers)
     store = StoreService(storage, index, AttributeReader(), metrics,
                          max_inflated=config.limits.max_inflated_mb << 20)
     return Services(peers, store, retrieve, commitment,
                     build_dispatcher(config, storage, index, store, retrieve, commitment,
-                                     metrics))
+                                     metrics, permissions or AllowAll(), audit))
 
 
 def build_dispatcher(config: Config, storage: Storage, index: SqlIndex,
                      store: StoreService, retrieve: RetrieveService,
                      commitment: CommitmentService,
-                     metrics: Metrics = NO_METRICS) -> Dispatcher:
-    """Each DIMSE command and SOP class routed to its service."""
-    dispatcher = Dispatcher(metrics)
+                     metrics: Metrics = NO_METRICS, permissions: Permissions | None = None,
+                     audit: Audit = NO_AUDIT) -> Dispatcher:
+    """Each DIMSE command and SOP class routed to its service, behind the permissions."""
+    dispatcher = Dispatcher(metrics, permissions)
     dispatcher.register(CommandField.C_ECHO_RQ, [VERIFICATION], handle_echo)
     dispatcher.register(CommandField.C_STORE_RQ, storage_classes(config),
                         store)
     dispatcher.register(CommandField.C_FIND_RQ, QR_FIND_SOP_CLASSES,
                         FindService(index, ae_title=config.ae_title,
                                     max_results=config.query.max_results,
-                                    strict_hierarchy=config.query.strict_hierarchy))
+                                    strict_hierarchy=config.query.strict_hierarchy,
+                                    audit=audit))
     dispatcher.register(CommandField.C_GET_RQ, QR_GET_SOP_CLASSES, retrieve.get)
     dispatcher.register(CommandField.C_MOVE_RQ, QR_MOVE_SOP_CLASSES, retrieve.move)
     dispatcher.register(CommandField.N_ACTION_RQ, [STORAGE_COMMITMENT_PUSH], commitment.handle)
@@ -184,30 +192,49 @@ def serve(config: Config) -> int:
 
 
 class DaemonServer(Server):
-    """The DIMSE listener, and the HTTP listener that starts and stops with it (or None)."""
+    """The DIMSE listeners, and the HTTP listener that starts and stops with them (or None);
+    `tls` the TLS contexts they and the outbound associations use (SIGHUP reloads them)."""
 
     http: HttpServer | None = None
+    security: Security | None = None
+    tls: TlsContexts | None = None
 
 
 @contextlib.asynccontextmanager
 async def open_server(config: Config, storage: FilesystemStorage | None = None
                       ) -> AsyncIterator[DaemonServer]:
     """The whole server, listening, in the running loop (the daemon, tests, embedding)."""
+    tls = build_tls(config)  # before anything is opened: its files may be unusable
     if storage is None:
         storage = await asyncio.to_thread(prepare, config)
+    audit = open_audit(config)
+    try:
+        security = build_security(config, audit)  # a bad key or hash fails before anything
+    except BaseException:
+        audit.close()
+        raise
     engine = make_engine(config.database.url)
     index = SqlIndex(engine, duplicate_policy=config.storage.duplicates,
                      patient_conflict=config.storage.patient_conflict)
     await index.start()
     metrics = build_metrics(config)
-    services = build_services(config, storage, index, metrics)
-    server = DaemonServer(build_policy(config), services.dispatcher, config.limits, metrics)
+    services = build_services(config, storage, index, metrics, tls,
+                              permissions=security.policy, audit=audit)
+    server = DaemonServer(build_policy(config), services.dispatcher, config.limits, metrics,
+                          gate=security.gate, audit=audit)
+    server.security = security
+    server.tls = tls
     http = server.http = build_http_server(
         config, storage, index, ingest=services.store, storage_classes=storage_classes(config),
-        metrics=metrics)
+        metrics=metrics, security=security, tls=tls)
     await services.commitment.start()  # reloads the reports still owed (PS3.4 J.3.3)
     try:
-        await server.start(config.listen.host, config.listen.port)
+        for listen, secure in ((config.listen, False), (config.listen_tls, True)):
+            if listen is not None:
+                try:
+                    await server.start(listen.host, listen.port, tls=tls if secure else None)
+                except OSError as exc:
+                    raise ListenError(f"{listen.host}:{listen.port}", exc) from None
         if http is not None:
             await http.start()
         yield server
@@ -219,16 +246,31 @@ async def open_server(config: Config, storage: FilesystemStorage | None = None
         await index.aclose()
         engine.dispose()
         await asyncio.to_thread(storage.reap)  # released spool entries still standing
+        await asyncio.to_thread(audit.close)  # last: every event of the shutdown written
+
+
+class ListenError(OSError):
+    """A listener could not bind its address; str() says which and why."""
+
+    def __init__(self, address: str, exc: OSError) -> None:
+        super().__init__(exc.errno, f"cannot listen on {address}: {exc.strerror or exc}")
 
 
 async def _serve(config: Config, storage: FilesystemStorage) -> int:
     try:
         async with open_server(config, storage) as server:
             return await _run_until_signal(config, server)
-    except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", config.listen.host, config.listen.port,
-                  exc.strerror or exc)
+    except ListenError as exc:
+        log.error("%s", exc.strerror)
         return 1
+    except OSError as exc:
+        http = config.http
+        where = f"{http.host}:{http.port}" if http is not None else "?"
+        log.error("cannot listen on %s: %s", where, exc.strerror or exc)
+        return 1
+    except ConfigError as exc:  # e.g. a certificate file replaced since the preflight
+        log.error("cannot start: %s", exc)
+        return 2
 
 
 async def shut_down(stop: Callable[[float], Awaitable[None]], grace: float,
@@ -278,25 +320,59 @@ async def _run_until_signal(config: Config, server: DaemonServer) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    loop.add_signal_handler(signal.SIGHUP, reload_tls, server)
     # Logged only once the handlers are in place: whoever waits for this line may signal us.
-    log.info("minipacs %s listening on %s:%d as AE %s (loop: %s)", __version__,
-             config.listen.host, server.port, config.ae_title,
+    log.info("minipacs %s listening on %s as AE %s (loop: %s)", __version__,
+             " and ".join(_addresses(config, server)), config.ae_title,
              type(asyncio.get_running_loop()).__module__.split(".")[0])
     http = server.http
     if http is not None and config.http is not None:
-        log.info("DICOMweb at http://%s:%d/dicom-web", config.http.host, http.port)
+        scheme = "https" if config.http.tls else "http"
+        log.info("DICOMweb at %s://%s:%d/dicom-web", scheme, config.http.host, http.port)
+    if server.tls is not None:
+        policy = server.tls.policy
+        log.info("TLS certificate %s, peer certificates %s (CA %s); SIGHUP reloads them",
+                 policy.certificate, policy.peer_certificate, policy.ca_certificates)
     log.info("store %s (fsync %s), index %s", config.storage.root,
              "on" if config.storage.fsync else "off", config.database.url)
     if not config.security.check_called_ae_title:
         log.warning("security.check_called_ae_title is off: any called AE title is accepted")
-    if not config.security.known_calling_aes_only:
-        log.warning("security.known_calling_aes_only is off: any calling AE may associate")
+    if server.security is not None:
+        for line in server.security.describe(config):
+            log.info("security: %s", line)
     try:
         await stop.wait()
         await shut_down(functools.partial(_shutdown_both, server),
                          config.limits.shutdown_grace, force)
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
     log.info("stopped")
     return 0
+
+
+def _addresses(config: Config, server: DaemonServer) -> list[str]:
+    """The DICOM listeners' addresses for the start line, the plain one first."""
+    addresses = []
+    if config.listen is not None:
+        addresses.append(f"{config.listen.host}:{server.port}")
+    if config.listen_tls is not None:
+        addresses.append(f"{config.listen_tls.host}:{server.tls_port} (TLS)")
+    return addresses
+
+
+def reload_tls(server: DaemonServer) -> None:
+    """SIGHUP: load the certificate, key and CA files again for new associations (running
+    ones keep theirs); a failed load keeps the previous contexts and says why in one line."""
+    tls = server.tls
+    if tls is None:
+        log.info("SIGHUP received: no TLS configured, nothing to reload")
+        return
+    try:
+        tls.reload()
+    except TlsError as exc:
+        log.error("SIGHUP: TLS reload failed, the previous certificates stay in use: %s",
+                  reload_error(exc))
+        return
+    log.info("SIGHUP: TLS certificates reloaded from %s; new associations use them",
+             tls.policy.certificate)

@@ -6,13 +6,16 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import functools
+import getpass
 import logging
+import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Concatenate, Final, ParamSpec, TypeVar
 
 from ..config import Config
 from ..index import SqlIndex, maintenance
@@ -22,15 +25,19 @@ from ..index.migrate import upgrade
 from ..index.models import Level
 from ..ports import (
     AddOutcome,
+    AuditEvent,
+    DataDeleted,
     DataSetError,
     DuplicatePolicy,
     InstanceRecord,
+    MaintenanceRun,
     StorageError,
 )
 from ..storage import file_checksum, inventory
 from . import OperationFailed, UsageError, loop_factory
 from .daemon import build_storage
 from .recovery import finish_interrupted_deletes, recover
+from .security import open_audit
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -119,6 +126,50 @@ class DeleteResult:
     recovered: int  # files of interrupted deletes removed first
 
 
+# --- the audit trail of maintenance (logging.audit) ----------------------------------------
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def operator() -> str:
+    """Who runs the command: the operating-system user (PS3.15 A.5.2 UserID)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers): the numeric id
+        return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+
+
+def record(config: Config, event: AuditEvent) -> None:
+    """One event in the audit trail of `config`, written before returning (if configured)."""
+    audit = open_audit(config)
+    try:
+        audit.record(event)
+    finally:
+        audit.close()
+
+
+def audited(command: str) -> Callable[[Callable[Concatenate[Config, P], R]],
+                                      Callable[Concatenate[Config, P], R]]:
+    """Record a maintenance command and how it ended in the audit trail."""
+
+    def wrap(operation: Callable[Concatenate[Config, P], R]
+             ) -> Callable[Concatenate[Config, P], R]:
+        @functools.wraps(operation)
+        def run(config: Config, *args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                result = operation(config, *args, **kwargs)
+            except Exception as exc:
+                record(config, MaintenanceRun(operator(), command, False, str(exc)))
+                raise
+            record(config, MaintenanceRun(operator(), command, True))
+            return result
+
+        return run
+
+    return wrap
+
+
 def unmigrated_reason(config: Config, engine: Engine) -> str | None:
     """Why the index is not one `db upgrade` has made (missing, older revision), or None."""
     path = maintenance.sqlite_path(config.database.url)
@@ -155,6 +206,7 @@ def _failures() -> Iterator[None]:
         raise OpsFailed(str(getattr(exc, "orig", None) or exc)) from exc
 
 
+@audited("db upgrade")
 def db_upgrade(config: Config) -> UpgradeResult:
     """Apply the index's migrations (Alembic), creating the database if need be."""
     with _index_engine(config, migrated=False) as engine, _failures():
@@ -167,6 +219,7 @@ def db_upgrade(config: Config) -> UpgradeResult:
         return UpgradeResult(before, maintenance.current_revision(engine))
 
 
+@audited("db check")
 def db_check(config: Config, *, repair: bool = False) -> CheckReport:
     """Compare the index with the store: missing, orphan, resized and altered files.
 
@@ -228,6 +281,7 @@ def _check_file(root: Path, row: maintenance.InstanceFile) -> Problem | None:
     return None
 
 
+@audited("db rebuild")
 def db_rebuild(config: Config, *, backup: bool = True) -> RebuildResult:
     """Re-index the store into an emptied index, the old one backed up first."""
     root = config.storage.root
@@ -302,6 +356,7 @@ def _read_records(root: Path, keys: list[str], index: SqlIndex,
     return records
 
 
+@audited("db backup")
 def db_backup(config: Config, dest: Path) -> maintenance.RowCounts:
     """A consistent copy of the live SQLite index (online backup API), written atomically."""
     if maintenance.sqlite_path(config.database.url) is None:
@@ -330,12 +385,25 @@ def resolve_delete(config: Config, target: DeleteTarget) -> DeleteTarget:
 
 
 def delete(config: Config, target: DeleteTarget) -> DeleteResult:
-    """Delete rows (one transaction, committed), then their files.
+    """Delete rows (one transaction, committed), then their files; audited (DICOM Study
+    Deleted, PS3.15 A.5.3.8).
 
     A delete journal lists the files before the commit and goes after the last unlink, so a
     crash in between leaves orphan files (never rows without files) that the next delete
     removes first.
     """
+    level = target.level.value.upper()
+    try:
+        result = _delete(config, target)
+    except Exception as exc:
+        record(config, DataDeleted(operator(), level, (target.uid,), 0, False, str(exc)))
+        raise
+    record(config, DataDeleted(operator(), level, (target.uid,), result.deleted.instances,
+                               not result.errors, "; ".join(result.errors)))
+    return result
+
+
+def _delete(config: Config, target: DeleteTarget) -> DeleteResult:
     target = resolve_delete(config, target)
     storage = build_storage(config)
     journals: list[inventory.DeleteJournal] = []

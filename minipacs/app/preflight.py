@@ -1,7 +1,8 @@
 """What `serve` needs beyond a valid file, checked before it starts (and by `serve --check`).
 
-The database URL must name a dialect and driver that load here, and the store's and the
-SQLite index's folders must be creatable and writable. Each problem is a `ConfigError`
+The database URL must name a dialect and driver that load here, the store's and the
+SQLite index's folders must be creatable and writable, and the TLS certificate, key and CA
+files must load (PS3.15 B.1). Each problem is a `ConfigError`
 naming its key, so it reads like every other configuration error; nothing is left behind
 (the write probe is a temporary folder, removed at once).
 """
@@ -17,6 +18,8 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from ..config import Config, ConfigError
 from ..index.engine import make_engine
+from .security import build_authenticator
+from .tls import build_tls
 
 __all__ = ["check"]
 
@@ -27,6 +30,11 @@ def check(config: Config) -> None:
     """Raise ConfigError naming the key when `serve` could not start on `config`."""
     check_database(config.database.url, "database.url")
     check_folder(config.storage.root, "storage.root")
+    if config.logging.audit is not None:
+        check_folder(config.logging.audit.parent, "logging.audit")
+    # Password hashes and the JWT key file (security.users.*.password, security.jwt.key_file).
+    build_authenticator(config)
+    build_tls(config)
 
 
 def check_database(url: str, key: str) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import signal
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from ..services.retrieve_scu import move as move_scu
 from ..storage.folder import FolderWriter
 from . import loop_factory
 from .scu import explain_abort
+from .tls import build_tls
 
 __all__ = ["PeerCheck", "RetrieveOutcome", "RetrieveProgress", "RetrieveUsageError",
            "check_keys", "describe_status", "get", "move", "peers_check"]
@@ -71,10 +73,12 @@ class PeerCheck:
     associate_ms: float | None = None  # TCP connect + A-ASSOCIATE-RQ/AC
     echo_ms: float | None = None  # C-ECHO-RQ/RSP
     problem: str | None = None
+    tls: bool = False  # reached over DICOM TLS (peers.<AE>.tls)
 
 
 def peers_check(config: Config, only: str | None = None) -> list[PeerCheck]:
-    """C-ECHO each configured peer (or `only`) concurrently, once each (no retries)."""
+    """C-ECHO each configured peer (or `only`) concurrently, once each (no retries); over
+    TLS to the peers marked `tls`. ConfigError when the TLS files cannot be used."""
     peers = dict(config.peers)
     if only is not None:
         peer = config.peer(only)
@@ -82,27 +86,32 @@ def peers_check(config: Config, only: str | None = None) -> list[PeerCheck]:
             raise RetrieveUsageError(f"{only!r} is not a configured peer "
                                      f"(configured: {', '.join(peers) or 'none'})")
         peers = {only.strip(" "): peer}
+    contexts = build_tls(config, server=False) if any(p.tls for p in peers.values()) else None
+    tls = contexts.client if contexts is not None else None
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(_check_all(config, peers))
+        return runner.run(_check_all(config, peers, tls))
 
 
-async def _check_all(config: Config, peers: dict[str, PeerConfig]) -> list[PeerCheck]:
-    return list(await asyncio.gather(*(_check(config, title, peer)
+async def _check_all(config: Config, peers: dict[str, PeerConfig],
+                     tls: ssl.SSLContext | None) -> list[PeerCheck]:
+    return list(await asyncio.gather(*(_check(config, title, peer,
+                                              tls if peer.tls else None)
                                        for title, peer in peers.items())))
 
 
-async def _check(config: Config, title: str, peer: PeerConfig) -> PeerCheck:
+async def _check(config: Config, title: str, peer: PeerConfig,
+                 tls: ssl.SSLContext | None) -> PeerCheck:
     """Open an association as C-MOVE would (our AE title, the connect timeout) and C-ECHO."""
     limit = config.limits.artim_timeout
     request = build_associate_rq(config.ae_title, title, [(VERIFICATION, PROPOSABLE_UNCOMPRESSED)],
                                  max_pdu_length=config.limits.max_pdu_length)
-    failed = functools.partial(PeerCheck, title, peer.host, peer.port, False)
+    failed = functools.partial(PeerCheck, title, peer.host, peer.port, False, tls=peer.tls)
     started = time.perf_counter()
     associated: float | None = None
     try:
         async with association(peer.host, peer.port, request,
                                connect_timeout=config.retrieve.connect.connect_timeout,
-                               artim_timeout=limit) as conn:
+                               artim_timeout=limit, tls=tls) as conn:
             associated = time.perf_counter()
             async with asyncio.timeout(limit):
                 status = await echo_scu(conn)
@@ -121,7 +130,7 @@ async def _check(config: Config, title: str, peer: PeerConfig) -> PeerCheck:
     assoc_ms = (associated - started) * 1000
     if status != Status.SUCCESS:
         return failed(assoc_ms, echo_ms, problem=f"C-ECHO answered {describe(status, 'C-ECHO')}")
-    return PeerCheck(title, peer.host, peer.port, True, assoc_ms, echo_ms)
+    return PeerCheck(title, peer.host, peer.port, True, assoc_ms, echo_ms, tls=peer.tls)
 
 
 # --- C-MOVE and C-GET -------------------------------------------------------------------------
@@ -134,7 +143,8 @@ def check_keys(level: str, keys: Sequence[FindKey]) -> None:
 
 def move(host: str, port: int, keys: Sequence[FindKey], *, level: str, root: str,
          destination: str, calling_ae: str, called_ae: str, timeout: float, max_pdu: int,
-         progress: Progress | None = None, notify: Notify | None = None) -> RetrieveOutcome:
+         progress: Progress | None = None, notify: Notify | None = None,
+         tls: ssl.SSLContext | None = None) -> RetrieveOutcome:
     """C-MOVE SCU: ask host:port to send the selected instances to `destination`."""
     sop_class = MOVE_ROOTS[root]
     request = build_associate_rq(calling_ae, called_ae, [(sop_class, PROPOSABLE_UNCOMPRESSED)],
@@ -144,13 +154,13 @@ def move(host: str, port: int, keys: Sequence[FindKey], *, level: str, root: str
         return move_scu(conn, sop_class, QueryLevel(level), keys, destination, cancel=cancel,
                         timeout=timeout, progress=progress)
 
-    return _run_retrieve("C-MOVE", host, port, request, operation, timeout, notify)
+    return _run_retrieve("C-MOVE", host, port, request, operation, timeout, notify, tls)
 
 
 def get(host: str, port: int, keys: Sequence[FindKey], out: Path, *, level: str, root: str,
         extra_classes: Sequence[str] = (), calling_ae: str, called_ae: str, timeout: float,
         max_pdu: int, progress: Progress | None = None,
-        notify: Notify | None = None) -> RetrieveOutcome:
+        notify: Notify | None = None, tls: ssl.SSLContext | None = None) -> RetrieveOutcome:
     """C-GET SCU: receive the selected instances as Part 10 files in `out`.
 
     Raises RetrieveUsageError when `out` cannot be created or the classes do not fit.
@@ -177,16 +187,17 @@ def get(host: str, port: int, keys: Sequence[FindKey], out: Path, *, level: str,
         return get_scu(conn, sop_class, QueryLevel(level), keys, files, cancel=cancel,
                        timeout=timeout, progress=progress)
 
-    return _run_retrieve("C-GET", host, port, request, operation, timeout, notify)
+    return _run_retrieve("C-GET", host, port, request, operation, timeout, notify, tls)
 
 
 def _run_retrieve(service: str, host: str, port: int, request: AAssociateRQ,
                   operation: Callable[[Router, asyncio.Event], Awaitable[RetrieveOutcome]],
-                  timeout: float, notify: Notify | None) -> RetrieveOutcome:
+                  timeout: float, notify: Notify | None,
+                  tls: ssl.SSLContext | None) -> RetrieveOutcome:
     """Run `_retrieve` on a loop of its own (the command line's synchronous entry)."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(_retrieve(service, host, port, request, operation, timeout,
-                                    notify or (lambda _: None)))
+                                    notify or (lambda _: None), tls))
 
 
 def _failed(service: str, error: str, *, interrupted: bool = False) -> RetrieveOutcome:
@@ -196,7 +207,8 @@ def _failed(service: str, error: str, *, interrupted: bool = False) -> RetrieveO
 
 async def _retrieve(service: str, host: str, port: int, request: AAssociateRQ,
                     operation: Callable[[Router, asyncio.Event], Awaitable[RetrieveOutcome]],
-                    timeout: float, notify: Notify) -> RetrieveOutcome:
+                    timeout: float, notify: Notify,
+                    tls: ssl.SSLContext | None = None) -> RetrieveOutcome:
     """Associate, run `operation`, release (or abort after an error); Ctrl-C as documented."""
     loop = asyncio.get_running_loop()
     cancel = asyncio.Event()
@@ -207,7 +219,7 @@ async def _retrieve(service: str, host: str, port: int, request: AAssociateRQ,
         nonlocal conn
         try:
             async with association(host, port, request, connect_timeout=timeout,
-                                   artim_timeout=timeout) as conn:
+                                   artim_timeout=timeout, tls=tls) as conn:
                 outcome = await operation(conn, cancel)
                 if outcome.error is not None:  # the association is unusable
                     conn.abort(outcome.error)

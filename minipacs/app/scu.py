@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,14 +61,14 @@ def association_lost(where: str, exc: AssociationClosed, calling_ae: str) -> str
 
 
 def echo(host: str, port: int, *, calling_ae: str, called_ae: str, timeout: float,
-         max_pdu: int) -> tuple[bool, str]:
+         max_pdu: int, tls: ssl.SSLContext | None = None) -> tuple[bool, str]:
     """C-ECHO SCU: (success, one line for the user)."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(_echo(host, port, calling_ae, called_ae, timeout, max_pdu))
+        return runner.run(_echo(host, port, calling_ae, called_ae, timeout, max_pdu, tls))
 
 
 async def _echo(host: str, port: int, calling_ae: str, called_ae: str, timeout: float,
-                max_pdu: int) -> tuple[bool, str]:
+                max_pdu: int, tls: ssl.SSLContext | None = None) -> tuple[bool, str]:
     request = build_associate_rq(calling_ae, called_ae,
                                  [(VERIFICATION, PROPOSABLE_UNCOMPRESSED)],
                                  max_pdu_length=max_pdu)
@@ -75,7 +76,7 @@ async def _echo(host: str, port: int, calling_ae: str, called_ae: str, timeout: 
     started = time.perf_counter()
     try:
         async with association(host, port, request, connect_timeout=timeout,
-                               artim_timeout=timeout) as conn:
+                               artim_timeout=timeout, tls=tls) as conn:
             async with asyncio.timeout(timeout):
                 status = await echo_scu(conn)
             elapsed = (time.perf_counter() - started) * 1000
@@ -104,16 +105,18 @@ class FindSummary:
 
 def find(host: str, port: int, keys: Sequence[FindKey], *, level: str, root: str,
          calling_ae: str, called_ae: str, timeout: float, max_pdu: int,
-         on_answer: Callable[[Dataset], None]) -> FindSummary:
+         on_answer: Callable[[Dataset], None], tls: ssl.SSLContext | None = None
+         ) -> FindSummary:
     """C-FIND SCU: one query, each answer handed to `on_answer` as it arrives."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(_find(host, port, keys, QueryLevel(level), root, calling_ae,
-                                called_ae, timeout, max_pdu, on_answer))
+                                called_ae, timeout, max_pdu, on_answer, tls))
 
 
 async def _find(host: str, port: int, keys: Sequence[FindKey], level: QueryLevel, root: str,
                 calling_ae: str, called_ae: str, timeout: float, max_pdu: int,
-                on_answer: Callable[[Dataset], None]) -> FindSummary:
+                on_answer: Callable[[Dataset], None],
+                tls: ssl.SSLContext | None = None) -> FindSummary:
     sop_class = ROOTS[root]
     request = build_associate_rq(calling_ae, called_ae, [(sop_class, PROPOSABLE_UNCOMPRESSED)],
                                  max_pdu_length=max_pdu)
@@ -123,7 +126,7 @@ async def _find(host: str, port: int, keys: Sequence[FindKey], level: QueryLevel
     final: FindReply | None = None
     try:
         async with association(host, port, request, connect_timeout=timeout,
-                               artim_timeout=timeout) as conn:
+                               artim_timeout=timeout, tls=tls) as conn:
             replies = find_scu(conn, sop_class, level, keys)
             while True:
                 async with asyncio.timeout(timeout):  # each response restarts the wait
@@ -161,16 +164,18 @@ async def _find(host: str, port: int, keys: Sequence[FindKey], level: QueryLevel
 
 def store(host: str, port: int, paths: Sequence[Path | str], *, calling_ae: str,
           called_ae: str, timeout: float, max_pdu: int,
-          progress: Callable[[StoreProgress], None] | None = None) -> StoreSummary:
+          progress: Callable[[StoreProgress], None] | None = None,
+          tls: ssl.SSLContext | None = None) -> StoreSummary:
     """C-STORE SCU: send every DICOM file under `paths` (rules in services/store_scu.py)."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(_store(host, port, [Path(p) for p in paths], calling_ae, called_ae,
-                                 timeout, max_pdu, progress))
+                                 timeout, max_pdu, progress, tls))
 
 
 async def _store(host: str, port: int, paths: list[Path], calling_ae: str, called_ae: str,
                  timeout: float, max_pdu: int,
-                 progress: Callable[[StoreProgress], None] | None) -> StoreSummary:
+                 progress: Callable[[StoreProgress], None] | None,
+                 tls: ssl.SSLContext | None = None) -> StoreSummary:
     started = time.monotonic()
     found = await asyncio.to_thread(scan, paths)
     tally = StoreTally(len(found.files) + len(found.unreadable), len(found.skipped), progress,
@@ -184,7 +189,7 @@ async def _store(host: str, port: int, paths: list[Path], calling_ae: str, calle
                                      [(sop_class, [ts]) for sop_class, ts in contexts],
                                      max_pdu_length=max_pdu)
         return association(host, port, request, connect_timeout=timeout,
-                           artim_timeout=timeout)
+                           artim_timeout=timeout, tls=tls)
 
     await send_all(plan_associations(found.files), connect, open_dataset, tally,
                    timeout=timeout)

@@ -10,13 +10,16 @@ from collections.abc import Mapping
 
 from ..config import Config
 from ..index import SqlIndex
-from ..ports import NO_METRICS, AllowAll, FindQuery, Metrics, Permissions, QueryLevel
+from ..net.tls import TlsContexts
+from ..ports import NO_METRICS, FindQuery, Metrics, Permissions, QueryLevel
 from ..services.store import StoreService
 from ..storage import FilesystemStorage
 from ..web.app import WebSettings, build_app
+from ..web.auth import WebAuth
 from ..web.common import WebBackend
 from ..web.metrics import Probes, PrometheusMetrics, Space
 from ..web.server import HttpServer
+from .security import Security
 
 __all__ = ["build_http_server", "build_metrics"]
 
@@ -63,21 +66,36 @@ def build_probes(config: Config, storage: FilesystemStorage, index: SqlIndex) ->
 
 def build_http_server(config: Config, storage: FilesystemStorage, index: SqlIndex, *,
                       ingest: StoreService, storage_classes: frozenset[str],
-                      metrics: Metrics = NO_METRICS,
-                      permissions: Permissions | None = None) -> HttpServer | None:
+                      metrics: Metrics = NO_METRICS, security: Security | None = None,
+                      permissions: Permissions | None = None,
+                      tls: TlsContexts | None = None) -> HttpServer | None:
     """The HTTP listener of `config.http`, or None when HTTP is not configured.
 
     `ingest` is the C-STORE service itself: STOW-RS stores through the same instance.
+    `security` gives the users, tokens, policy and audit; `permissions` alone replaces the
+    policy (tests); with neither, everything is allowed. With `http.tls` it serves HTTPS from
+    `tls` (its `http` context, reloaded with the rest).
     """
     http = config.http
     if http is None:
         return None
-    backend = WebBackend(query=index, retrieve=index, storage=storage,
-                         permissions=permissions or AllowAll(),
+    auth = WebAuth()
+    if security is not None:
+        auth = WebAuth(permissions=security.policy, authenticator=security.authenticator,
+                       passwords_without_tls=config.security.allow_passwords_without_tls,
+                       tokens=config.security.jwt is not None, throttle=security.throttle,
+                       audit=security.audit)
+    if permissions is not None:
+        auth = WebAuth(permissions, auth.authenticator, auth.passwords_without_tls,
+                       auth.tokens, auth.throttle, auth.audit)
+    backend = WebBackend(query=index, retrieve=index, storage=storage, auth=auth,
                          ingest=ingest, ae_title=config.ae_title,
                          storage_classes=storage_classes)
     app = build_app(backend, WebSettings(cors_origins=http.cors_origins,
                                          viewer_root=http.viewer_root),
                     metrics=metrics if isinstance(metrics, PrometheusMetrics) else None,
                     probes=build_probes(config, storage, index))
-    return HttpServer(app, http.host, http.port, grace=config.limits.shutdown_grace)
+    if http.tls and tls is None:
+        raise ValueError("http.tls is set but no TLS contexts were given")
+    return HttpServer(app, http.host, http.port, grace=config.limits.shutdown_grace,
+                      ssl=tls.http_front() if http.tls and tls is not None else None)

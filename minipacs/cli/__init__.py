@@ -1,9 +1,9 @@
 """Command line: the only place that parses arguments and prints for humans.
 
 One module per command group — `serve`, `scu` (echo, store, find), `retrieve` (peers check,
-move, get), `commit`, `worklist`, `db` (db upgrade|check|rebuild|backup, delete) — on the
-helpers of `common`. Exit codes: 0 success, 1 the operation failed, 2 usage or configuration
-error, 130 interrupted.
+move, get), `commit`, `worklist`, `db` (db upgrade|check|rebuild|backup, delete), `user`
+(user add) — on the helpers of `common`. Exit codes: 0 success, 1 the operation failed,
+2 usage or configuration error, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 
 from minipacs import __version__
 
-from . import commit, db, retrieve, scu, serve, worklist
+from . import commit, db, retrieve, scu, serve, user, worklist
 from .common import EXIT_INTERRUPTED, EXIT_USAGE, Parser
 
 __all__ = ["build_parser", "main"]
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="minipacs", description="An asyncio-native DICOM server.")
     parser.add_argument("--version", action="version", version=f"minipacs {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (serve, scu, retrieve, commit, worklist, db):
+    for group in (serve, scu, retrieve, commit, worklist, db, user):
         group.add_commands(commands)
     return parser
 

@@ -11,12 +11,14 @@ from typing import Final
 
 from .common import (
     EXIT_OK,
+    EXIT_USAGE,
     Commands,
     add_association_options,
     add_paths_argument,
     add_peer_arguments,
     port,
     setup_logging,
+    with_tls,
 )
 
 __all__ = ["add_commands"]
@@ -39,22 +41,34 @@ def add_commands(commands: Commands) -> None:
     commit.add_argument(
         "--listen", type=port, metavar="PORT",
         help="release after the N-ACTION and take the report on an association the peer "
-             "opens to this port (default: wait for it on the same association)",
+             "opens to this port (default: wait for it on the same association); with --tls "
+             "that association is TLS too, --cert is our server certificate and --ca, when "
+             "given, checks the peer's",
     )  # fmt: skip
     commit.add_argument(
         "--listen-host", default=DEFAULT_LISTEN_HOST, metavar="HOST",
         help=f"address to listen on with --listen (default {DEFAULT_LISTEN_HOST})",
     )  # fmt: skip
-    commit.set_defaults(handler=_cmd_commit)
+    commit.set_defaults(handler=with_tls("commit", _cmd_commit))
 
 
 def _cmd_commit(args: argparse.Namespace) -> int:
     setup_logging("WARNING", quiet_pydicom=True)
+    from minipacs.app import UsageError
     from minipacs.app import commit as app
+    from minipacs.app.tls import listener_tls
 
+    listener = None
+    if args.tls and args.listen is not None:  # the report comes back over TLS too
+        try:
+            listener = listener_tls(args.cert, args.tls_key, args.ca)
+        except UsageError as exc:
+            print(f"minipacs commit: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     outcome = app.commit(args.host, args.port, args.paths, calling_ae=args.aet,
                          called_ae=args.aec, timeout=args.timeout, max_pdu=args.max_pdu,
-                         listen_port=args.listen, listen_host=args.listen_host)
+                         listen_port=args.listen, listen_host=args.listen_host,
+                         tls=args.tls_context, listen_tls=listener)
     for line in outcome.lines:
         state = "committed" if line.committed else "failed"
         detail = "" if line.committed else f": {line.reason}"

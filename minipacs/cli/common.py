@@ -32,6 +32,8 @@ from minipacs.config import (
 from .logformat import EscapingFormatter, drop_pydicom_warnings
 
 if TYPE_CHECKING:
+    import ssl
+
     from minipacs.app.scu import FindKey
 
 EXIT_OK: Final = 0
@@ -203,6 +205,61 @@ def add_association_options(
         help=f"{timeout_help} (default {timeout_default:g})",
     )  # fmt: skip
     add_max_pdu_option(parser)
+    add_tls_options(parser)
+
+
+def add_tls_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--tls``, ``--cert``, ``--tls-key`` (also ``--key`` where that is free) and
+    ``--ca``: DICOM TLS (PS3.15 B.1, BCP 195). Add it after the command's ``-k/--key``.
+
+    The command's handler must be wrapped in `with_tls`, which builds ``args.tls_context``.
+    """
+    group = parser.add_argument_group("DICOM TLS (TLS 1.2 or 1.3, AEAD cipher suites)")
+    group.add_argument("--tls", action="store_true",
+                       help="associate over TLS (the peer's TLS port, e.g. 2762)")
+    group.add_argument("--cert", type=existing_path, metavar="FILE",
+                       help="our certificate (PEM), for peers that ask for one")
+    # find, move and get already take -k/--key (query keys): there it is --tls-key only.
+    names = ("--tls-key",) if parser.get_default("keys") is not None else ("--tls-key", "--key")
+    group.add_argument(*names, dest="tls_key", type=existing_path, metavar="FILE",
+                       help="the private key of --cert (PEM; default: read from the --cert "
+                            "file)")
+    group.add_argument("--ca", type=existing_path, metavar="FILE",
+                       help="the CA certificates (PEM) the peer's certificate must chain to "
+                            "(default: the system's trust store)")
+
+
+def with_tls(name: str, handler: Callable[[argparse.Namespace], int]
+             ) -> Callable[[argparse.Namespace], int]:
+    """`handler` with ``args.tls_context`` set from the TLS options (None without --tls);
+    a problem with them is one line and exit code 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            args.tls_context = tls_context(args)
+        except ValueError as exc:
+            print(f"minipacs {name}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        return handler(args)
+
+    return run
+
+
+def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The client context of ``--tls --cert --key --ca``; ValueError naming the option."""
+    given = [option for option, value in (("--cert", args.cert), ("--tls-key", args.tls_key),
+                                          ("--ca", args.ca)) if value is not None]
+    if not args.tls:
+        if given:
+            raise ValueError(f"{given[0]} needs --tls")
+        return None
+    from minipacs.app import UsageError
+    from minipacs.app.tls import client_tls  # lazily: it imports the network layer
+
+    try:
+        return client_tls(args.cert, args.tls_key, args.ca)
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def add_query_options(parser: argparse.ArgumentParser) -> None:

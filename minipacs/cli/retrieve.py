@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
-from minipacs.config import Config
+from minipacs.config import Config, ConfigError
 
 from .common import (
     EXIT_FAILED,
@@ -27,6 +27,7 @@ from .common import (
     run_configured,
     setup_logging,
     table,
+    with_tls,
 )
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def add_commands(commands: Commands) -> None:
     _retrieve_arguments(move)
     move.add_argument("--dest", required=True, type=ae_title, metavar="AE",
                       help="the Move Destination: an AE title the peer has configured")
-    move.set_defaults(handler=_cmd_move)
+    move.set_defaults(handler=with_tls("move", _cmd_move))
 
     get = commands.add_parser(
         "get", help="fetch instances from a peer with C-GET into a folder",
@@ -71,7 +72,7 @@ def add_commands(commands: Commands) -> None:
                      metavar="UID",
                      help="also accept this storage SOP class (repeatable; common ones are "
                           "built in)")
-    get.set_defaults(handler=_cmd_get)
+    get.set_defaults(handler=with_tls("get", _cmd_get))
 
 
 def _retrieve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +102,7 @@ def _cmd_peers_check(args: argparse.Namespace) -> int:
         if args.json:
             for result in results:
                 print(json.dumps({"ae_title": result.ae_title, "host": result.host,
-                                  "port": result.port, "ok": result.ok,
+                                  "port": result.port, "tls": result.tls, "ok": result.ok,
                                   "associate_ms": _round(result.associate_ms),
                                   "echo_ms": _round(result.echo_ms),
                                   "problem": result.problem}))
@@ -110,7 +111,8 @@ def _cmd_peers_check(args: argparse.Namespace) -> int:
                 print(line)
         return EXIT_OK if all(result.ok for result in results) else EXIT_FAILED
 
-    return run_configured("peers check", args.config, run, usage=(app.RetrieveUsageError,))
+    return run_configured("peers check", args.config, run,
+                          usage=(app.RetrieveUsageError, ConfigError))
 
 
 def _round(ms: float | None) -> float | None:
@@ -125,7 +127,8 @@ def _peer_lines(results: list[PeerCheck]) -> list[str]:
                        f"C-ECHO {result.echo_ms:.1f} ms")
         else:
             outcome = f"FAILED  {result.problem}"
-        rows.append([result.ae_title, f"{result.host}:{result.port}", outcome])
+        address = f"{result.host}:{result.port}{' TLS' if result.tls else ''}"
+        rows.append([result.ae_title, address, outcome])
     return table(rows)
 
 
@@ -159,7 +162,7 @@ def _cmd_move(args: argparse.Namespace) -> int:
         outcome = app.move(args.host, args.port, args.keys, level=args.level, root=args.root,
                            destination=args.dest, calling_ae=args.aet, called_ae=args.aec,
                            timeout=args.timeout, max_pdu=args.max_pdu, progress=display,
-                           notify=display.notice)
+                           notify=display.notice, tls=args.tls_context)
     finally:
         display.clear()
     return _finish(outcome, f"C-MOVE {args.aec}@{args.host}:{args.port} to {args.dest}", None)
@@ -175,7 +178,7 @@ def _cmd_get(args: argparse.Namespace) -> int:
         outcome = app.get(args.host, args.port, args.keys, args.out, level=args.level,
                           root=args.root, extra_classes=args.sop_classes, calling_ae=args.aet,
                           called_ae=args.aec, timeout=args.timeout, max_pdu=args.max_pdu,
-                          progress=display, notify=display.notice)
+                          progress=display, notify=display.notice, tls=args.tls_context)
     except app.RetrieveUsageError as exc:
         print(f"minipacs get: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -21,6 +21,7 @@ from .common import (
     repeated_key,
     setup_logging,
     table,
+    with_tls,
 )
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def add_commands(commands: Commands) -> None:
     add_peer_arguments(echo)
     add_association_options(echo, timeout_default=DEFAULT_ECHO_TIMEOUT,
                             timeout_help="give up after this many seconds")
-    echo.set_defaults(handler=_cmd_echo)
+    echo.set_defaults(handler=with_tls("echo", _cmd_echo))
 
     store = commands.add_parser(
         "store", help="send DICOM files and folders (recursively) to a peer with C-STORE")
@@ -51,7 +52,7 @@ def add_commands(commands: Commands) -> None:
         store, timeout_default=DEFAULT_STORE_TIMEOUT,
         timeout_help="give up on a connection, or a transfer making no progress, after this "
                      "many seconds")  # fmt: skip
-    store.set_defaults(handler=_cmd_store)
+    store.set_defaults(handler=with_tls("store", _cmd_store))
 
     find = commands.add_parser(
         "find", help="query a peer with C-FIND (Patient Root or Study Root)",
@@ -67,7 +68,7 @@ def add_commands(commands: Commands) -> None:
     add_association_options(
         find, timeout_default=DEFAULT_FIND_TIMEOUT,
         timeout_help="give up on a connection or a response after this many seconds")
-    find.set_defaults(handler=_cmd_find)
+    find.set_defaults(handler=with_tls("find", _cmd_find))
 
 
 # --- echo -------------------------------------------------------------------------------------
@@ -78,7 +79,7 @@ def _cmd_echo(args: argparse.Namespace) -> int:
     from minipacs.app import scu as app
 
     ok, message = app.echo(args.host, args.port, calling_ae=args.aet, called_ae=args.aec,
-                           timeout=args.timeout, max_pdu=args.max_pdu)
+                           timeout=args.timeout, max_pdu=args.max_pdu, tls=args.tls_context)
     print(message, file=sys.stdout if ok else sys.stderr)
     return EXIT_OK if ok else EXIT_FAILED
 
@@ -94,7 +95,7 @@ def _cmd_store(args: argparse.Namespace) -> int:
     try:
         summary = app.store(args.host, args.port, args.paths, calling_ae=args.aet,
                             called_ae=args.aec, timeout=args.timeout, max_pdu=args.max_pdu,
-                            progress=display)
+                            progress=display, tls=args.tls_context)
     finally:
         display.clear()
     if summary.error is not None:
@@ -144,7 +145,7 @@ def _cmd_find(args: argparse.Namespace) -> int:
     output = _FindOutput(keys, as_json=args.json, stream=sys.stdout)
     summary = app.find(args.host, args.port, keys, level=args.level, root=args.root,
                        calling_ae=args.aet, called_ae=args.aec, timeout=args.timeout,
-                       max_pdu=args.max_pdu, on_answer=output)
+                       max_pdu=args.max_pdu, on_answer=output, tls=args.tls_context)
     output.finish()
     print(summary.message, file=sys.stderr)
     return EXIT_OK if summary.ok else EXIT_FAILED

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import sys
 
-from minipacs.config import Config, ConfigError
+from minipacs.config import Config, ConfigError, ListenConfig, describe_operations
 
 from .common import (
     EXIT_OK,
@@ -32,9 +32,11 @@ def add_commands(commands: Commands) -> None:
         help="validate the configuration (and that its database driver loads and its folders "
              "can be written), print it and exit")
     serve.add_argument("--host", type=host, metavar="HOST",
-                       help="listen on this address instead of listen.host")
+                       help="listen on this address instead of listen.host (listen_tls.host "
+                            "when only listen_tls is configured)")
     serve.add_argument("--port", type=listen_port, metavar="PORT",
-                       help="listen on this TCP port instead of listen.port (0: any free one)")
+                       help="listen on this TCP port instead of listen.port (listen_tls.port "
+                            "when only listen_tls is configured; 0: any free one)")
     serve.set_defaults(handler=_cmd_serve)
 
 
@@ -42,10 +44,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     config = configured(args.config)
     if config is None:
         return EXIT_USAGE
-    listen = config.listen
-    config = dataclasses.replace(config, listen=dataclasses.replace(
+    # The options move the plain listener, or the TLS one on a TLS-only server.
+    key = "listen" if config.listen is not None else "listen_tls"
+    listen = getattr(config, key)
+    assert listen is not None  # the configuration has at least one listener
+    config = dataclasses.replace(config, **{key: dataclasses.replace(
         listen, host=listen.host if args.host is None else args.host,
-        port=listen.port if args.port is None else args.port))
+        port=listen.port if args.port is None else args.port)})
     from minipacs.app import preflight  # lazily: it loads the database driver
 
     try:
@@ -65,12 +70,33 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def describe(config: Config) -> str:
     """What `serve --check` prints: where the configuration came from and its main keys."""
     source = config.source if config.source is not None else "embedded defaults"
+    peers = ", ".join(_peer(title, peer.tls) for title, peer in config.peers.items())
     lines = [
         f"config OK: {source}",
         f"ae_title: {config.ae_title}",
-        f"listen: {config.listen.host}:{config.listen.port}",
+        f"listen: {_address(config.listen)}",
+        f"listen_tls: {_address(config.listen_tls)}",
         f"storage: {config.storage.root} (fsync {'on' if config.storage.fsync else 'off'})",
         f"database: {config.database.url}",
-        f"peers: {', '.join(config.peers) or '(none)'}",
+        f"peers: {peers or '(none)'}",
+        f"security: unknown AEs {describe_operations(config.unknown_ae_operations())}, identity "
+        f"{config.security.identity.value}, {len(config.security.users)} user(s), "
+        f"HTTP without credentials {describe_operations(config.anonymous_http_operations())}",
+        f"audit: {config.logging.audit or '(none)'}",
     ]
+    if config.tls is not None:
+        tls = config.tls
+        lines.append(f"tls: certificate {tls.certificate}, peer certificates "
+                     f"{tls.peer_certificate} (CA {tls.ca_certificates})")
+    if config.http is not None:
+        lines.append(f"http: {config.http.host}:{config.http.port}"
+                     f"{' (HTTPS)' if config.http.tls else ''}")
     return "\n".join(lines)
+
+
+def _address(listen: ListenConfig | None) -> str:
+    return "(none)" if listen is None else f"{listen.host}:{listen.port}"
+
+
+def _peer(title: str, tls: bool) -> str:
+    return f"{title} (TLS)" if tls else title

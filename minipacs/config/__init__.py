@@ -8,7 +8,16 @@ types, `rules` the checks of single values, `sections` one rule table per sectio
 
 from __future__ import annotations
 
-from ..ports import CommitmentPolicy, ConnectPolicy, PatientIssuers, RetrievePolicy, ServerLimits
+from ..ports import (
+    CommitmentPolicy,
+    ConnectPolicy,
+    PatientIssuers,
+    PeerCertificate,
+    RetrievePolicy,
+    ServerLimits,
+    TlsPolicy,
+    describe_operations,
+)
 from .loader import load_config
 from .model import (
     AE_TITLE_MAX_LENGTH,
@@ -17,6 +26,7 @@ from .model import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     DEFAULT_STORAGE_ROOT,
+    DEFAULT_TLS_PORT,
     LOG_LEVELS,
     MAX_PDU_LENGTH,
     MIN_PDU_LENGTH,
@@ -33,8 +43,10 @@ from .model import (
     SecurityConfig,
     SopClassesConfig,
     StorageConfig,
+    UserConfig,
     check_ae_title,
     check_host,
+    check_user_name,
 )
 
 __all__ = [
@@ -44,6 +56,7 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "DEFAULT_STORAGE_ROOT",
+    "DEFAULT_TLS_PORT",
     "LOG_LEVELS",
     "MAX_PDU_LENGTH",
     "MIN_PDU_LENGTH",
@@ -58,6 +71,7 @@ __all__ = [
     "ListenConfig",
     "LoggingConfig",
     "PatientIssuers",
+    "PeerCertificate",
     "PeerConfig",
     "QueryConfig",
     "RetrievePolicy",
@@ -65,7 +79,11 @@ __all__ = [
     "ServerLimits",
     "SopClassesConfig",
     "StorageConfig",
+    "TlsPolicy",
+    "UserConfig",
     "check_ae_title",
     "check_host",
+    "check_user_name",
+    "describe_operations",
     "load_config",
 ]

@@ -12,14 +12,19 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Final
 
 from ..ports import (
+    ALL_OPERATIONS,
     CommitmentPolicy,
     DuplicatePolicy,
+    IdentityMode,
+    Operation,
     PatientConflictPolicy,
     RetrievePolicy,
     ServerLimits,
+    TlsPolicy,
 )
 
 # PS3.5 §6.2 Table 6.2-1, VR AE: at most 16 characters of the default repertoire.
@@ -41,9 +46,19 @@ LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_AE_TITLE: Final = "MINIPACS"
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 11112
+DEFAULT_TLS_PORT: Final = 2762  # registered for DICOM over TLS (PS3.15 B.1, IANA "dicom-tls")
 # Relative paths resolve against the configuration file's folder (or the working folder).
 DEFAULT_STORAGE_ROOT: Final = "minipacs-data/store"
 DEFAULT_DATABASE_URL: Final = "sqlite:///minipacs-data/index.db"
+
+# Who may do what when nothing says otherwise (issue 12): modalities may push, nobody unknown
+# may read; on the embedded defaults (loopback only) everyone may do everything.
+DEFAULT_UNKNOWN_AES: Final = frozenset({Operation.ECHO, Operation.STORE})
+DEFAULT_HTTP_ANONYMOUS: Final[frozenset[Operation]] = frozenset()
+DEFAULT_JWT_ALGORITHMS: Final = ("RS256", "ES256")
+
+# User names: what fits a DICOM user identity and an HTTP Basic user-id (no colon).
+USER_NAME: Final = re.compile(r"^[A-Za-z0-9._@\-]{1,64}$")
 
 _HOST_LABEL: Final = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
@@ -90,18 +105,55 @@ class DatabaseConfig:
 
 @dataclass(frozen=True, slots=True)
 class PeerConfig:
-    """A known remote AE: a C-MOVE destination and a permitted caller."""
+    """A known remote AE: a C-MOVE destination, and a caller allowed `allow`; `tls`: reached
+    over DICOM TLS (our tls.certificate as the client certificate)."""
 
     host: str
     port: int
+    allow: frozenset[Operation] = ALL_OPERATIONS
+    tls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UserConfig:
+    """A user: a salted scrypt hash of the passcode (None: a user name alone suffices,
+    PS3.7 D.3.3.7 type 1), and the operations it may perform (None: its AE's)."""
+
+    password: str | None = None
+    allow: frozenset[Operation] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JwtConfig:
+    """JSON Web Token verification (PS3.7 D.3.3.7 type 5, HTTP Bearer): the issuer and
+    audience a token must name, the PEM public key or JWKS file, the algorithms accepted."""
+
+    issuer: str
+    audience: str
+    key_file: Path
+    algorithms: tuple[str, ...] = DEFAULT_JWT_ALGORITHMS
+    user_claim: str = "sub"
+    leeway: float = 30.0  # seconds of clock difference tolerated on exp and nbf
 
 
 @dataclass(frozen=True, slots=True)
 class SecurityConfig:
-    """Association acceptance policy (PS3.8 §7.1.1.2 / A-ASSOCIATE-RJ reasons)."""
+    """Who may associate and do what (PS3.8 §7.1.1.2, PS3.7 D.3.3.7); see README Security.
+
+    `unknown_aes` and `http_anonymous` None mean "the default": everything on the embedded
+    defaults (loopback only), else DEFAULT_UNKNOWN_AES / DEFAULT_HTTP_ANONYMOUS
+    (`Config.unknown_ae_operations`, `Config.anonymous_http_operations`).
+    """
 
     check_called_ae_title: bool = False
-    known_calling_aes_only: bool = False
+    unknown_aes: frozenset[Operation] | None = None
+    check_peer_host: bool = False
+    identity: IdentityMode = IdentityMode.NONE
+    users: Mapping[str, UserConfig] = field(default_factory=lambda: MappingProxyType({}))
+    jwt: JwtConfig | None = None
+    allow_passwords_without_tls: bool = False
+    http_anonymous: frozenset[Operation] | None = None
+    failure_delay: float = 1.0  # seconds; doubled per failure from one address, 0 = off
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +165,10 @@ class SopClassesConfig:
 
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
-    """Logging for the daemon (stderr)."""
+    """Logging for the daemon (stderr), and the audit trail (JSON lines) when `audit` is set."""
 
     level: str = "INFO"
+    audit: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,14 +191,19 @@ class HttpConfig:
     port: int = 8042
     cors_origins: tuple[str, ...] = ()  # origins a browser may call us from; "*" = any
     viewer_root: Path | None = None  # a static web viewer (OHIF) served at "/"
+    tls: bool = False  # HTTPS with tls.certificate and tls.private_key
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """The whole, validated configuration of one minipacs instance."""
+    """The whole, validated configuration of one minipacs instance.
+
+    `listen` is the plain DICOM listener, `listen_tls` the DICOM TLS one; either may be None
+    (not both). `tls` is set whenever something uses TLS.
+    """
 
     ae_title: str
-    listen: ListenConfig
+    listen: ListenConfig | None
     storage: StorageConfig
     database: DatabaseConfig
     peers: Mapping[str, PeerConfig]
@@ -158,10 +216,41 @@ class Config:
     retrieve: RetrievePolicy = field(default_factory=RetrievePolicy)
     commitment: CommitmentPolicy = field(default_factory=CommitmentPolicy)
     http: HttpConfig | None = None
+    listen_tls: ListenConfig | None = None
+    tls: TlsPolicy | None = None
 
     def peer(self, ae_title: str) -> PeerConfig | None:
         """The known peer with this AE title (spaces are not significant, PS3.5 Table 6.2-1)."""
         return self.peers.get(ae_title.strip(" "))
+
+    @property
+    def loopback_only(self) -> bool:
+        """Running on the embedded defaults (no file) and reachable from this machine only."""
+        listeners = (self.listen, self.listen_tls, self.http)
+        hosts = [listener.host for listener in listeners if listener is not None]
+        return self.source is None and all(is_loopback(host) for host in hosts)
+
+    def unknown_ae_operations(self) -> frozenset[Operation]:
+        """What calling AE titles not in `peers` may do (``security.unknown_aes``)."""
+        if self.security.unknown_aes is not None:
+            return self.security.unknown_aes
+        return ALL_OPERATIONS if self.loopback_only else DEFAULT_UNKNOWN_AES
+
+    def anonymous_http_operations(self) -> frozenset[Operation]:
+        """What an HTTP request without credentials may do (``security.http_anonymous``)."""
+        if self.security.http_anonymous is not None:
+            return self.security.http_anonymous
+        return ALL_OPERATIONS if self.loopback_only else DEFAULT_HTTP_ANONYMOUS
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_ae_title(value: str) -> str:
@@ -179,6 +268,13 @@ def check_ae_title(value: str) -> str:
             f"AE title {title!r} has {len(title)} characters, the maximum is {AE_TITLE_MAX_LENGTH}"
         )
     return title
+
+
+def check_user_name(value: str) -> str:
+    """Return `value` when it is a user name we accept (``security.users``), else ValueError."""
+    if not USER_NAME.match(value):
+        raise ValueError(f"{value!r} is not a user name: 1-64 letters, digits and . _ @ -")
+    return value
 
 
 def check_host(value: str) -> str:

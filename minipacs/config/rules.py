@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from ..ports import ALL_OPERATIONS, Operation
 from ..proto.uid import is_valid_uid
 from .model import LOG_LEVELS, ConfigError, check_ae_title, check_host
 
@@ -146,6 +147,33 @@ def uid_list(value: object, where: str) -> tuple[str, ...]:
             raise ConfigError(at, f"{uid!r} is listed twice")
         uids.append(uid)
     return tuple(uids)
+
+
+ALL_WORD: Final = "all"
+
+
+def permissions(value: object, where: str) -> frozenset[Operation]:
+    """A list of permission words (``[echo, store]``), or ``[all]``; ``[]`` allows nothing."""
+    words = ", ".join(op.value for op in Operation)
+    if not isinstance(value, list):
+        raise ConfigError(where, f"expected a list of permission words ({words} or all), "
+                                 f"got {describe(value)}")
+    allowed: set[Operation] = set()
+    for index, item in enumerate(value):
+        at = f"{where}[{index}]"
+        word = text(item, at)
+        if word == ALL_WORD:
+            if len(value) != 1:
+                raise ConfigError(at, "'all' stands alone: it already names every operation")
+            return ALL_OPERATIONS
+        try:
+            operation = Operation(word)
+        except ValueError:
+            raise ConfigError(at, f"{word!r} is not a permission word: {words} or all") from None
+        if operation in allowed:
+            raise ConfigError(at, f"{word!r} is listed twice")
+        allowed.add(operation)
+    return frozenset(allowed)
 
 
 def resolve_path(value: str | Path, base: Path) -> Path:

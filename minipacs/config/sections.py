@@ -17,13 +17,17 @@ from ..ports import (
     CommitmentPolicy,
     ConnectPolicy,
     DuplicatePolicy,
+    IdentityMode,
     PatientConflictPolicy,
     PatientIssuers,
+    PeerCertificate,
     RetrievePolicy,
     ServerLimits,
+    TlsPolicy,
 )
 from .model import (
     DEFAULT_AE_TITLE,
+    DEFAULT_TLS_PORT,
     MAX_ASSOCIATIONS,
     MAX_ASYNC_OPS_WINDOW,
     MAX_INFLATED_MB,
@@ -37,6 +41,7 @@ from .model import (
     ConfigError,
     DatabaseConfig,
     HttpConfig,
+    JwtConfig,
     ListenConfig,
     LoggingConfig,
     PeerConfig,
@@ -44,6 +49,8 @@ from .model import (
     SecurityConfig,
     SopClassesConfig,
     StorageConfig,
+    UserConfig,
+    check_user_name,
 )
 from .rules import (
     Rule,
@@ -57,6 +64,7 @@ from .rules import (
     mapping,
     non_empty,
     one_of,
+    permissions,
     read_section,
     resolve_path,
     seconds,
@@ -84,11 +92,69 @@ DATABASE_RULES: Final[Mapping[str, Rule]] = {
 PEER_RULES: Final[Mapping[str, Rule]] = {
     "host": host,
     "port": integer(PORT_MIN, PORT_MAX),
+    "allow": permissions,
+    "tls": boolean,
 }
+PEER_REQUIRED: Final = ("host", "port")
+TLS_RULES: Final[Mapping[str, Rule]] = {
+    "certificate": non_empty,
+    "private_key": non_empty,
+    "ca_certificates": non_empty,
+    "peer_certificate": one_of(PeerCertificate),
+    "check_hostname": boolean,
+}
+TLS_PATHS: Final = ("certificate", "private_key", "ca_certificates")
+# The salted scrypt hash `minipacs user add` writes: scrypt$N$r$p$SALT$HASH (base64 fields).
+_SCRYPT_HASH: Final = re.compile(r"^scrypt\$[0-9]{1,10}\$[0-9]{1,4}\$[0-9]{1,4}"
+                                 r"\$[A-Za-z0-9+/]+=*\$[A-Za-z0-9+/]+=*$")
+# JWT signature algorithms: asymmetric only (the key file holds a public key or a JWKS).
+JWT_ALGORITHMS: Final = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                         "ES256", "ES384", "ES512", "EdDSA")
+KNOWN_CALLING_AES_ONLY: Final = "known_calling_aes_only"  # an alias of unknown_aes: []
 SECURITY_RULES: Final[Mapping[str, Rule]] = {
     "check_called_ae_title": boolean,
-    "known_calling_aes_only": boolean,
+    "unknown_aes": permissions,
+    "check_peer_host": boolean,
+    "identity": one_of(IdentityMode),
+    "allow_passwords_without_tls": boolean,
+    "http_anonymous": permissions,
+    "failure_delay": seconds(zero_allowed=True),
 }
+SECURITY_SUBSECTIONS: Final = ("users", "jwt", KNOWN_CALLING_AES_ONLY)
+
+
+def _password(value: object, where: str) -> str:
+    hashed = text(value, where)
+    if not _SCRYPT_HASH.match(hashed):
+        raise ConfigError(where, "expected a salted scrypt hash 'scrypt$N$r$p$SALT$HASH' as "
+                                 "'minipacs user add' writes it, not a passcode")
+    return hashed
+
+
+def _algorithms(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(where, f"expected a non-empty list of {', '.join(JWT_ALGORITHMS)}")
+    names = tuple(text(item, f"{where}[{index}]") for index, item in enumerate(value))
+    for index, name in enumerate(names):
+        if name not in JWT_ALGORITHMS:
+            raise ConfigError(f"{where}[{index}]", f"{name!r} is not one of "
+                              f"{', '.join(JWT_ALGORITHMS)} (public-key algorithms only)")
+    return names
+
+
+USER_RULES: Final[Mapping[str, Rule]] = {
+    "password": _password,
+    "allow": permissions,
+}
+JWT_RULES: Final[Mapping[str, Rule]] = {
+    "issuer": non_empty,
+    "audience": non_empty,
+    "key_file": non_empty,
+    "algorithms": _algorithms,
+    "user_claim": non_empty,
+    "leeway": seconds(zero_allowed=True),
+}
+JWT_REQUIRED: Final = ("issuer", "audience", "key_file")
 LIMIT_RULES: Final[Mapping[str, Rule]] = {
     "max_associations": integer(1, MAX_ASSOCIATIONS),
     "max_associations_per_address": integer(1, MAX_ASSOCIATIONS),
@@ -107,6 +173,7 @@ SOP_CLASS_RULES: Final[Mapping[str, Rule]] = {
 }
 LOGGING_RULES: Final[Mapping[str, Rule]] = {
     "level": log_level,
+    "audit": non_empty,
 }
 QUERY_RULES: Final[Mapping[str, Rule]] = {
     "max_results": integer(0, MAX_RESULTS),
@@ -145,6 +212,7 @@ HTTP_RULES: Final[Mapping[str, Rule]] = {
     "port": integer(0, PORT_MAX),
     "cors_origins": _origins,
     "viewer_root": non_empty,
+    "tls": boolean,
 }
 COMMITMENT_RULES: Final[Mapping[str, Rule]] = {
     "same_association": boolean,
@@ -158,6 +226,7 @@ COMMITMENT_RULES: Final[Mapping[str, Rule]] = {
 TOP_KEYS: Final = (
     "ae_title", "listen", "storage", "database", "peers",
     "security", "limits", "sop_classes", "logging", "query", "retrieve", "commitment", "http",
+    "listen_tls", "tls",
 )  # fmt: skip
 
 
@@ -165,13 +234,13 @@ def build(data: Mapping[Any, Any], base: Path, source: Path | None) -> Config:
     """The whole configuration from a parsed YAML mapping; relative paths follow `base`."""
     top = mapping(data, "", TOP_KEYS)
     peers = _peers(top.get("peers"), "peers")
-    security = SecurityConfig(**read_section(top.get("security"), "security", SECURITY_RULES))
-    if security.known_calling_aes_only and not peers:
-        raise ConfigError("security.known_calling_aes_only", "is true but no peers are configured")
+    security = _security(top.get("security"), "security", base, bool(peers))
     limits = ServerLimits(**read_section(top.get("limits"), "limits", LIMIT_RULES))
+    listen, listen_tls = _listeners(top)
+    http = _http(top["http"], "http", base) if "http" in top else None
     return Config(
         ae_title=ae_title(top.get("ae_title", DEFAULT_AE_TITLE), "ae_title"),
-        listen=ListenConfig(**read_section(top.get("listen"), "listen", LISTEN_RULES)),
+        listen=listen,
         storage=_storage(top.get("storage"), "storage", base),
         database=_database(top.get("database"), "database", base),
         peers=peers,
@@ -179,13 +248,65 @@ def build(data: Mapping[Any, Any], base: Path, source: Path | None) -> Config:
         limits=limits,
         sop_classes=SopClassesConfig(
             **read_section(top.get("sop_classes"), "sop_classes", SOP_CLASS_RULES)),
-        logging=LoggingConfig(**read_section(top.get("logging"), "logging", LOGGING_RULES)),
+        logging=_logging(top.get("logging"), "logging", base),
         source=source,
         query=QueryConfig(**read_section(top.get("query"), "query", QUERY_RULES)),
         retrieve=_retrieve(top.get("retrieve"), "retrieve", limits),
         commitment=_commitment(top.get("commitment"), "commitment"),
-        http=_http(top["http"], "http", base) if "http" in top else None,
+        http=http,
+        listen_tls=listen_tls,
+        tls=_tls(top, base, listen_tls, peers, http),
     )
+
+
+def _listeners(top: Mapping[Any, Any]) -> tuple[ListenConfig | None, ListenConfig | None]:
+    """The plain and the TLS DICOM listener: `listen` as configured, on its defaults when
+    neither is configured, and none when only `listen_tls` is (a TLS-only server)."""
+    listen_tls = None
+    if "listen_tls" in top:
+        listen_tls = ListenConfig(**{"port": DEFAULT_TLS_PORT,
+                                     **read_section(top["listen_tls"], "listen_tls",
+                                                    LISTEN_RULES)})
+    listen = None
+    if "listen" in top or listen_tls is None:
+        listen = ListenConfig(**read_section(top.get("listen"), "listen", LISTEN_RULES))
+    if listen is not None and listen_tls is not None and listen_tls.port != 0 \
+            and (listen.host, listen.port) == (listen_tls.host, listen_tls.port):
+        raise ConfigError("listen_tls.port", f"{listen_tls.port} is also listen.port: the "
+                          "plain and the TLS listener need ports of their own")
+    return listen, listen_tls
+
+
+def _tls(top: Mapping[Any, Any], base: Path, listen_tls: ListenConfig | None,
+         peers: Mapping[str, PeerConfig], http: HttpConfig | None) -> TlsPolicy | None:
+    """The ``tls:`` section, with the keys that what uses TLS needs (PS3.15 B.1)."""
+    users = (["listen_tls"] if listen_tls is not None else []) \
+        + [f"peers.{title}.tls" for title, peer in peers.items() if peer.tls] \
+        + (["http.tls"] if http is not None and http.tls else [])
+    if "tls" not in top:
+        if users:
+            raise ConfigError("tls", f"section missing: {', '.join(users)} needs "
+                              "tls.certificate and tls.private_key")
+        return None
+    entry = read_section(top["tls"], "tls", TLS_RULES)
+    for key in TLS_PATHS:
+        if key in entry:
+            entry[key] = resolve_path(entry[key], base)
+    policy = TlsPolicy(**entry)
+    if not users:
+        return policy
+    for key in ("certificate", "private_key"):
+        if key not in entry:
+            raise ConfigError(f"tls.{key}", f"required key is missing ({', '.join(users)} "
+                                            "uses TLS)")
+    verifiers = [user for user in users if user.startswith("peers.")]
+    if listen_tls is not None and policy.peer_certificate is not PeerCertificate.IGNORE:
+        verifiers.insert(0, f"listen_tls with peer_certificate {policy.peer_certificate}")
+    if verifiers and "ca_certificates" not in entry:
+        raise ConfigError("tls.ca_certificates", "required key is missing: the CA "
+                          f"certificates that peers' certificates are checked against "
+                          f"({', '.join(verifiers)})")
+    return policy
 
 
 def _storage(raw: object, where: str, base: Path) -> StorageConfig:
@@ -228,11 +349,68 @@ def _peers(raw: object, where: str) -> Mapping[str, PeerConfig]:
         if title in peers:  # e.g. "WS" and "WS ": the same AE title on the wire
             raise ConfigError(here, f"duplicate peer AE title {title!r}")
         entry = read_section(value, here, PEER_RULES)
-        for required in PEER_RULES:
+        for required in PEER_REQUIRED:
             if required not in entry:
                 raise ConfigError(f"{here}.{required}", "required key is missing")
         peers[title] = PeerConfig(**entry)
     return MappingProxyType(peers)
+
+
+def _security(raw: object, where: str, base: Path, has_peers: bool) -> SecurityConfig:
+    data = mapping(raw, where, (*SECURITY_RULES, *SECURITY_SUBSECTIONS))
+    values = read_section(raw, where, SECURITY_RULES, known=SECURITY_SUBSECTIONS)
+    closed = join(where, "unknown_aes")
+    if KNOWN_CALLING_AES_ONLY in data:  # the key before issue 12: kept as an alias
+        here = join(where, KNOWN_CALLING_AES_ONLY)
+        if boolean(data[KNOWN_CALLING_AES_ONLY], here):
+            if "unknown_aes" in values:
+                raise ConfigError(here, "is an alias of 'unknown_aes: []'; give only unknown_aes")
+            values["unknown_aes"], closed = frozenset(), here
+    if values.get("unknown_aes") == frozenset() and not has_peers:
+        raise ConfigError(closed, "refuses every calling AE not in peers, but no peers are "
+                                  "configured: nobody could connect")
+    if "users" in data:
+        values["users"] = _users(data["users"], join(where, "users"))
+    if "jwt" in data:
+        values["jwt"] = _jwt(data["jwt"], join(where, "jwt"), base)
+    security = SecurityConfig(**values)
+    if security.identity is IdentityMode.REQUIRED and not security.users \
+            and security.jwt is None:
+        raise ConfigError(join(where, "identity"), "is required but neither users nor jwt "
+                                                   "are configured: nobody could connect")
+    return security
+
+
+def _users(raw: object, where: str) -> Mapping[str, UserConfig]:
+    if raw is None:
+        return MappingProxyType({})
+    if not isinstance(raw, dict):
+        raise ConfigError(where, f"expected a mapping of user name to user, got {describe(raw)}")
+    users: dict[str, UserConfig] = {}
+    for key, value in raw.items():
+        here = join(where, key)
+        try:
+            name = check_user_name(text(key, here))
+        except ValueError as exc:
+            raise ConfigError(here, str(exc)) from None
+        users[name] = UserConfig(**read_section(value, here, USER_RULES))
+    return MappingProxyType(users)
+
+
+def _jwt(raw: object, where: str, base: Path) -> JwtConfig:
+    values = read_section(raw, where, JWT_RULES)
+    for required in JWT_REQUIRED:
+        if required not in values:
+            raise ConfigError(f"{where}.{required}", "required key is missing")
+    values["key_file"] = resolve_path(values["key_file"], base)
+    return JwtConfig(**values)
+
+
+def _logging(raw: object, where: str, base: Path) -> LoggingConfig:
+    logging = LoggingConfig(**read_section(raw, where, LOGGING_RULES))
+    if logging.audit is None:
+        return logging
+    return replace(logging, audit=resolve_path(logging.audit, base))
 
 
 def _retrieve(raw: object, where: str, limits: ServerLimits) -> RetrievePolicy:

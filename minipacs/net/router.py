@@ -153,7 +153,8 @@ class Router:
         rq = transport.assoc.request
         assert rq is not None and transport.negotiated is not None
         return AssociationInfo(rq.calling_ae_title, rq.called_ae_title, transport.peer_host,
-                               transport.peer_port, transport.negotiated)
+                               transport.peer_port, transport.negotiated,
+                               user=transport.user, tls=transport.tls is not None)
 
     async def requests(self) -> AsyncIterator[Request]:
         while True:

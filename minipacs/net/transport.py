@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 
 from ..ports import AssociationClosed
 from ..proto.association import (
@@ -33,6 +34,7 @@ from ..proto.dimse import DimseMessage
 from ..proto.negotiation import Negotiated
 from ..proto.pdu import AAssociateAC, AAssociateRJ, AReleaseRP, AReleaseRQ
 from .router import READ_SIZE, Router
+from .tls import TlsLayer, TlsSession, describe_error, session_of
 
 log = logging.getLogger("minipacs.net")
 
@@ -66,13 +68,21 @@ class Transport:
         self.assoc = Association(requestor=requestor, max_pdu_length=max_pdu_length)
         self._reader = reader
         self._writer = writer
+        self._tls_layer: TlsLayer | None = None  # TLS done here (a server's), not by the stream
+        self._early = b""  # plaintext that came with the end of the TLS handshake
         self._artim_timeout = artim_timeout
         self._idle_timeout = idle_timeout
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.peer_host, self.peer_port = str(peer[0]), int(peer[1])
+        self.user: str | None = None  # the user the requestor proved (PS3.7 D.3.3.7)
         self.negotiated: Negotiated | None = None
+        # Whether the bytes run over TLS (PS3.15 Annex B), and what it negotiated: set by the
+        # stream itself (a client's) or by `start_tls` (a server's). None: plain TCP.
+        self.tls: TlsSession | None = session_of(writer.get_extra_info)
         self.outcome = "closed"
         self.detail = ""
+        self.read_error = ""  # why reading failed, when the connection said more than EOF
+        self.received = 0  # bytes received
         self._loop = asyncio.get_running_loop()
         self._handshake: asyncio.Future[AssociationEvent] = self._loop.create_future()
         self._released: asyncio.Future[None] = self._loop.create_future()
@@ -85,6 +95,23 @@ class Transport:
         self.channel = Router(self)
 
     # --- lifecycle --------------------------------------------------------------------------
+
+    async def start_tls(self, context: ssl.SSLContext) -> None:
+        """The TLS handshake as the server, before `start` (PS3.15 B.1); raises OSError
+        (ssl.SSLError among them) when it fails or the peer goes. The caller bounds it in time.
+
+        TLS runs in a `TlsLayer` over this very stream: the bytes read so far are the
+        handshake's, whatever the event loop, and a refusal reaches the peer as a TLS alert.
+        """
+        layer = self._tls_layer = TlsLayer(context, server_side=True)
+        while not layer.established:
+            data = await self._reader.read(READ_SIZE)
+            self.received += len(data)
+            try:
+                self._early = layer.receive(data)  # plaintext sent with the handshake's end
+            finally:
+                self._write_raw(layer.data_to_send())  # our flight, or the alert
+        self.tls = layer.session()
 
     def start(self) -> None:
         """Signal the open transport to the state machine and start reading."""
@@ -181,21 +208,29 @@ class Transport:
     def _write(self, pdus: list[bytes]) -> None:
         if not pdus or self._writer.is_closing():
             return
-        if len(pdus) == 1:
+        if self._tls_layer is not None:
+            try:
+                for pdu in pdus:
+                    self._tls_layer.send(pdu)
+            except (ssl.SSLError, ValueError):
+                return  # TLS has failed or ended: the connection is going
+            self._write_raw(self._tls_layer.data_to_send())
+        elif len(pdus) == 1:
             self._writer.write(pdus[0])
         else:
             self._writer.writelines(pdus)
 
+    def _write_raw(self, data: bytes) -> None:
+        if data and not self._writer.is_closing():
+            self._writer.write(data)
+
     # --- reading ----------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
+        early, self._early = self._early, b""
         try:
             while not self.assoc.finished:
-                try:
-                    data = await self._reader.read(READ_SIZE)
-                except (ConnectionError, OSError):
-                    data = b""
-                self._touch()
+                data, early = (early, b"") if early else (await self._receive(), b"")
                 self.assoc.receive_data(data)
                 # Close only after the events are handed over (the loop ends when finished):
                 # closing first would fail the handshake before an A-ASSOCIATE-RJ is seen.
@@ -206,6 +241,33 @@ class Transport:
                     break
         finally:
             self._close()
+
+    async def _receive(self) -> bytes:
+        """The peer's next bytes (decrypted, under TLS); b"" once the connection closed."""
+        while True:
+            if self._tls_layer is not None and self._tls_layer.closed:
+                return b""  # close_notify received: the peer waits for ours, not for data
+            try:
+                data = await self._reader.read(READ_SIZE)
+            except (ConnectionError, OSError) as exc:
+                if isinstance(exc, ssl.SSLError):
+                    # e.g. a TLS 1.3 server refusing our certificate after its handshake
+                    self.read_error = f"TLS: {describe_error(exc)}"
+                data = b""
+            self._touch()
+            self.received += len(data)
+            layer = self._tls_layer
+            if layer is None:
+                return data
+            try:
+                plain = layer.receive(data)
+            except OSError as exc:  # ssl.SSLError: a bad record, an alert from the peer
+                self.read_error = f"TLS: {describe_error(exc)}"
+                return b""
+            finally:
+                self._write_raw(layer.data_to_send())
+            if plain or not data or layer.closed:
+                return plain  # else a record is still incomplete: read on
 
     def _handle_events(self) -> None:
         """Handle events that need no waiting (used when aborting from outside the reader)."""
@@ -242,7 +304,7 @@ class Transport:
                 self.detail = f"we: {event.detail}"
                 self._fail_all(AssociationClosed(self.detail))
             else:
-                self.detail = f"peer: {event.detail}"
+                self.detail = f"peer: {self.read_error or event.detail}"
                 self._fail_all(PeerAborted(self.detail, early=self.channel.messages == 0))
         if self.assoc.release_response_due:  # a release collision (PS3.8 §9.2.2)
             self._answer_release()
@@ -272,6 +334,9 @@ class Transport:
             if handle is not None:
                 handle.cancel()
         self._artim = self._idle = None
+        if self._tls_layer is not None and self._tls_layer.established:
+            self._tls_layer.close()
+            self._write_raw(self._tls_layer.data_to_send())
         with contextlib.suppress(Exception):
             self._writer.close()
         self._closed.set()
@@ -315,3 +380,4 @@ class Transport:
         self.outcome = "timeout"
         self.detail = f"idle for {self._idle_timeout:g} s"
         self.abort(self.detail)
+

@@ -69,6 +69,8 @@ class AssociationInfo:
     peer_host: str
     peer_port: int
     negotiated: Negotiated
+    user: str | None = None  # the user the requestor proved (PS3.7 D.3.3.7), if any
+    tls: bool = False  # whether the association runs over TLS (PS3.15 Annex B)
 
 
 @dataclass(slots=True)
@@ -79,6 +81,7 @@ class AssociationUsage:
     stored: int = 0  # C-STORE: instances kept that we did not have
     duplicates: int = 0  # C-STORE: instances we already had, received again
     failed: int = 0  # C-STORE: instances refused (a failure status)
+    studies: Counter[str] = field(default_factory=Counter)  # C-STORE: kept, by Study UID
 
 
 class Channel(Protocol):

@@ -3,15 +3,16 @@
 Each is what one configuration section means to the code that obeys it: `ServerLimits`
 (``limits:``), `ConnectPolicy` (how we open associations to configured peers, from
 ``retrieve:`` and ``limits:``), `RetrievePolicy` (``retrieve:``), `CommitmentPolicy`
-(``commitment:``). ``minipacs.config`` validates YAML into these types, so an omitted key
-takes the default written here and nowhere else; the server, the peers and the services
-take them as they are.
+(``commitment:``), `TlsPolicy` (``tls:``). ``minipacs.config`` validates YAML into these
+types, so an omitted key takes the default written here and nowhere else; the server, the
+peers and the services take them as they are.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 from ..proto.negotiation import DEFAULT_ASYNC_OPS_LIMIT, DEFAULT_MAX_PDU_LENGTH
@@ -21,8 +22,10 @@ __all__ = [
     "CommitmentPolicy",
     "ConnectPolicy",
     "PatientIssuers",
+    "PeerCertificate",
     "RetrievePolicy",
     "ServerLimits",
+    "TlsPolicy",
 ]
 
 # PS3.8 §9.1.5: the ARTIM timer bounds association set-up and release, inbound and outbound.
@@ -97,3 +100,28 @@ class CommitmentPolicy:
     max_attempts: int = 20
     give_up_after: float = 86400.0
     timeout: float = 30.0
+
+
+class PeerCertificate(enum.StrEnum):
+    """What a TLS listener asks of its clients' certificates (``tls.peer_certificate``)."""
+
+    REQUIRE = "require"  # a certificate chaining to tls.ca_certificates, or no association
+    VERIFY_IF_PRESENT = "verify-if-present"  # none is accepted; a bad one is refused
+    IGNORE = "ignore"  # none is asked for (encryption without client authentication)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsPolicy:
+    """DICOM TLS (``tls:``, PS3.15 Annex B): our certificate and key (PEM; the server
+    certificate of the TLS listeners and the client certificate of outbound associations),
+    the CAs peers' certificates must chain to, and what we ask of clients' certificates.
+
+    `check_hostname` also matches a peer's certificate against the host we connect to
+    (outbound only); off by default, as peers are usually configured by address.
+    """
+
+    certificate: Path | None = None
+    private_key: Path | None = None
+    ca_certificates: Path | None = None  # None: the system's trust store (command line only)
+    peer_certificate: PeerCertificate = PeerCertificate.REQUIRE
+    check_hostname: bool = False

@@ -28,6 +28,8 @@ from .pdu import (
     RejectSource,
     RoleSelection,
     SopClassExtended,
+    UserIdentityAC,
+    UserIdentityRQ,
     UserInformation,
 )
 from .sop import (
@@ -89,7 +91,6 @@ class AcceptorPolicy:
 
     ae_title: str
     check_called_ae: bool = False
-    known_calling_aes: frozenset[str] | None = None  # None: any calling AE may connect
     supported: Mapping[str, frozenset[str]]  # abstract syntax -> acceptable transfer syntaxes
     max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH  # the largest PDU we receive; 0 = no limit
     async_ops_limit: int = DEFAULT_ASYNC_OPS_LIMIT  # 0 = unlimited
@@ -108,9 +109,6 @@ class AcceptorPolicy:
         frozen = {uid: frozenset(ts) for uid, ts in self.supported.items()}
         object.__setattr__(self, "supported", MappingProxyType(frozen))
         object.__setattr__(self, "extended", MappingProxyType(dict(self.extended)))
-        if self.known_calling_aes is not None:
-            known = frozenset(_ae(t) for t in self.known_calling_aes)
-            object.__setattr__(self, "known_calling_aes", known)
         object.__setattr__(self, "scu_role_classes", frozenset(self.scu_role_classes))
 
 
@@ -137,8 +135,12 @@ def association_limit_rejection(*, per_peer: bool = False) -> AAssociateRJ:
     )
 
 
-def _check_association(rq: AAssociateRQ, policy: AcceptorPolicy) -> AAssociateRJ | None:
-    """Association-level checks, ACSE provider first, then the service user (PS3.8 §9.3.4)."""
+def check_association(rq: AAssociateRQ, policy: AcceptorPolicy) -> AAssociateRJ | None:
+    """Association-level checks, ACSE provider first, then the service user (PS3.8 §9.3.4).
+
+    Who may associate beyond these (calling AE titles, user identity) is the access
+    policy's decision, taken between this check and `negotiate_as_acceptor`.
+    """
     if not rq.protocol_version & PROTOCOL_VERSION_1:  # PS3.8 §9.3.2: only test bit 0
         return AAssociateRJ(
             RejectResult.PERMANENT,
@@ -163,13 +165,6 @@ def _check_association(rq: AAssociateRQ, policy: AcceptorPolicy) -> AAssociateRJ
         return AAssociateRJ(
             RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectReason.CALLED_AE_NOT_RECOGNIZED
         )
-    known = policy.known_calling_aes
-    if known is not None and _ae(rq.calling_ae_title) not in known:
-        return AAssociateRJ(
-            RejectResult.PERMANENT,
-            RejectSource.SERVICE_USER,
-            RejectReason.CALLING_AE_NOT_RECOGNIZED,
-        )
     return None
 
 
@@ -191,12 +186,17 @@ def choose_transfer_syntax(proposed: Sequence[str], acceptable: frozenset[str]) 
 
 
 def _answer_context(
-    pc: PresentationContextRQ, supported: Mapping[str, frozenset[str]]
+    pc: PresentationContextRQ, supported: Mapping[str, frozenset[str]],
+    permitted: Callable[[str], bool] | None,
 ) -> PresentationContextAC:
-    """One presentation context result (PS3.8 §9.3.3.2)."""
-    acceptable = supported.get(_clean(pc.abstract_syntax))
+    """One presentation context result (PS3.8 §9.3.3.2): a class we support but that the
+    requestor may not use is a user rejection (result 1)."""
+    abstract = _clean(pc.abstract_syntax)
+    acceptable = supported.get(abstract)
     if acceptable is None:
         return PresentationContextAC(pc.context_id, ContextResult.ABSTRACT_SYNTAX_NOT_SUPPORTED)
+    if permitted is not None and not permitted(abstract):
+        return PresentationContextAC(pc.context_id, ContextResult.USER_REJECTION)
     ts = choose_transfer_syntax(pc.transfer_syntaxes, acceptable)
     if ts is None:
         return PresentationContextAC(pc.context_id, ContextResult.TRANSFER_SYNTAXES_NOT_SUPPORTED)
@@ -262,14 +262,19 @@ def _answer_extended(
     return tuple(answers)
 
 
-def negotiate_as_acceptor(rq: AAssociateRQ, policy: AcceptorPolicy) -> AAssociateAC | AAssociateRJ:
+def negotiate_as_acceptor(rq: AAssociateRQ, policy: AcceptorPolicy, *,
+                          permitted: Callable[[str], bool] | None = None,
+                          identity_response: bytes | None = None,
+                          ) -> AAssociateAC | AAssociateRJ:
     """Answer an A-ASSOCIATE-RQ under our policy (PS3.8 §7.1, PS3.7 Annex D).
 
-    When no context is acceptable we still accept the association with every context
-    rejected: PS3.8 §7.1.1.14 asks for one result per proposed context and leaves the
-    decision to release to the requestor.
+    `permitted(abstract_syntax)` says whether this requestor may use a class at all (None:
+    every supported class); `identity_response` is the User Identity server response to
+    send (PS3.7 D.3.3.7.2), None for no sub-item. When no context is acceptable we still
+    accept the association with every context rejected: PS3.8 §7.1.1.14 asks for one
+    result per proposed context and leaves the decision to release to the requestor.
     """
-    rejection = _check_association(rq, policy)
+    rejection = check_association(rq, policy)
     if rejection is not None:
         return rejection
 
@@ -280,14 +285,17 @@ def negotiate_as_acceptor(rq: AAssociateRQ, policy: AcceptorPolicy) -> AAssociat
         if pc.context_id in seen_ids:  # a duplicate ID cannot be answered twice
             continue
         seen_ids.add(pc.context_id)
-        result = _answer_context(pc, policy.supported)
+        result = _answer_context(pc, policy.supported, permitted)
         results.append(result)
         if result.result == ContextResult.ACCEPTANCE:
             accepted.add(_clean(pc.abstract_syntax))
 
     accepted_classes = frozenset(accepted)
     rq_ui = rq.user_information
-    # User identity is not answered: PS3.7 D.3.3.7 lets an acceptor ignore it.
+    # PS3.7 D.3.3.7: the identity is answered only when it was asked for and verified.
+    identity = None
+    if identity_response is not None and isinstance(rq_ui.user_identity, UserIdentityRQ):
+        identity = UserIdentityAC(identity_response)
     user_information = UserInformation(
         max_length=policy.max_pdu_length,
         implementation_class_uid=policy.implementation_class_uid,
@@ -295,6 +303,7 @@ def negotiate_as_acceptor(rq: AAssociateRQ, policy: AcceptorPolicy) -> AAssociat
         async_ops_window=_answer_async(rq_ui.async_ops_window, policy.async_ops_limit),
         role_selections=_answer_roles(rq_ui.role_selections, accepted_classes, policy),
         sop_class_extended=_answer_extended(rq_ui.sop_class_extended, accepted_classes, policy),
+        user_identity=identity,
     )
     return AAssociateAC(
         called_ae_title=rq.called_ae_title,

@@ -44,6 +44,16 @@ class ItemType(IntEnum):
     USER_IDENTITY_AC = 0x59
 
 
+class UserIdentityType(IntEnum):
+    """PS3.7 D.3.3.7.1 User-Identity-Type."""
+
+    USERNAME = 1
+    USERNAME_AND_PASSCODE = 2
+    KERBEROS = 3
+    SAML = 4
+    JWT = 5
+
+
 class ContextResult(IntEnum):
     """PS3.8 §9.3.3.2 presentation context result/reason."""
 

@@ -17,7 +17,18 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from ..ports import NO_METRICS, AssociationClosed, Channel, MessageNotEncodable, Metrics, Request
+from ..ports import (
+    NO_METRICS,
+    AllowAll,
+    AssociationClosed,
+    Channel,
+    MessageNotEncodable,
+    Metrics,
+    Permissions,
+    Principal,
+    Request,
+    request_operation,
+)
 from ..proto.dimse import MESSAGE_TYPES, RESPONSE_BIT, CommandField, CStoreRQ, DimseMessage
 from ..proto.sop import name_of
 from ..proto.status import Status, StatusCategory, category, describe
@@ -71,8 +82,10 @@ def response_for(request: DimseMessage, status: int, comment: str | None = None,
 class Dispatcher:
     """A `Callable[[Channel], Awaitable[None]]` the server runs for each association."""
 
-    def __init__(self, metrics: Metrics = NO_METRICS) -> None:
+    def __init__(self, metrics: Metrics = NO_METRICS,
+                 permissions: Permissions | None = None) -> None:
         self.metrics = metrics
+        self.permissions: Permissions = permissions or AllowAll()
         self._routes: dict[tuple[CommandField, str], Handler] = {}
         self._commands: set[CommandField] = set()
 
@@ -96,7 +109,7 @@ class Dispatcher:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
 
-    def _route(self, request: Request) -> Handler | Outcome:
+    def _route(self, channel: Channel, request: Request) -> Handler | Outcome:
         message = request.message
         command = message.command_field
         sop_class = sop_class_of(message)
@@ -105,6 +118,13 @@ class Dispatcher:
             # naming another SOP class is refused rather than routed by its command alone.
             return Outcome(response_for(message, Status.SOP_CLASS_NOT_SUPPORTED,
                                         "SOP class differs from the presentation context"))
+        operation = request_operation(command, sop_class)
+        if operation is not None and not self.permissions.allowed(
+                principal(channel), operation, sop_class):
+            # PS3.7 Annex C general status 0124H Refused: Not Authorized; `account` logs it,
+            # naming the peer. The association goes on for what it may do.
+            return Outcome(response_for(message, Status.NOT_AUTHORIZED,
+                                        f"{operation.value!r} is not permitted"))
         handler = self._routes.get((command, sop_class))
         if handler is not None:
             return handler
@@ -147,7 +167,7 @@ class Dispatcher:
     async def _outcome(self, channel: Channel, request: Request) -> Outcome | None:
         """The handler's final response; a handler's exception is 0110 for this operation."""
         try:
-            route = self._route(request)
+            route = self._route(channel, request)
             return route if isinstance(route, Outcome) else await route(channel, request)
         except AssociationClosed:
             return None
@@ -183,6 +203,12 @@ def bare(message: DimseMessage) -> DimseMessage:
 def label(message: DimseMessage) -> str:
     """'C-STORE', 'N-ACTION': the operation a request asks for (PS3.7 Table E.1-1)."""
     return CommandField(message.command_field).label.removesuffix("-RQ")
+
+
+def principal(channel: Channel) -> Principal:
+    """Who sends the requests of `channel`, as the permission policy sees it."""
+    info = channel.info
+    return Principal(info.peer_host, info.user, info.calling_ae, info.tls)
 
 
 def peer(channel: Channel) -> str:

@@ -14,13 +14,20 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from pydicom.datadict import keyword_for_tag
+
 from ..ports import (
+    NO_AUDIT,
     AssociationClosed,
+    Audit,
     Channel,
+    Condition,
     DataSetError,
     FindPage,
     JsonDataset,
+    Participant,
     QueryIndex,
+    QueryPerformed,
     Request,
 )
 from ..proto.dimse import CFindRQ, DimseMessage
@@ -101,7 +108,8 @@ class FindService:
     """
 
     def __init__(self, index: QueryIndex, *, ae_title: str, max_results: int = 0,
-                 page_size: int = PAGE_SIZE, strict_hierarchy: bool = False) -> None:
+                 page_size: int = PAGE_SIZE, strict_hierarchy: bool = False,
+                 audit: Audit = NO_AUDIT) -> None:
         if max_results < 0 or page_size < 1:
             raise ValueError("max_results must be >= 0 and page_size >= 1")
         self.index = index
@@ -109,6 +117,7 @@ class FindService:
         self.max_results = max_results
         self.page_size = page_size
         self.strict_hierarchy = strict_hierarchy
+        self.audit = audit
 
     async def __call__(self, channel: Channel, request: Request) -> Outcome:
         message = request.message
@@ -129,6 +138,11 @@ class FindService:
             return refused(message, exc)
         started = time.perf_counter()
         outcome, sent = await self._answer(channel, request, parsed)
+        info = channel.info
+        status = int(outcome.message.status)  # type: ignore[union-attr]
+        self.audit.record(QueryPerformed(
+            Participant(info.calling_ae, info.peer_host, info.user), sop_class,
+            parsed.query.level.value, keys_asked(parsed.query.conditions), sent, status))
         log.debug("C-FIND %s %s from %s: %d match(es), %s in %.1f ms", parsed.model.value,
                   parsed.query.level.value, channel.info.calling_ae, sent,
                   f"0x{outcome.message.status:04X}",  # type: ignore[union-attr]
@@ -206,6 +220,20 @@ async def stream_answers(channel: Channel, request: Request,
         log.exception("C-FIND failed after %d answer(s)", sent)
         return refused(message, IdentifierError(
             Status.UNABLE_TO_PROCESS, f"query failed: {type(exc).__name__}")), sent
+
+
+def keys_asked(conditions: tuple[Condition, ...]) -> dict[str, str]:
+    """The matching keys of a query by keyword, values as sent ('\\' between list values),
+    for the audit trail (PS3.15 A.5.3.10 Query: what was asked)."""
+    keys: dict[str, str] = {}
+    for condition in conditions:
+        name = keyword_for_tag(condition.tag) or f"{condition.tag:08X}"
+        if condition.items:
+            for item, value in keys_asked(condition.items).items():
+                keys[f"{name}.{item}"] = value
+        else:
+            keys[name] = "\\".join(condition.values)
+    return keys
 
 
 async def read_identifier(request: Request) -> bytes:

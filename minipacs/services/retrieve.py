@@ -22,11 +22,15 @@ from typing import BinaryIO, Final
 from pydicom.dataset import Dataset
 
 from ..ports import (
+    NO_AUDIT,
     AssociationClosed,
+    Audit,
     Channel,
     FindQuery,
     InstanceLocation,
+    InstancesRetrieved,
     MessageNotEncodable,
+    Participant,
     PatientIssuers,
     Peers,
     PeerUnreachable,
@@ -199,7 +203,8 @@ class RetrieveService:
                  timeout: float = SUBOP_TIMEOUT,
                  max_contexts: int = MAX_PRESENTATION_CONTEXTS,
                  clock: Callable[[], float] = time.monotonic,
-                 strict_hierarchy: bool = False, max_inflated: int = MAX_INFLATED) -> None:
+                 strict_hierarchy: bool = False, max_inflated: int = MAX_INFLATED,
+                 audit: Audit = NO_AUDIT) -> None:
         if patient_issuers not in ISSUER_RULES:
             raise ValueError(f"patient_issuers must be one of {', '.join(ISSUER_RULES)}")
         if page_size < 1 or not 0 < max_contexts <= MAX_PRESENTATION_CONTEXTS:
@@ -216,6 +221,7 @@ class RetrieveService:
         self.clock = clock
         self.strict_hierarchy = strict_hierarchy  # False: PATIENT level on Study Root too
         self.max_inflated = max_inflated  # a conversion's inflated or decoded bound
+        self.audit = audit
 
     # --- the two handlers ---------------------------------------------------------------
 
@@ -239,9 +245,11 @@ class RetrieveService:
             # The requestor went away mid-get: still log the one summary line (issue 5,
             # diagnosis), then let the dispatcher end the operation.
             run.lost = "the requestor's association ended"
-            self._finish(run, selection, "same association (ended)", started)
+            self._finish(run, selection, "same association (ended)", started,
+                         channel.info.calling_ae)
             raise
-        return self._finish(run, selection, "same association", started)
+        return self._finish(run, selection, "same association", started,
+                            channel.info.calling_ae)
 
     async def move(self, channel: Channel, request: Request) -> Outcome:
         """C-MOVE SCP (PS3.4 C.4.2.3): sub-operations on a new association to the destination.
@@ -266,7 +274,7 @@ class RetrieveService:
                    self.pending_interval, "C-MOVE", self.clock)
         where = f"{destination} ({address})"
         if not run.tally.total:
-            return self._finish(run, selection, where, started)
+            return self._finish(run, selection, where, started, destination)
         await run.pending(force=True)
         plans = plan_move(await self.index.instance_kinds(query), self.max_contexts)
         originator = (channel.info.calling_ae, message.message_id)
@@ -293,7 +301,7 @@ class RetrieveService:
         if unsent and not run.cancelled:
             async for loc in self._each(query, unsent):  # out of reach: each one failed
                 run.fail(loc, run.lost or "not sent")
-        return self._finish(run, selection, where, started)
+        return self._finish(run, selection, where, started, destination)
 
     async def _send(self, run: _Run, channel: Channel, locations: AsyncIterator[InstanceLocation],
                     routes: SubOperationRoutes, originator: tuple[str, int] | None) -> None:
@@ -425,10 +433,15 @@ class RetrieveService:
 
 
     def _finish(self, run: _Run, selection: RetrieveSelection, where: str,
-                started: float) -> Outcome:
+                started: float, destination: str) -> Outcome:
         outcome = run.final()
         tally = run.tally
         status = int(outcome.message.status)  # type: ignore[union-attr]
+        info = run.channel.info
+        self.audit.record(InstancesRetrieved(
+            Participant(info.calling_ae, info.peer_host, info.user), run.service, destination,
+            selection.level.value, selection.uids, tally.completed, tally.failed,
+            tally.warning, status))
         log.info("%s from %r to %s, %s %s x%d: %d completed, %d failed, %d warning, "
                  "%d remaining in %.2f s: %s", run.service, run.channel.info.calling_ae,
                  where, selection.model.value, selection.level.value, selection.entities,

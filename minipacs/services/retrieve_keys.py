@@ -80,8 +80,13 @@ class RetrieveSelection:
     @property
     def entities(self) -> int:
         """How many entities the identifier names (the values of the level's unique key)."""
+        return len(self.uids)
+
+    @property
+    def uids(self) -> tuple[str, ...]:
+        """The values of the level's unique key: the entities the identifier names."""
         tag = UNIQUE_KEYS[self.level]
-        return next((len(c.values) for c in self.query.conditions if c.tag == tag), 0)
+        return next((c.values for c in self.query.conditions if c.tag == tag), ())
 
 
 def _values(ds: Dataset, tag: int) -> list[str] | None:

@@ -100,6 +100,8 @@ class StoreService:
             receiving_ae_title=info.called_ae,
         )
         done = await self.ingest(meta, request.data)
+        if done.attributes is not None:  # for the audit trail: instances kept, by study
+            channel.usage.studies[done.attributes.study_instance_uid] += 1
         return Outcome(response_for(message, done.status, done.comment or None),
                        duplicate=done.duplicate)
 

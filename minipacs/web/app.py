@@ -85,7 +85,9 @@ class _DateHeader:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return problem(exc.status_code, str(exc.detail))
+    response = problem(exc.status_code, str(exc.detail))
+    response.headers.update(exc.headers or {})  # WWW-Authenticate on a 401 (RFC 9110 §15.5.2)
+    return response
 
 
 def build_app(backend: WebBackend, settings: WebSettings = WebSettings(), *,

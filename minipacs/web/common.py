@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -16,13 +15,13 @@ from ..ports import (
     FindPage,
     JsonDataset,
     Operation,
-    Permissions,
     Principal,
     QueryIndex,
     RetrieveIndex,
     Storage,
 )
 from ..services.store import StoreService
+from .auth import WebAuth, authorize
 
 __all__ = [
     "DICOM_JSON",
@@ -48,24 +47,15 @@ class WebBackend:
     query: QueryIndex
     retrieve: RetrieveIndex
     storage: Storage
-    permissions: Permissions
+    auth: WebAuth = field(default_factory=WebAuth)  # credentials, permissions (default: all)
     ingest: StoreService | None = None  # STOW-RS: the C-STORE ingest path
     ae_title: str = "MINIPACS"  # (0002,0018) of files stored through STOW-RS
     storage_classes: frozenset[str] = frozenset()  # the Storage SOP classes accepted
 
 
-def principal(request: Request) -> Principal:
-    """Who is asking: the peer address; users arrive with the security work."""
-    client = request.client
-    return Principal(peer_host=client.host if client else "")
-
-
-def allow(request: Request, backend: WebBackend, operation: Operation) -> None:
-    """403 unless the policy lets this principal perform `operation`."""
-    if not backend.permissions.allowed(principal(request), operation):
-        log.warning("%s %s refused: %s not permitted", request.method, request.url.path,
-                    operation.value)
-        raise HTTPException(403, f"{operation.value} is not permitted")
+async def allow(request: Request, backend: WebBackend, operation: Operation) -> Principal:
+    """Who asks, when it may perform `operation`; else HTTPException 401 or 403 (web/auth)."""
+    return await authorize(request, backend.auth, operation)
 
 
 def base_url(request: Request) -> str:

@@ -83,7 +83,7 @@ class _Rendered:
         return page.instances
 
     async def render(self, request: Request, *, thumbnail: bool) -> Response:
-        allow(request, self.backend, Operation.GET)
+        await allow(request, self.backend, Operation.GET)
         try:
             options = _options(request, int(request.path_params.get("frame", 1)), thumbnail)
         except (ValueError, _BadParameter) as exc:

@@ -130,7 +130,7 @@ class _Wado:
 
     async def instances(self, request: Request) -> Response:
         """Study, series or instance as multipart/related; type="application/dicom"."""
-        allow(request, self.backend, Operation.GET)
+        await allow(request, self.backend, Operation.GET)
         acceptable = dicom_syntaxes(parse_accept(request.headers.get("accept")))
         query = selection(dict(request.path_params))
         try:
@@ -186,7 +186,7 @@ class _Wado:
 
     async def metadata(self, request: Request) -> Response:
         """PS3.18 §10.4.1.1.2: the instances' DICOM JSON, straight from the index."""
-        allow(request, self.backend, Operation.GET)
+        await allow(request, self.backend, Operation.GET)
         query = selection(dict(request.path_params))
         try:
             page = await self.backend.query.find(query, after=None, limit=PAGE_SIZE)
@@ -208,7 +208,7 @@ class _Wado:
 
     async def frames(self, request: Request) -> Response:
         """PS3.18 §10.4.1.1.3: the listed frames, one part each, as stored or native."""
-        allow(request, self.backend, Operation.GET)
+        await allow(request, self.backend, Operation.GET)
         try:
             numbers = [int(n) for n in request.path_params["frames"].split(",")]
         except ValueError:
@@ -219,7 +219,7 @@ class _Wado:
 
     async def bulkdata(self, request: Request) -> Response:
         """The Pixel Data BulkDataURI of the metadata: every frame, one part each."""
-        allow(request, self.backend, Operation.GET)
+        await allow(request, self.backend, Operation.GET)
         if request.path_params["tag"].upper() != TAG_PIXEL_DATA:
             return problem(404, "no such bulk data")
         return await self._frames(request, None)

@@ -58,7 +58,7 @@ class _Search:
         self.level = level
 
     async def handle(self, request: Request) -> Response:
-        allow(request, self.backend, Operation.FIND)
+        await allow(request, self.backend, Operation.FIND)
         if not any(r.matches(t) for r in parse_accept(request.headers.get("accept"))
                    for t in _JSON_TYPES):
             return problem(406, "QIDO-RS answers application/dicom+json only")

@@ -3,7 +3,9 @@
 uvicorn's `Server.serve()` would install its own SIGINT/SIGTERM handlers and poll a flag
 ten times a second; minipacs owns the signals (graceful, then abort on a second signal), so
 only `startup()` (bind, accept) and `shutdown()` (stop accepting, let responses finish for
-the grace period, then cancel them) are used, from the daemon's lifecycle.
+the grace period, then cancel them) are used, from the daemon's lifecycle. With an
+`ssl.SSLContext` it serves HTTPS (the context is uvicorn's for life; the caller makes it
+switch to reloaded certificates per connection).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl as ssl_module
 from typing import Any, Final
 
 import uvicorn
@@ -23,9 +26,11 @@ BACKLOG: Final = 512
 class HttpServer:
     """One HTTP listener for an ASGI application, started and stopped by the caller."""
 
-    def __init__(self, app: Any, host: str, port: int, *, grace: float = 10.0) -> None:
+    def __init__(self, app: Any, host: str, port: int, *, grace: float = 10.0,
+                 ssl: ssl_module.SSLContext | None = None) -> None:
         self._host = host
         self._port = port
+        self._ssl = ssl
         self._socket: socket.socket | None = None
         self._config = uvicorn.Config(
             app, lifespan="off", log_config=None, access_log=False, server_header=False,
@@ -57,6 +62,7 @@ class HttpServer:
         self._socket = sock
         if not self._config.loaded:
             self._config.load()
+        self._config.ssl = self._ssl  # uvicorn wraps each connection in it (None: plain)
         self._server.lifespan = self._config.lifespan_class(self._config)
         await self._server.startup(sockets=[sock])
 

@@ -68,7 +68,7 @@ class _Stow:
         self.backend = backend
 
     async def store(self, request: Request) -> Response:
-        allow(request, self.backend, Operation.STORE)
+        await allow(request, self.backend, Operation.STORE)
         media = parse_media_type(request.headers.get("content-type"))
         if media is None or media.essence != "multipart/related" or \
                 media.params.get("type", DICOM).lower() != DICOM:

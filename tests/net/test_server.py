@@ -62,7 +62,7 @@ async def test_one_structured_log_line_per_association(
     assert len(records) == 1
     line = records[0].getMessage()
     assert re.fullmatch(
-        r"association peer=127\.0\.0\.1:\d+ calling='ECHOSCU' called='ANY-SCP' "
+        r"association peer=127\.0\.0\.1:\d+ tls=no calling='ECHOSCU' called='ANY-SCP' "
         r"contexts=1/1 used=\[Verification SOP Class x1\] duration=\d+\.\d{3}s messages=1 "
         r"result=released", line), line
 
@@ -86,7 +86,7 @@ async def test_wrong_called_ae_title_is_rejected(start_server: ServerFactory) ->
 async def test_unknown_calling_ae_title_is_rejected(start_server: ServerFactory) -> None:
     server = await start_server(
         peers={KNOWN_PEER: {"host": LOOPBACK, "port": 11113}},
-        security={"known_calling_aes_only": True})
+        security={"unknown_aes": []})
     rejection = await asyncio.to_thread(pynetdicom_reject, server.port, calling="STRANGER")
     assert rejection == Rejection(RejectResult.PERMANENT, RejectSource.SERVICE_USER,
                                   RejectReason.CALLING_AE_NOT_RECOGNIZED)

@@ -50,7 +50,6 @@ from minipacs.proto.sop import VERIFICATION
 from minipacs.proto.status import Status
 
 from .pair import (
-    CALLED_AE,
     ECHO_CONTEXT,
     NATIVE,
     STORE_CONTEXT,
@@ -141,14 +140,14 @@ def test_normal_association_and_release() -> None:
 
 
 def test_rejection() -> None:
-    policy = AcceptorPolicy(ae_title=CALLED_AE, supported=default_supported(),
-                            known_calling_aes=frozenset({"SOMEONE_ELSE"}))
+    policy = AcceptorPolicy(ae_title="SOMEONE_ELSE", supported=default_supported(),
+                            check_called_ae=True)
     pair = AssociationPair(policy=policy)
     req, acc = pair.requestor, pair.acceptor
     pair.connect()
     pair.pump()
     rj = AAssociateRJ(RejectResult.PERMANENT, RejectSource.SERVICE_USER,
-                      RejectReason.CALLING_AE_NOT_RECOGNIZED)
+                      RejectReason.CALLED_AE_NOT_RECOGNIZED)
     acc.send(rj)
     assert (acc.state, acc.artim_running) == (State.STA13, True)  # AE-8
     pair.pump()
@@ -161,8 +160,8 @@ def test_rejection() -> None:
 
 def test_rejection_through_negotiation() -> None:
     """The pair's `respond()` with a refusing policy ends both sides."""
-    policy = AcceptorPolicy(ae_title=CALLED_AE, supported=default_supported(),
-                            known_calling_aes=frozenset({"SOMEONE_ELSE"}))
+    policy = AcceptorPolicy(ae_title="SOMEONE_ELSE", supported=default_supported(),
+                            check_called_ae=True)
     pair = AssociationPair(policy=policy)
     pair.connect()
     pair.pump()

@@ -18,6 +18,7 @@ from minipacs.proto.negotiation import (
     NegotiationError,
     association_limit_rejection,
     build_associate_rq,
+    check_association,
     choose_transfer_syntax,
     default_supported,
     find_context,
@@ -38,6 +39,7 @@ from minipacs.proto.pdu import (
     RejectSource,
     RoleSelection,
     SopClassExtended,
+    UserIdentityAC,
     UserIdentityRQ,
     UserInformation,
 )
@@ -88,6 +90,12 @@ def make_rq(
 
 def accept(rq: AAssociateRQ, policy: AcceptorPolicy | None = None) -> AAssociateAC:
     answer = negotiate_as_acceptor(rq, policy or make_policy())
+    assert isinstance(answer, AAssociateAC), answer
+    return answer
+
+
+def accept_with(rq: AAssociateRQ, **options: object) -> AAssociateAC:
+    answer = negotiate_as_acceptor(rq, make_policy(), **options)  # type: ignore[arg-type]
     assert isinstance(answer, AAssociateAC), answer
     return answer
 
@@ -147,20 +155,13 @@ class TestRejections:
         answer = negotiate_as_acceptor(rq, make_policy(check_called_ae=True))
         assert isinstance(answer, AAssociateRJ)
 
-    def test_unknown_calling_ae_rejected(self) -> None:
-        policy = make_policy(known_calling_aes=frozenset({"OTHER"}))
-        assert negotiate_as_acceptor(make_rq(), policy) == AAssociateRJ(
-            RejectResult.PERMANENT,
-            RejectSource.SERVICE_USER,
-            RejectReason.CALLING_AE_NOT_RECOGNIZED,
-        )
-
-    def test_known_calling_ae_accepted(self) -> None:
-        accept(make_rq(), make_policy(known_calling_aes=frozenset({f"{PEER_AE}  ", "OTHER"})))
-
-    def test_empty_known_set_admits_nobody(self) -> None:
-        answer = negotiate_as_acceptor(make_rq(), make_policy(known_calling_aes=frozenset()))
-        assert isinstance(answer, AAssociateRJ)
+    def test_check_association_alone_answers_the_protocol_checks(self) -> None:
+        """The listener runs these before the access policy; a good RQ passes them."""
+        assert check_association(make_rq(), make_policy(check_called_ae=True)) is None
+        rq = replace(make_rq(), called_ae_title="ELSEWHERE")
+        assert check_association(rq, make_policy(check_called_ae=True)) == AAssociateRJ(
+            RejectResult.PERMANENT, RejectSource.SERVICE_USER,
+            RejectReason.CALLED_AE_NOT_RECOGNIZED)
 
     def test_association_limit_rejection(self) -> None:
         assert association_limit_rejection() == AAssociateRJ(
@@ -302,17 +303,27 @@ class TestUserInformation:
         assert ui.max_length == 65536
         assert ui.implementation_class_uid == sop.IMPLEMENTATION_CLASS_UID
         assert ui.implementation_version_name == sop.IMPLEMENTATION_VERSION_NAME
-        assert ui.user_identity is None  # PS3.7 D.3.3.7: we never answer it
+        assert ui.user_identity is None  # PS3.7 D.3.3.7: not verified, so not answered
         assert ui.async_ops_window is None
         assert ui.role_selections == ()
         assert ui.sop_class_extended == ()
+
+    def test_verified_identity_is_answered_when_asked(self) -> None:
+        """PS3.7 D.3.3.7.2: the server response, empty for types 1 and 2."""
+        rq = make_rq(user_identity=UserIdentityRQ(2, True, b"alice", b"secret"))
+        ac = accept_with(rq, identity_response=b"")
+        assert ac.user_information.user_identity == UserIdentityAC(b"")
+
+    def test_identity_response_needs_a_request_item(self) -> None:
+        """PS3.7 D.3.3.7: without the RQ sub-item the AC carries none."""
+        ac = accept_with(make_rq(), identity_response=b"")
+        assert ac.user_information.user_identity is None
 
     def test_policy_defaults(self) -> None:
         policy = AcceptorPolicy(ae_title=OUR_AE, supported={})
         assert policy.max_pdu_length == DEFAULT_MAX_PDU_LENGTH == 262144
         assert policy.async_ops_limit == DEFAULT_ASYNC_OPS_LIMIT == 16
         assert policy.check_called_ae is False
-        assert policy.known_calling_aes is None
         assert policy.implementation_class_uid == sop.IMPLEMENTATION_CLASS_UID
 
     def test_policy_is_frozen_against_caller_mutation(self) -> None:
@@ -728,3 +739,30 @@ def test_pynetdicom_build_context_with_compressed_syntax() -> None:
     cx = pynetdicom.build_context(CT, [sop.JPEG_LS_LOSSLESS, BIG, EXPLICIT])
     rq = build_associate_rq("PYNETDICOM", OUR_AE, [(cx.abstract_syntax, cx.transfer_syntax)])
     assert results(accept(rq)) == {1: (ContextResult.ACCEPTANCE, sop.JPEG_LS_LOSSLESS)}
+
+
+# -- what the requestor may use (the access policy's verdict) --------------------------------
+
+
+class TestPermitted:
+    def test_classes_not_permitted_are_user_rejections(self) -> None:
+        """PS3.8 §9.3.3.2 result 1: supported, but this requestor may not use it."""
+        rq = make_rq(((1, CT, (EXPLICIT,)), (3, sop.VERIFICATION, (IMPLICIT,)),
+                      (5, sop.STUDY_ROOT_QR_FIND, (IMPLICIT,))))
+        ac = accept_with(rq, permitted=lambda uid: uid != sop.STUDY_ROOT_QR_FIND)
+        assert results(ac) == {1: (ContextResult.ACCEPTANCE, EXPLICIT),
+                               3: (ContextResult.ACCEPTANCE, IMPLICIT),
+                               5: (ContextResult.USER_REJECTION, "")}
+
+    def test_unsupported_stays_unsupported(self) -> None:
+        """An unknown class is 'abstract syntax not supported' whatever the permissions."""
+        rq = make_rq(((1, PRIVATE_CLASS, (EXPLICIT,)),))
+        ac = accept_with(rq, permitted=lambda uid: False)
+        assert results(ac) == {1: (ContextResult.ABSTRACT_SYNTAX_NOT_SUPPORTED, "")}
+
+    def test_nothing_permitted_still_accepts_the_association(self) -> None:
+        """PS3.8 §7.1.1.14: one result per context; the requestor decides to release."""
+        rq = make_rq(((1, CT, (EXPLICIT,)), (3, MR, (EXPLICIT,))))
+        ac = accept_with(rq, permitted=lambda uid: False)
+        assert {r for r, _ in results(ac).values()} == {ContextResult.USER_REJECTION}
+        assert ac.user_information.role_selections == ()

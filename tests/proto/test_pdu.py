@@ -33,6 +33,7 @@ from minipacs.proto.pdu import (
     SopClassExtended,
     UserIdentityAC,
     UserIdentityRQ,
+    UserIdentityType,
     UserInformation,
 )
 from minipacs.proto.pdu_codec import PduError, encode_pdata, encode_pdu
@@ -309,6 +310,82 @@ def test_common_extended_layout() -> None:
         b"\x00\x03" b"1.4",  # first related UID
         b"\x00\x04" b"1.55",  # second related UID
     ]))
+
+
+# --- user identity negotiation (PS3.7 D.3.3.7): annotated sub-items ---
+
+IDENTITY_RQ_ITEM = b"".join([
+    b"\x58",                  # sub-item type 58H: user identity (RQ)
+    b"\x00",                  # reserved
+    b"\x00\x11",              # sub-item length 17 = 2 + 2 + 5 + 2 + 6
+    b"\x02",                  # user identity type 2: user name and passcode
+    b"\x01",                  # positive response requested
+    b"\x00\x05",              # primary field length 5
+    b"alice",                 # primary field: the user name, UTF-8
+    b"\x00\x06",              # secondary field length 6
+    b"s3cret",                # secondary field: the passcode, UTF-8
+])
+JWT_RQ_ITEM = b"".join([
+    b"\x58",                  # sub-item type 58H: user identity (RQ)
+    b"\x00",                  # reserved
+    b"\x00\x0b",              # sub-item length 11 = 2 + 2 + 5 + 2 + 0
+    b"\x05",                  # user identity type 5: JSON Web Token
+    b"\x00",                  # no positive response requested
+    b"\x00\x05",              # primary field length 5
+    b"a.b.c",                 # primary field: the token
+    b"\x00\x00",              # secondary field length 0 (unused for type 5)
+])
+IDENTITY_AC_ITEM = b"".join([
+    b"\x59",                  # sub-item type 59H: user identity (AC)
+    b"\x00",                  # reserved
+    b"\x00\x02",              # sub-item length 2
+    b"\x00\x00",              # server response length 0: types 1 and 2 answer empty
+])
+IDENTITY_RJ_BYTES = b"".join([
+    b"\x03",                  # PDU type 03H: A-ASSOCIATE-RJ
+    b"\x00",                  # reserved
+    b"\x00\x00\x00\x04",      # PDU length 4
+    b"\x00",                  # reserved
+    b"\x01",                  # result 1: rejected-permanent
+    b"\x02",                  # source 2: DICOM UL service-provider (ACSE related function)
+    b"\x01",                  # reason 1: no-reason-given (PS3.7 D.3.3.7: say nothing more)
+])
+
+
+def _with_user_item(pdu_type: int, user_item: bytes) -> bytes:
+    """An A-ASSOCIATE-RQ/AC whose user information item is `user_item` alone."""
+    base = ASSOCIATE_RQ_BYTES if pdu_type == 1 else ASSOCIATE_AC_BYTES
+    ui_start = base.index(b"\x50\x00", 74)  # the user information item comes last
+    body = base[6:ui_start] + b"\x50\x00" + struct.pack(">H", len(user_item)) + user_item
+    return bytes([pdu_type, 0]) + struct.pack(">I", len(body)) + body
+
+
+@pytest.mark.parametrize(("item", "identity"), [
+    (IDENTITY_RQ_ITEM, UserIdentityRQ(2, True, b"alice", b"s3cret")),
+    (JWT_RQ_ITEM, UserIdentityRQ(5, False, b"a.b.c")),
+])
+def test_user_identity_rq_wire_bytes(item: bytes, identity: UserIdentityRQ) -> None:
+    wire = _with_user_item(1, item)
+    rq = decode_pdu(wire)
+    assert isinstance(rq, AAssociateRQ)
+    assert rq.user_information == UserInformation(user_identity=identity)
+    assert encode_pdu(rq) == wire
+    assert identity.identity_type in (UserIdentityType.USERNAME_AND_PASSCODE,
+                                      UserIdentityType.JWT)
+
+
+def test_user_identity_ac_wire_bytes() -> None:
+    wire = _with_user_item(2, IDENTITY_AC_ITEM)
+    ac = decode_pdu(wire)
+    assert isinstance(ac, AAssociateAC)
+    assert ac.user_information == UserInformation(user_identity=UserIdentityAC(b""))
+    assert encode_pdu(ac) == wire
+
+
+def test_identity_rejection_wire_bytes() -> None:
+    rj = AAssociateRJ(RejectResult.PERMANENT, RejectSource.SERVICE_PROVIDER_ACSE, 1)
+    assert encode_pdu(rj) == IDENTITY_RJ_BYTES
+    assert decode_pdu(IDENTITY_RJ_BYTES) == rj
 
 
 @pytest.mark.parametrize("is_command", [False, True])

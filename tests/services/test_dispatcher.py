@@ -14,6 +14,8 @@ from minipacs.ports import (
     AssociationInfo,
     AssociationUsage,
     Channel,
+    Operation,
+    Principal,
     Reply,
     Request,
 )
@@ -163,6 +165,52 @@ async def test_routing_errors_have_their_statuses_and_the_association_goes_on() 
     assert responses[1].affected_sop_instance_uid == "1.2.3.1"  # type: ignore[union-attr]
     assert "C_FIND_RQ not supported" in responses[3].error_comment  # type: ignore[union-attr]
     assert isinstance(responses[4], CEchoRSP)
+
+
+class OnlyEchoAndFind:
+    """A policy: this association may echo and find, nothing else (records who asked)."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[Principal, Operation, str | None]] = []
+
+    def allowed(self, who: Principal, operation: Operation, sop_class: str | None = None
+                ) -> bool:
+        self.asked.append((who, operation, sop_class))
+        return operation in (Operation.ECHO, Operation.FIND)
+
+
+async def test_a_request_not_permitted_is_0124_and_the_association_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """PS3.7 Annex C 0124H Refused: Not Authorized, one log line naming AE and address."""
+    handled: list[int] = []
+
+    async def record(channel: Channel, request: Request) -> Outcome:
+        handled.append(request.message.message_id)  # type: ignore[union-attr]
+        return Outcome(response_for(request.message, Status.SUCCESS))
+
+    policy = OnlyEchoAndFind()
+    dispatcher = Dispatcher(permissions=policy)
+    dispatcher.register(CommandField.C_ECHO_RQ, [VERIFICATION], record)
+    dispatcher.register(CommandField.C_STORE_RQ, [CT], record)
+    dispatcher.register(CommandField.C_FIND_RQ, [FIND], record)
+    channel = FakeChannel()
+    stream = Fragments(b"a" * 10, b"b" * 10)
+    channel.feed(3, store_rq(1), stream)  # store: not permitted
+    channel.feed(7, CFindRQ(message_id=2, affected_sop_class_uid=FIND))
+    channel.feed(1, echo_rq(3))
+    channel.end()
+    with caplog.at_level("WARNING", logger="minipacs.services"):
+        await dispatch(dispatcher, channel)
+    assert channel.status_of(1) == Status.NOT_AUTHORIZED
+    assert (channel.status_of(2), channel.status_of(3)) == (Status.SUCCESS, Status.SUCCESS)
+    assert sorted(handled) == [2, 3]  # the refused C-STORE never reached its service
+    assert stream.drained  # PS3.4 B.2.3: the whole message is taken before the answer
+    (line,) = [r.getMessage() for r in caplog.records if "0x0124" in r.getMessage()]
+    assert line.startswith("C-STORE '1.2.3.1' from 'PEER' at 127.0.0.1:40000: 0x0124")
+    assert "'store' is not permitted" in line
+    who, operation, sop_class = policy.asked[0]
+    assert (who, operation, sop_class) == (Principal("127.0.0.1", None, "PEER", False),
+                                           Operation.STORE, CT)
 
 
 async def test_an_n_request_is_routed_by_its_requested_sop_class() -> None:

@@ -26,6 +26,7 @@ from minipacs.ports import (
     AddResult,
     AssociationClosed,
     AssociationInfo,
+    AssociationUsage,
     DataSetError,
     DuplicatePolicy,
     FileMeta,
@@ -263,6 +264,7 @@ class FakeChannel:
         context = AcceptedContext(CONTEXT_ID, CTImageStorage, ExplicitVRLittleEndian)
         self._info = AssociationInfo(CALLING, CALLED, "192.0.2.1", 40000,
                                      Negotiated({CONTEXT_ID: context}, 16384))
+        self.usage = AssociationUsage()
 
     @property
     def info(self) -> AssociationInfo:
@@ -339,6 +341,8 @@ async def test_success_stores_file_then_row_then_answers(harness: Harness) -> No
     assert harness.storage.released == [key]  # after the row: the intent record may go
     # A small data set is parsed from memory, never read back from the file.
     assert harness.storage.opened == []
+    # The association's count by study, for its audit line (issue 12).
+    assert harness.channel.usage.studies == {record.attributes.study_instance_uid: 1}
 
 
 async def test_large_data_set_is_written_in_big_pieces_and_parsed_from_the_file(

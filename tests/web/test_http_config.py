@@ -34,7 +34,7 @@ def test_off_unless_configured_and_loopback_by_default(tmp_path: Path) -> None:
     ("http: {cors_origins: 'https://a.example'}", "http.cors_origins"),
     ("http: {cors_origins: ['ftp://a.example']}", "http.cors_origins[0]"),
     ("http: {viewer_root: 3}", "http.viewer_root"),
-    ("http: {tls: true}", "http.tls"),
+    ("http: {tls: 1}", "http.tls"),  # a boolean (true needs the tls: section)
 ])
 def test_errors_name_the_key(tmp_path: Path, text: str, where: str) -> None:
     with pytest.raises(ConfigError) as caught:
