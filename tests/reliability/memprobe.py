@@ -5,6 +5,8 @@ memory is: malloc's own figures (mallinfo2: bytes in use, free inside its arenas
 Python's allocated blocks, the live objects by type that grew (objgraph-style counts from the
 garbage collector), the asyncio tasks, and the `warnings` registries (one entry per distinct
 warning text). With TRACE=1 tracemalloc also says which lines allocated what grew (slow).
+With MEMPROBE_TRIM=1 in the environment every snapshot ends with malloc_trim and the RSS left:
+what trimming cannot give back is in use or fragmented, not merely cached by malloc.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import gc
+import os
 import sys
 import threading
 import time
@@ -24,6 +27,8 @@ from typing import Final
 FRAMES: Final = 12
 TOP: Final = 25
 STARTUP: Final = 5.0  # seconds before the baseline: the server has started by then
+PAGE: Final = os.sysconf("SC_PAGE_SIZE")
+TRIM: Final = os.environ.get("MEMPROBE_TRIM") == "1"  # malloc_trim after every snapshot
 
 
 class _MallInfo2(ctypes.Structure):
@@ -51,6 +56,22 @@ def _types() -> Counter[str]:
     return Counter(type(obj).__qualname__ for obj in gc.get_objects())
 
 
+def _rss() -> str:
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[1])
+    return f"RSS {pages * PAGE / 2**20:.1f} MiB"
+
+
+def _trim() -> str:
+    """Hand malloc's free pages back (glibc malloc_trim): what RSS is left is in use."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return "malloc_trim unavailable"
+    return f"after malloc_trim {_rss()}"
+
+
 def _registries() -> int:
     return sum(len(getattr(module, "__warningregistry__", {}) or {})
                for module in list(sys.modules.values()))
@@ -70,7 +91,7 @@ def _write(folder: Path, number: int, first: tracemalloc.Snapshot | None,
            types0: Counter[str]) -> None:
     gc.collect()
     types = _types()
-    lines = [f"snapshot {number} at {time.strftime('%H:%M:%S')}: {_malloc()}; Python "
+    lines = [f"snapshot {number} at {time.strftime('%H:%M:%S')}: {_rss()}; {_malloc()}; Python "
              f"blocks {sys.getallocatedblocks()}; warnings registry entries {_registries()}; "
              f"asyncio tasks {_tasks()}"]
     if first is not None:
@@ -83,6 +104,8 @@ def _write(folder: Path, number: int, first: tracemalloc.Snapshot | None,
     lines += ["", "object counts grown since the first snapshot:"]
     growth = Counter({name: count - types0.get(name, 0) for name, count in types.items()})
     lines += [f"  {name}: {types[name]} ({diff:+d})" for name, diff in growth.most_common(TOP)]
+    if TRIM:
+        lines[0] += f"; {_trim()}"
     (folder / f"{number:04d}.txt").write_text("\n".join(lines) + "\n")
 
 
