@@ -11,6 +11,9 @@ import contextlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
+
+STARTUP_WAIT: Final = 60.0  # `minipacs serve` imports all and recovers first: slow when loaded
 
 
 @contextlib.contextmanager

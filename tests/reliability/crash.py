@@ -38,7 +38,7 @@ from minipacs.proto.status import Status
 from tests.interop.storecheck import index_rows
 from tests.support import ServeProcess, minipacs_env, write_config
 
-from . import corpus, scratch
+from . import STARTUP_WAIT, corpus, scratch
 from .procstat import load_average
 
 LOOPBACK: Final = "127.0.0.1"
@@ -143,7 +143,7 @@ async def _spooled(spool: Path, size: int) -> None:
 def _start(config: Path) -> ServeProcess:
     served = ServeProcess(config)
     try:
-        return served.start()
+        return served.start(STARTUP_WAIT)
     except BaseException:
         served.stop()
         raise

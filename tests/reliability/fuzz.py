@@ -30,7 +30,7 @@ from typing import Final
 from minipacs.app import loop_factory
 from minipacs.proto.sop import STORAGE_SOP_CLASSES, UNCOMPRESSED_TRANSFER_SYNTAXES
 
-from . import scratch
+from . import STARTUP_WAIT, scratch
 from .core import TARGETS, WEIGHTS, Finding
 from .live import READ_TIMEOUT, Counts, campaign, server_sections
 from .procstat import Sampler, load_average, open_fds, peak_rss_kib, rss_by_mapping, rss_kib
@@ -99,7 +99,7 @@ def live(seconds: float, workers: int, seed: str, keep: Path | None, heap_every:
             command = [sys.executable, "-P", *(command[1:] if command else ["-m", "minipacs"])]
         served = ServeProcess(config, command=command, env=env)
         stack.callback(served.stop)
-        served.start()
+        served.start(STARTUP_WAIT)
         pid = served.proc.pid
         sampler = Sampler(pid).start()
         load_before = load_average()

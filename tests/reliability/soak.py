@@ -49,7 +49,7 @@ from minipacs.proto.sop import (
 from minipacs.proto.status import Status
 from tests.support import ServeProcess, storescp, write_config
 
-from . import corpus, scratch
+from . import STARTUP_WAIT, corpus, scratch
 from .crash import compare, db_check
 from .peer import RawPeer, Tally
 from .procstat import Sampler, load_average, open_fds, peak_rss_kib, rss_by_mapping, rss_kib
@@ -224,7 +224,7 @@ async def run(folder: Path, seconds: float, workers: int) -> int:
             peers={DESTINATION_AE: {"host": LOOPBACK, "port": destination.port}})
         served = ServeProcess(config)
         try:
-            await asyncio.to_thread(served.start)
+            await asyncio.to_thread(served.start, STARTUP_WAIT)
             return await _soak(folder, config, served, destination.directory, seconds,
                                workers)
         finally:
