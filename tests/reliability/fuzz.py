@@ -30,7 +30,7 @@ from typing import Final
 from minipacs.app import loop_factory
 from minipacs.proto.sop import STORAGE_SOP_CLASSES, UNCOMPRESSED_TRANSFER_SYNTAXES
 
-from . import STARTUP_WAIT, scratch
+from . import STARTUP_WAIT, memprobe, scratch
 from .core import TARGETS, WEIGHTS, Finding
 from .live import READ_TIMEOUT, Counts, campaign, server_sections
 from .procstat import Sampler, load_average, open_fds, peak_rss_kib, rss_by_mapping, rss_kib
@@ -90,8 +90,7 @@ def live(seconds: float, workers: int, seed: str, keep: Path | None, heap_every:
         config = write_config(folder, **server_sections(destination, free_port()))
         command = None
         if heap_every:
-            command = [sys.executable, "-m", "tests.reliability.memprobe",
-                       str(folder / "heap"), str(heap_every), "1" if trace else "0"]
+            command = memprobe.command(folder / "heap", heap_every, trace)
         env = None
         if server_source is not None:  # another revision's minipacs, e.g. for a before/after
             env = {**os.environ, "PYTHONPATH": f"{server_source}{os.pathsep}{REPO}"}
@@ -122,9 +121,8 @@ def live(seconds: float, workers: int, seed: str, keep: Path | None, heap_every:
         problems = _report(counts, elapsed, workers, seed, before, after, peak, sampler,
                            where, load_before, alive, code, served.lines)
         (folder / "server.log").write_text("\n".join(served.lines) + "\n", errors="replace")
-        snapshots = sorted((folder / "heap").glob("*.txt"))
-        for snapshot in snapshots[:1] + snapshots[-1:]:
-            print(f"  heap {snapshot.read_text().splitlines()[0]}")
+        for headline in memprobe.first_and_last(folder / "heap"):
+            print(f"  heap {headline}")
         if keep:
             print(f"  server log and data kept in {folder}")
         return problems

@@ -122,6 +122,18 @@ def _probe(folder: Path, every: float, trace: bool) -> None:
         _write(folder, number, first, types0)
 
 
+def command(folder: Path, every: float, trace: bool) -> list[str]:
+    """The command that runs `minipacs` (its arguments follow) under this probe."""
+    return [sys.executable, "-m", __name__,
+            str(folder), str(every), "1" if trace else "0"]
+
+
+def first_and_last(folder: Path) -> list[str]:
+    """The headline of the first and of the last snapshot written into `folder`."""
+    snapshots = sorted(folder.glob("*.txt"))
+    return [path.read_text().splitlines()[0] for path in snapshots[:1] + snapshots[-1:]]
+
+
 def main() -> int:
     folder, every, trace, *argv = sys.argv[1:]
     Path(folder).mkdir(parents=True, exist_ok=True)

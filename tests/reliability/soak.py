@@ -49,7 +49,7 @@ from minipacs.proto.sop import (
 from minipacs.proto.status import Status
 from tests.support import ServeProcess, storescp, write_config
 
-from . import STARTUP_WAIT, corpus, scratch
+from . import STARTUP_WAIT, corpus, memprobe, scratch
 from .crash import compare, db_check
 from .peer import RawPeer, Tally
 from .procstat import Sampler, load_average, open_fds, peak_rss_kib, rss_by_mapping, rss_kib
@@ -216,13 +216,14 @@ def received(folder: Path) -> set[str]:
     return {path.name.split(".", 1)[1] for path in folder.iterdir() if "." in path.name}
 
 
-async def run(folder: Path, seconds: float, workers: int) -> int:
+async def run(folder: Path, seconds: float, workers: int, heap_every: float) -> int:
     async with storescp(folder, "--fork") as destination:
         config = write_config(
             folder, ae_title=SERVER_AE, storage={"fsync": False, "min_free_mb": 0},
             retrieve={"max_associations_per_peer": 8},
             peers={DESTINATION_AE: {"host": LOOPBACK, "port": destination.port}})
-        served = ServeProcess(config)
+        command = memprobe.command(folder / "heap", heap_every, False) if heap_every else None
+        served = ServeProcess(config, command=command)
         try:
             await asyncio.to_thread(served.start, STARTUP_WAIT)
             return await _soak(folder, config, served, destination.directory, seconds,
@@ -267,6 +268,8 @@ async def _soak(folder: Path, config: Path, served: ServeProcess, received_dir: 
     print("  RSS by mapping at the end: " + ", ".join(f"{name} {kib / 1024:.1f} MiB"
                                                    for name, kib in end[3]))
     print(f"  db check: {check_line!r} (exit {check_code}); server exit {code}")
+    for headline in memprobe.first_and_last(folder / "heap"):
+        print(f"  heap {headline}")
     for failure, count in Counter(soak.failures).most_common(10):
         print(f"  FAILURE x{count}: {failure}")
     bad = lost or corrupt or missing_moved or soak.failures or check_code or code
@@ -280,10 +283,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="concurrent associations (default 64)")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="keep the data and the server log in DIR")
+    parser.add_argument("--heap", type=float, default=0.0, metavar="SECONDS",
+                        help="every SECONDS, write the server's malloc figures and the object "
+                             "counts that grew into heap/ of its folder (as scripts/fuzz)")
     args = parser.parse_args(argv)
     with scratch(args.keep, "soak-") as folder, \
             asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(run(folder, args.seconds, args.workers))
+        return runner.run(run(folder, args.seconds, args.workers, args.heap))
 
 
 if __name__ == "__main__":
