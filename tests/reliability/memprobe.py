@@ -7,6 +7,10 @@ garbage collector), the asyncio tasks, and the `warnings` registries (one entry 
 warning text). With TRACE=1 tracemalloc also says which lines allocated what grew (slow).
 With MEMPROBE_TRIM=1 in the environment every snapshot ends with malloc_trim and the RSS left:
 what trimming cannot give back is in use or fragmented, not merely cached by malloc.
+Caution: the object counts walk gc.get_objects() from the probe's thread, which can see a
+tuple that another thread is still building; CPython 3.11 then fails that build with
+"SystemError: bad argument to internal function" (seen once in a soak, a C-MOVE answered
+0110 at the second of a snapshot). A failure at a snapshot's time in a --heap run is the probe's.
 """
 
 from __future__ import annotations
