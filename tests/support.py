@@ -362,8 +362,8 @@ class ServeProcess:
                     pytest.fail(f"no log line matching {pattern!r}; log:\n" + "\n".join(self.lines))
                 self._changed.wait(remaining)
 
-    def start(self) -> ServeProcess:
-        self.port = int(self.wait_for_line(self.LISTENING.pattern)[1])
+    def start(self, timeout: float = WAIT) -> ServeProcess:
+        self.port = int(self.wait_for_line(self.LISTENING.pattern, timeout)[1])
         return self
 
     def signal(self, signum: signal.Signals = signal.SIGTERM) -> None:

@@ -45,7 +45,7 @@ from ..services.retrieve import RetrieveService
 from ..services.store import StoreService
 from ..services.worklist import WorklistService
 from ..storage import FilesystemStorage
-from . import loop_factory
+from . import loop_factory, memory
 from .recovery import recover
 from .security import Security, build_security, open_audit
 from .tls import build_tls, reload_error
@@ -182,6 +182,7 @@ def prepare(config: Config) -> FilesystemStorage:
 
 def serve(config: Config) -> int:
     """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit code."""
+    memory.limit_arenas()  # before any worker thread exists (app/memory.py says why)
     try:
         storage = prepare(config)
     except SchemaTooNew as exc:  # a configuration problem: not worth restarting (exit 2)
@@ -272,7 +273,7 @@ class ListenError(OSError):
 
 async def _serve(config: Config, storage: FilesystemStorage) -> int:
     try:
-        async with open_server(config, storage) as server:
+        async with open_server(config, storage) as server, memory.trimming():
             return await _run_until_signal(config, server)
     except ListenError as exc:
         log.error("%s", exc.strerror)

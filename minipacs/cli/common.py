@@ -29,6 +29,8 @@ from minipacs.config import (
     load_config,
 )
 
+from .logformat import EscapingFormatter, drop_pydicom_warnings
+
 if TYPE_CHECKING:
     import ssl
 
@@ -272,10 +274,12 @@ def add_query_options(parser: argparse.ArgumentParser) -> None:
 
 
 def setup_logging(level: str, *, quiet_pydicom: bool = False) -> None:
-    """Log to stderr at `level`; `quiet_pydicom` hides pydicom's notes on odd values."""
-    logging.basicConfig(
-        level=level, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT, stream=sys.stderr, force=True
-    )
+    """Log to stderr at `level`, every message escaped (logformat.py); `quiet_pydicom`
+    hides pydicom's notes on odd values."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EscapingFormatter(LOG_FORMAT, LOG_DATE_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    drop_pydicom_warnings()  # pydicom logs them too; printed raw they would bypass escaping
     # Alembic narrates every plugin it loads at INFO; its migrations are logged by us.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
     if quiet_pydicom:

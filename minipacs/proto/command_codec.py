@@ -233,14 +233,18 @@ def _decode(buf: bytes) -> DimseMessage:
     values: dict[str, object] = {}
     for tag, attr, decode, required in _DECODE_PLAN[cls]:
         span = spans.get(tag)
-        if span is None or span[0] == span[1]:  # a zero-length value counts as absent
+        value = None
+        if span is not None and span[0] != span[1]:
+            try:
+                value = decode(buf, *span)
+            except DimseError as exc:
+                raise DimseError(f"{_tag_name(tag)}: {exc}") from None
+        # A zero-length value, or one of padding only, counts as absent (PS3.5 §6.2, §7.1).
+        if value is None or value == "":
             if required:
                 raise DimseError(f"{cls.command_field.label} lacks {_tag_name(tag)}")
             continue
-        try:
-            values[attr] = decode(buf, *span)
-        except DimseError as exc:
-            raise DimseError(f"{_tag_name(tag)}: {exc}") from None
+        values[attr] = value
     return cls(**values)
 
 

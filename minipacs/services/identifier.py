@@ -187,14 +187,29 @@ def decode_identifier(data: bytes, transfer_syntax: str) -> Dataset:
 
 
 def _check_parsed(ds: Dataset) -> None:
-    """pydicom reads garbage quietly: a value shorter than its declared length is refused."""
+    """Refuse what pydicom read quietly but would fail on later, in a parser.
+
+    A value shorter than its declared length is truncated. Sequences, and elements whose
+    value pydicom converts on access (read with none), are converted here as the parsers
+    would, items included, so that a bad one (an unknown VR) is C000 now rather than an
+    exception in a parser. Other elements stay raw: the parsers decode their bytes with the
+    identifier's character set and their own checks.
+    """
     if not len(ds):
         raise IdentifierError(Status.UNABLE_TO_PROCESS, "identifier holds no element")
-    for tag in list(ds.keys()):
-        elem = ds.get_item(tag)
-        if isinstance(elem, RawDataElement) and elem.length != UNDEFINED_LENGTH and \
-                len(elem.value or b"") < elem.length:
-            raise IdentifierError(Status.UNABLE_TO_PROCESS, "identifier is truncated")
+    pending = [ds]  # bounded: every item was read from at most MAX_IDENTIFIER_BYTES
+    while pending:
+        item = pending.pop()
+        for tag in list(item.keys()):
+            raw = item.get_item(tag, keep_deferred=True)
+            if isinstance(raw, RawDataElement):
+                if raw.length != UNDEFINED_LENGTH and len(raw.value or b"") < raw.length:
+                    raise IdentifierError(Status.UNABLE_TO_PROCESS, "identifier is truncated")
+                if raw.value is not None and _vr_of(raw, tag) != "SQ":
+                    continue
+            elem = item[tag]
+            if elem.VR == "SQ":
+                pending.extend(elem.value or ())
 
 
 def parse_identifier(ds: Dataset, model: Model, *,

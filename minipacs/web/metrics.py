@@ -31,6 +31,10 @@ PROBE_TIMEOUT: Final = 5.0  # seconds a scrape or a readiness check waits for a 
 DIMSE_BUCKETS: Final = (.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300)
 HTTP_BUCKETS: Final = (.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
 UNMATCHED: Final = "unmatched"
+# Calling AE titles are the peer's to choose: past this many distinct ones, the others share
+# one label, so a peer cycling through titles grows neither memory nor /metrics for ever.
+MAX_CALLING_AE_LABELS: Final = 256
+OTHER_CALLING_AE: Final = "(other)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,16 @@ class PrometheusMetrics:
             "minipacs_http_request_duration_seconds",
             "HTTP request durations, until the last body byte", ["method", "route"],
             buckets=HTTP_BUCKETS, registry=r)
+        self._calling_aes: set[str] = set()
+
+    def _calling_label(self, calling_ae: str) -> str:
+        """The title itself for the first MAX_CALLING_AE_LABELS distinct ones, else "(other)"."""
+        if calling_ae in self._calling_aes:
+            return calling_ae
+        if len(self._calling_aes) < MAX_CALLING_AE_LABELS:
+            self._calling_aes.add(calling_ae)
+            return calling_ae
+        return OTHER_CALLING_AE
 
     # --- ports.Metrics ------------------------------------------------------------------
 
@@ -100,7 +114,7 @@ class PrometheusMetrics:
 
     def association_ended(self, calling_ae: str, outcome: str, seconds: float) -> None:
         self.associations_active.dec()
-        self.associations.labels(calling_ae or "-", outcome).inc()
+        self.associations.labels(self._calling_label(calling_ae or "-"), outcome).inc()
 
     def dimse_operation(self, command: str, status: int, seconds: float) -> None:
         self.dimse.labels(command, f"0x{status:04X}").inc()

@@ -21,6 +21,7 @@ from minipacs.proto.association import (
     AssociationRequested,
 )
 from minipacs.proto.framer import decode_pdu
+from minipacs.proto.fsm import State
 from minipacs.proto.negotiation import (
     DEFAULT_MAX_PDU_LENGTH,
     AcceptorPolicy,
@@ -28,7 +29,16 @@ from minipacs.proto.negotiation import (
     default_supported,
     negotiate_as_acceptor,
 )
-from minipacs.proto.pdu import AAssociateAC, AAssociateRJ, AReleaseRP, AReleaseRQ, Pdu
+from minipacs.proto.pdu import (
+    AAssociateAC,
+    AAssociateRJ,
+    AReleaseRP,
+    AReleaseRQ,
+    Pdu,
+    RejectReason,
+    RejectResult,
+    RejectSource,
+)
 from minipacs.proto.pdu_codec import PDU_HEADER_LENGTH
 from minipacs.proto.sop import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION
 
@@ -171,3 +181,57 @@ class AssociationPair:
         """Forget the events collected so far."""
         self.requestor_events.clear()
         self.acceptor_events.clear()
+
+
+# --- any state, reached by real traffic -----------------------------------------------------
+
+_REJECT: Final = AAssociateRJ(RejectResult.PERMANENT, RejectSource.SERVICE_USER,
+                              RejectReason.CALLING_AE_NOT_RECOGNIZED)
+# PS3.8 Table 9-1: the states only one role can be in (the others both can).
+REQUESTOR_STATES: Final = frozenset({State.STA4, State.STA5, State.STA9, State.STA11})
+ACCEPTOR_STATES: Final = frozenset({State.STA2, State.STA3, State.STA10, State.STA12})
+
+
+def side(pair: AssociationPair, requestor: bool) -> Association:
+    return pair.requestor if requestor else pair.acceptor
+
+
+def reach_state(state: State, requestor: bool) -> tuple[Association, AssociationPair]:
+    """An association of the given role brought into `state` by real traffic."""
+    pair = AssociationPair()
+    me, peer = side(pair, requestor), side(pair, not requestor)
+    if state is State.STA13 and requestor:
+        pair.establish()
+        me.abort()  # AA-1
+    elif state is State.STA13:
+        pair.connect()
+        pair.pump()
+        me.send(_REJECT)  # AE-8
+    elif state is State.STA2:
+        me.connection_made()
+    elif state is State.STA3:
+        pair.connect()
+        pair.pump()
+    elif state is State.STA4:
+        me.send(pair.request)
+    elif state is State.STA5:
+        me.send(pair.request)
+        me.connection_made()
+    elif state is not State.STA1:
+        pair.establish()
+        if state is State.STA7:
+            me.send(AReleaseRQ())
+        elif state is State.STA8:
+            peer.send(AReleaseRQ())
+            pair.pump()
+        elif state in (State.STA9, State.STA10, State.STA11, State.STA12):
+            pair.requestor.send(AReleaseRQ())
+            pair.acceptor.send(AReleaseRQ())
+            pair.pump()  # collision: requestor in Sta9, acceptor in Sta10
+            if state in (State.STA11, State.STA12):
+                pair.requestor.send(AReleaseRP())
+                pair.pump(close=False)
+    assert me.state is state, f"reached {me.state} instead of {state}"
+    me.data_to_send()
+    drain_events(me)
+    return me, pair

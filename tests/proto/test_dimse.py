@@ -465,6 +465,10 @@ BAD_INPUTS = {
     "missing message id": replace_element(TAG_MESSAGE_ID, None),
     "missing data set type": replace_element(TAG_COMMAND_DATA_SET_TYPE, None),
     "missing required uid": replace_element(TAG_AFFECTED_SOP_CLASS_UID, None),
+    # Found by scripts/fuzz: padding only is no value (it decoded as "", which re-encodes
+    # as a zero-length element, i.e. absent: the round trip failed).
+    "required uid of padding only": replace_element(
+        TAG_AFFECTED_SOP_CLASS_UID, element(TAG_AFFECTED_SOP_CLASS_UID, b"\x00\x00")),
     "unknown command field": replace_element(TAG_COMMAND_FIELD, us(TAG_COMMAND_FIELD, 0x0031)),
     "US of 4 bytes": replace_element(TAG_MESSAGE_ID, element(TAG_MESSAGE_ID, b"\1\0\0\0")),
     "US of 1 byte": replace_element(TAG_COMMAND_FIELD, element(TAG_COMMAND_FIELD, b"\x30")),

@@ -43,7 +43,15 @@ from minipacs.proto.pdu import (
 from minipacs.proto.pdu_codec import encode_pdata, encode_pdu
 from minipacs.proto.sop import VERIFICATION
 
-from .pair import ECHO_CONTEXT, AssociationPair, decode_all, drain_events
+from .pair import (
+    ACCEPTOR_STATES,
+    ECHO_CONTEXT,
+    REQUESTOR_STATES,
+    AssociationPair,
+    decode_all,
+    drain_events,
+    reach_state,
+)
 
 # PS3.8 Table 9-10, laid out as the standard prints it: one row per event, one column per
 # state, "." for an empty cell.  Written out independently of fsm.py and checked cell by cell
@@ -166,8 +174,6 @@ PDU_EVENTS: Final = frozenset(
      Event.EVT19}
 )
 # Which side can be in each state (PS3.8 Table 9-1 to 9-5 definitions).
-REQUESTOR_STATES: Final = frozenset({State.STA4, State.STA5, State.STA9, State.STA11})
-ACCEPTOR_STATES: Final = frozenset({State.STA2, State.STA3, State.STA10, State.STA12})
 
 # What each action puts on the wire (Tables 9-6 to 9-9); absent = nothing.
 SENDS: Final[dict[Action, type[Pdu]]] = {
@@ -209,51 +215,6 @@ ECHO_PDATA: Final = encode_pdata(
     is_command=True, is_last=True,
 )
 UNRECOGNIZED_PDU: Final = bytes((0x99, 0, 0, 0, 0, 0))  # PDU type 99H does not exist (§9.3.1)
-
-
-def _side(pair: AssociationPair, requestor: bool) -> Association:
-    return pair.requestor if requestor else pair.acceptor
-
-
-def _reach(state: State, requestor: bool) -> tuple[Association, AssociationPair]:
-    """An association of the given role brought into `state` by real traffic."""
-    pair = AssociationPair()
-    me, peer = _side(pair, requestor), _side(pair, not requestor)
-    if state is State.STA13 and requestor:
-        pair.establish()
-        me.abort()  # AA-1
-    elif state is State.STA13:
-        pair.connect()
-        pair.pump()
-        me.send(REJECT)  # AE-8
-    elif state is State.STA2:
-        me.connection_made()
-    elif state is State.STA3:
-        pair.connect()
-        pair.pump()
-    elif state is State.STA4:
-        me.send(pair.request)
-    elif state is State.STA5:
-        me.send(pair.request)
-        me.connection_made()
-    elif state is not State.STA1:
-        pair.establish()
-        if state is State.STA7:
-            me.send(AReleaseRQ())
-        elif state is State.STA8:
-            peer.send(AReleaseRQ())
-            pair.pump()
-        elif state in (State.STA9, State.STA10, State.STA11, State.STA12):
-            pair.requestor.send(AReleaseRQ())
-            pair.acceptor.send(AReleaseRQ())
-            pair.pump()  # collision: requestor in Sta9, acceptor in Sta10
-            if state in (State.STA11, State.STA12):
-                pair.requestor.send(AReleaseRP())
-                pair.pump(close=False)
-    assert me.state is state, f"reached {me.state} instead of {state}"
-    me.data_to_send()
-    drain_events(me)
-    return me, pair
 
 
 def _forced(state: State, requestor: bool) -> Association:
@@ -345,7 +306,7 @@ def _check(case: _Case) -> list[str]:
         or (not case.requestor and case.state in REQUESTOR_STATES)
     )
     if natural:
-        assoc, pair = _reach(case.state, case.requestor)
+        assoc, pair = reach_state(case.state, case.requestor)
     else:  # only Evt2 (requestor) and Evt5 (acceptor) are driven on the other role's states
         assert case.event in (Event.EVT2, Event.EVT5), case
         assoc, pair = _forced(case.state, case.requestor), AssociationPair()

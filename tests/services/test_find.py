@@ -603,7 +603,13 @@ async def test_sql_metacharacters_are_just_values() -> None:
     (b"garbage that is not a data set at all", ExplicitVRLittleEndian),
     (b"\xff" * 64, ExplicitVRLittleEndian),
     (b"not deflate data", DeflatedExplicitVRLittleEndian),
-], ids=["empty", "truncated", "text", "ff", "bad-deflate"])
+    # Found by scripts/fuzz: a VR pydicom does not know, inside a sequence item (converted
+    # lazily, it raised NotImplementedError in the parser: 0110 and a traceback).
+    (b"\x08\x00\x52\x00CS\x06\x00STUDY "  # QueryRetrieveLevel
+     b"\x08\x00\x10\x11SQ\x00\x00\x12\x00\x00\x00"  # Referenced Study Sequence, 18 bytes
+     b"\xfe\xff\x00\xe0\x0a\x00\x00\x00"  # its item, 10 bytes
+     b"\x08\x00\x55\x11U\x00\x02\x001\x00", ExplicitVRLittleEndian),  # VR "U\0"
+], ids=["empty", "truncated", "text", "ff", "bad-deflate", "bad-vr-in-item"])
 async def test_undecodable_identifier_is_c000(data: bytes, transfer_syntax: str) -> None:
     result = await run_find(FakeQueryIndex(), data, transfer_syntax=transfer_syntax)
     assert_refused(result, Status.UNABLE_TO_PROCESS)
