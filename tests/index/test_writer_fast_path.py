@@ -94,7 +94,7 @@ async def test_same_rows_as_the_full_path(db_url: str, databases: Databases, bac
         engine = make_engine(url)
         writer = IndexWriter(engine, duplicate_policy=DuplicatePolicy.REPLACE)
         if not fast:
-            monkeypatch.setattr(writer, "_add_fast", lambda conn, rec: None)
+            monkeypatch.setattr(writer._rows, "add_fast", lambda conn, rec: None)
         await writer.start()
         try:
             if together:
