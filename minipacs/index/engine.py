@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ _PG_UNIQUE_VIOLATION: Final = "23505"
 MIGRATION_LOCK_KEY: Final = int.from_bytes(b"minipacs", "big", signed=True)
 _SQLITE_RETRYABLE: Final = ("database is locked", "database is busy", "database table is locked")
 _SQLITE_FULL: Final = "database or disk is full"
+_WAL_RETRY_S: Final = 0.01  # between attempts to switch a new SQLite file to WAL
 
 # URL schemes the index accepts, as the drivers it runs: SQLite on the standard sqlite3, and
 # PostgreSQL on psycopg 3 (``postgresql://`` would mean psycopg2 to SQLAlchemy; asyncpg URLs
@@ -234,7 +236,7 @@ def _configure_sqlite(engine: Engine, synchronous: str, busy_timeout_ms: int) ->
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _enter_wal(cursor, busy_timeout_ms)
             cursor.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
@@ -244,6 +246,25 @@ def _configure_sqlite(engine: Engine, synchronous: str, busy_timeout_ms: int) ->
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _enter_wal(cursor: Any, busy_timeout_ms: int) -> None:
+    """``PRAGMA journal_mode = WAL``, waiting out other connections as the busy timeout would.
+
+    Switching a new database file to WAL needs it to itself, and SQLite answers "database is
+    locked" at once instead of calling the busy handler: several processes opening a new
+    index together (`minipacs serve` twice, `db upgrade` beside it) failed at connect.
+    """
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if not any(text in str(exc) for text in _SQLITE_RETRYABLE) or (
+                    time.monotonic() >= deadline):
+                raise
+        time.sleep(_WAL_RETRY_S)
 
 
 def database_now(conn: Connection) -> datetime:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select, text
@@ -165,4 +167,24 @@ def test_postgresql_url_aliases_connect(db_url: str, scheme: str) -> None:
         assert engine.dialect.driver == "psycopg"
         assert steps(engine) == 0
     finally:
+        engine.dispose()
+
+
+def test_a_new_sqlite_file_held_by_another_connection_is_waited_for(tmp_path: Path) -> None:
+    """Switching a new file to WAL gets "database is locked" at once from SQLite (no busy
+    handler): the connect waits it out within the busy timeout, as several processes
+    opening a new index together need."""
+    path = tmp_path / "index.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")  # a rollback-journal write lock, as a first migrator's
+    release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    release.start()
+    engine = make_engine(f"sqlite:///{path}", busy_timeout_ms=10_000)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        release.join()
+        holder.close()
         engine.dispose()
